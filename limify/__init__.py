@@ -1,0 +1,32 @@
+"""Limify: decorator-based rate limits for sync and async Python callables.
+
+The everyday names live here; see README.rst for a tour.
+"""
+
+from __future__ import annotations
+
+from limify.core.clock import Clock, ManualClock, SystemClock
+from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.plans import Plan
+from limify.core.rate import parse_rate
+from limify.core.result import LimitationResult
+from limify.decorator import configure, get_default_storage, rate_limit
+from limify.errors import LimifyError, RateLimitExceeded, StorageError
+
+__all__ = [
+    "rate_limit",
+    "configure",
+    "get_default_storage",
+    "parse_rate",
+    "Plan",
+    "LimitationResult",
+    "InMemoryAdapter",
+    "RateLimitExceeded",
+    "LimifyError",
+    "StorageError",
+    "Clock",
+    "SystemClock",
+    "ManualClock",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Limify's framework-free core: plans, results, algorithms and storage adapters."""

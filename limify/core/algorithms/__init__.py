@@ -1,0 +1,29 @@
+"""Rate-limiting algorithms, each a pure transition with a Lua twin.
+
+:data:`ALGORITHMS` maps the names accepted by ``rate_limit(algorithm=...)`` to
+their (sync, async) shell classes.
+"""
+
+from __future__ import annotations
+
+from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
+
+__all__ = ["ALGORITHMS", "algorithm_classes"]
+
+ALGORITHMS: dict[str, tuple[type[SyncAlgorithm], type[AsyncAlgorithm]]] = {
+    "token_bucket": (TokenBucketAlgorithm, AsyncTokenBucketAlgorithm),
+}
+
+
+def algorithm_classes(name: str) -> tuple[type[SyncAlgorithm], type[AsyncAlgorithm]]:
+    """The (sync, async) classes of the algorithm called ``name``.
+
+    Raises:
+        ValueError: no algorithm has that name; the message lists the known ones.
+    """
+    try:
+        return ALGORITHMS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(repr(n) for n in sorted(ALGORITHMS))
+        raise ValueError(f"unknown algorithm {name!r}: expected one of {known}") from None

@@ -1,0 +1,51 @@
+-- Shared driver, twin of limify/core/algorithms/base.py (run_limits): runs the
+-- algorithm's transition (defined above this chunk) over every limit of one
+-- call, all or nothing. Data arrives only through KEYS and ARGV:
+--   KEYS[i]    the state key of limit i
+--   ARGV[1]    now in microseconds, or "" to read the server clock (TIME)
+--   ARGV[2]    cost
+--   ARGV[3]    "1" to consume, "0" to only report (peek)
+--   ARGV[4]    w, the number of parameters per limit
+--   ARGV[5..]  limit i's parameters at 4 + (i-1)*w + 1 .. 4 + i*w
+-- Returns {allowed 0/1, remaining, reset_us, retry_us, index of the deciding limit (0-based)}.
+
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local cost = tonumber(ARGV[2])
+local width = tonumber(ARGV[4])
+local steps = {}
+local pick = 1
+local all_allowed = true
+for i = 1, #KEYS do
+  local plan = {}
+  for j = 1, width do
+    plan[j] = tonumber(ARGV[4 + (i - 1) * width + j])
+  end
+  local allowed, remaining, reset, retry, state, ttl = transition(load(KEYS[i]), now, plan, cost)
+  steps[i] = {allowed, remaining, reset, retry, state, ttl}
+  if not allowed then all_allowed = false end
+  if i > 1 then
+    -- A refusal beats an admission; the longest wait among refusals, the
+    -- smallest remaining among admissions; ties keep the earlier limit.
+    local best = steps[pick]
+    local better
+    if allowed ~= best[1] then
+      better = not allowed
+    elseif not allowed then
+      better = retry > best[4]
+    else
+      better = remaining < best[2]
+    end
+    if better then pick = i end
+  end
+end
+if all_allowed and ARGV[3] == '1' then
+  for i = 1, #KEYS do
+    save(KEYS[i], steps[i][5], steps[i][6])
+  end
+end
+local best = steps[pick]
+return {all_allowed and 1 or 0, best[2], best[3], best[4], pick - 1}

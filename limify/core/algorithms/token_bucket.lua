@@ -1,0 +1,62 @@
+-- Token bucket. Twin of limify/core/algorithms/token_bucket.py (transition):
+-- the same arithmetic in the same order, so both give identical decisions.
+-- State at a key: the string "<tokens>:<last_us>", expiring once the bucket is full.
+
+local function level(tokens, last, at, limit, rate)
+  if at <= last then return tokens end
+  return math.min(limit, tokens + (at - last) * rate)
+end
+
+local function wait_until(tokens, last, now, need, limit, rate, period)
+  if need > limit then return period end
+  if level(tokens, last, now, limit, rate) >= need then return 0 end
+  local start = math.max(now, last)
+  local wait = (start - now) + math.ceil((need - level(tokens, last, start, limit, rate)) / rate)
+  local step = 1
+  while level(tokens, last, now + wait, limit, rate) < need do
+    wait = wait + step
+    step = step * 2
+  end
+  return wait
+end
+
+local function load(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local sep = string.find(raw, ':', 1, true)
+  if not sep then return nil end
+  local tokens = tonumber(string.sub(raw, 1, sep - 1))
+  local last = tonumber(string.sub(raw, sep + 1))
+  if not tokens or not last then return nil end
+  return {tokens, last}
+end
+
+local function save(key, state, ttl_us)
+  if ttl_us <= 0 then
+    redis.call('DEL', key)
+    return
+  end
+  local value = string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2])
+  redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
+end
+
+local function transition(state, now, plan, cost)
+  local limit, period = plan[1], plan[2]
+  local rate = limit / period
+  local tokens, last
+  if state == nil then
+    tokens, last = limit, now
+  else
+    tokens, last = state[1], state[2]
+  end
+  local current = level(tokens, last, now, limit, rate)
+  if current >= cost then
+    local left = current - cost
+    local stamp = math.max(last, now)
+    local reset = wait_until(left, stamp, now, limit, limit, rate, period)
+    return true, math.floor(left), reset, 0, {left, stamp}, reset
+  end
+  local retry = wait_until(tokens, last, now, cost, limit, rate, period)
+  local reset = wait_until(tokens, last, now, limit, limit, rate, period)
+  return false, math.floor(current), reset, retry, state, reset
+end

@@ -1,0 +1,97 @@
+"""Token bucket: bursts up to ``limit``, refilled continuously at ``limit / period``.
+
+Theory of operation
+-------------------
+State per key: ``(tokens, last_us)``, the bucket level as a float and the time it
+was last brought up to date. A key never seen holds a full bucket.
+
+At ``now`` the level is ``min(limit, tokens + (now - last) * rate)`` with
+``rate = limit / period_us`` tokens per microsecond. A call of cost ``c`` is
+admitted when the level is at least ``c``; it then leaves ``level - c`` tokens
+stamped at ``now``. A refused call changes nothing.
+
+Invariants:
+
+* over any window of length ``period`` the admitted cost is at most
+  ``limit`` plus what refilled inside the window;
+* ``retry_us`` is exact: the same call at ``now + retry_us`` sees a level of at
+  least ``c`` (the wait is computed by the same level function the next call
+  uses, so rounding can only lengthen it, never shorten it);
+* ``reset_us`` (and the TTL) is when the bucket is full again, after which the
+  state is the same as no state at all;
+* a clock that steps backwards (skewed app servers) refills nothing and never
+  moves ``last`` back.
+
+The arithmetic is written so that Lua doubles and Python floats agree bit for
+bit: the same operations in the same order, on integers below 2**53.
+"""
+
+from __future__ import annotations
+
+import math
+
+from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
+from limify.core.plans import Plan
+
+__all__ = ["transition", "TOKEN_BUCKET", "TokenBucketAlgorithm", "AsyncTokenBucketAlgorithm"]
+
+State = tuple[float, int]
+
+
+def _level(tokens: float, last: int, at: int, limit: int, rate: float) -> float:
+    if at <= last:
+        return tokens
+    return min(limit, tokens + (at - last) * rate)
+
+
+def _wait_until(tokens: float, last: int, now: int, need: int, limit: int, rate: float, period: int) -> int:
+    """Microseconds from ``now`` until the level reaches ``need``."""
+    if need > limit:  # never reachable; shells reject such costs before they get here
+        return period
+    if _level(tokens, last, now, limit, rate) >= need:
+        return 0
+    # Refilling starts at `last` when a skewed clock puts `now` before it.
+    start = max(now, last)
+    wait = (start - now) + math.ceil((need - _level(tokens, last, start, limit, rate)) / rate)
+    step = 1
+    # Float rounding may leave the level a hair short at now + wait: lengthen until
+    # the very expression the next call evaluates says yes.
+    while _level(tokens, last, now + wait, limit, rate) < need:
+        wait += step
+        step *= 2
+    return wait
+
+
+def transition(state: State | None, now: int, plan: Plan, cost: int) -> Step:
+    """The token bucket transition (twin of ``token_bucket.lua``)."""
+    limit = plan.limit
+    period = plan.period_us
+    rate = limit / period
+    if state is None:
+        tokens, last = float(limit), now
+    else:
+        tokens, last = state
+    current = _level(tokens, last, now, limit, rate)
+    if current >= cost:
+        left = current - cost
+        stamp = max(last, now)
+        reset = _wait_until(left, stamp, now, limit, limit, rate, period)
+        return True, math.floor(left), reset, 0, (left, stamp), reset
+    retry = _wait_until(tokens, last, now, cost, limit, rate, period)
+    reset = _wait_until(tokens, last, now, limit, limit, rate, period)
+    return False, math.floor(current), reset, retry, state, reset
+
+
+TOKEN_BUCKET = AlgorithmSpec("token_bucket", transition, "token_bucket.lua")
+
+
+class TokenBucketAlgorithm(SyncAlgorithm):
+    """Token bucket on a synchronous storage adapter (memory or Redis)."""
+
+    spec = TOKEN_BUCKET
+
+
+class AsyncTokenBucketAlgorithm(AsyncAlgorithm):
+    """Token bucket on an asynchronous storage adapter (memory or redis.asyncio)."""
+
+    spec = TOKEN_BUCKET

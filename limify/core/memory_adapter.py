@@ -1,0 +1,124 @@
+"""In-process storage: runs the Python transitions under one lock."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome, run_limits
+from limify.core.clock import SYSTEM_CLOCK, Clock
+from limify.core.plans import Plan
+
+__all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
+
+#: Default bound on the number of keys one :class:`InMemoryAdapter` holds.
+DEFAULT_MAX_KEYS = 1_000_000
+
+
+class InMemoryAdapter:
+    """Thread-safe in-process storage for every algorithm, from sync and async code.
+
+    One lock guards one ordered dict of ``key -> (state, expires_at_us)``; there are
+    no threads or timers. A key whose state has expired reads as fresh and is
+    dropped when met. The dict is kept in least-recently-used order: when a new
+    key would exceed ``max_keys``, expired keys at the old end go first, then the
+    least recently used live key, whose limit then starts afresh. Live keys are
+    only evicted when more than ``max_keys`` distinct keys are in use at once.
+
+    Args:
+        max_keys: most keys held at once (>= 1).
+        clock: where ``now`` comes from; tests pass a :class:`~limify.ManualClock`.
+    """
+
+    def __init__(self, *, max_keys: int = DEFAULT_MAX_KEYS, clock: Clock = SYSTEM_CLOCK) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int):
+            raise TypeError(f"max_keys must be an int >= 1, got {max_keys!r}")
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be an int >= 1, got {max_keys!r}")
+        if not callable(getattr(clock, "now_us", None)):
+            raise TypeError(f"clock must have a now_us() method, got {clock!r}")
+        self.max_keys = max_keys
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Number of keys currently held (expired ones included until met)."""
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"InMemoryAdapter(max_keys={self.max_keys}, clock={self.clock!r})"
+
+    def _load(self, key: str, now: int) -> Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry[0]
+
+    def _store(self, key: str, state: Any, ttl_us: int, now: int) -> None:
+        data = self._data
+        if ttl_us <= 0:
+            data.pop(key, None)
+            return
+        if key not in data:
+            self._make_room(now)
+        data[key] = (state, now + ttl_us)
+        data.move_to_end(key)
+
+    def _make_room(self, now: int) -> None:
+        data = self._data
+        # Amortised sweep: each new key retires up to two expired ones from the old end.
+        for _ in range(2):
+            if not data:
+                return
+            oldest = next(iter(data))
+            if data[oldest][1] > now:
+                break
+            del data[oldest]
+        while len(data) >= self.max_keys:
+            data.popitem(last=False)
+
+    def execute(
+        self,
+        spec: AlgorithmSpec,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int,
+        mode: str = CONSUME,
+    ) -> Outcome:
+        """Run ``spec`` over ``keys`` (one per plan) in one lock section, all or nothing."""
+        with self._lock:
+            now = self.clock.now_us()
+            states = [self._load(key, now) for key in keys]
+            outcome, steps = run_limits(spec.transition, states, now, plans, cost)
+            if outcome[0] and mode == CONSUME:
+                for key, step in zip(keys, steps, strict=False):
+                    self._store(key, step[4], step[5], now)
+            return outcome
+
+    async def execute_async(
+        self,
+        spec: AlgorithmSpec,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int,
+        mode: str = CONSUME,
+    ) -> Outcome:
+        """Same as :meth:`execute`; it never blocks on I/O, so it is safe in any event loop."""
+        return self.execute(spec, keys, plans, cost, mode)
+
+    def clear(self, keys: Sequence[str]) -> None:
+        """Forget the state of ``keys``."""
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    async def clear_async(self, keys: Sequence[str]) -> None:
+        """Same as :meth:`clear`."""
+        self.clear(keys)

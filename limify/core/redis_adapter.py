@@ -1,0 +1,245 @@
+"""Redis storage: each algorithm's Lua twin runs in one atomic EVALSHA.
+
+The adapters only move data: they turn a check into ``KEYS``/``ARGV`` for the
+algorithm's script and its reply into an outcome. Scripts are identified by
+their SHA-1, computed locally; when the server answers ``NOSCRIPT`` (it was
+restarted, or someone ran ``SCRIPT FLUSH``) the adapter loads the script and
+retries once, so callers never see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
+from limify.core.clock import Clock
+from limify.core.plans import Plan
+
+__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS"]
+
+#: Options of the clients Limify builds from a URL; URL query parameters and
+#: ``from_url(**client_options)`` override them. The pool blocks (up to
+#: ``timeout`` seconds) rather than fail when every connection is busy, and no
+#: socket operation waits forever on a dead server.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "max_connections": 50,
+    "timeout": 5.0,
+    "socket_connect_timeout": 2.0,
+    "socket_timeout": 2.0,
+}
+
+
+def _pool_options(client_options: dict[str, Any]) -> dict[str, Any]:
+    return {**CLIENT_DEFAULTS, **client_options}
+
+
+class _ScriptBook:
+    """What both adapters share: script sources by SHA and the ARGV layout."""
+
+    def __init__(self, client: Any, *, clock: Clock | None = None) -> None:
+        if clock is not None and not callable(getattr(clock, "now_us", None)):
+            raise TypeError(f"clock must be None (server time) or have now_us(), got {clock!r}")
+        self.client = client
+        #: ``None``: the script reads Redis ``TIME`` (immune to app-server clock
+        #: skew). A :class:`~limify.core.clock.Clock`: the caller's clock is sent.
+        self.clock = clock
+        self._sources: dict[str, str] = {}
+        self._spec_shas: dict[str, str] = {}
+
+    def _remember(self, script: str) -> str:
+        sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
+        self._sources[sha] = script
+        return sha
+
+    def _sha(self, spec: AlgorithmSpec) -> str:
+        sha = self._spec_shas.get(spec.name)
+        if sha is None:
+            sha = self._spec_shas[spec.name] = self._remember(spec.script)
+        return sha
+
+    def _source(self, sha: str) -> str:
+        try:
+            return self._sources[sha]
+        except KeyError:
+            raise NoScriptError(f"script {sha} is unknown to this adapter; load it first") from None
+
+    def _argv(self, spec: AlgorithmSpec, plans: Sequence[Plan], cost: int, mode: str) -> list[Any]:
+        now = "" if self.clock is None else self.clock.now_us()
+        argv: list[Any] = [now, cost, mode, 2]
+        for plan in plans:
+            argv.extend(spec.script_args(plan))
+        return argv
+
+    @staticmethod
+    def _outcome(reply: Sequence[int]) -> Outcome:
+        return (reply[0] == 1, reply[1], reply[2], reply[3], reply[4])
+
+    def __repr__(self) -> str:
+        clock = "server TIME" if self.clock is None else repr(self.clock)
+        return f"{type(self).__name__}({self.client!r}, clock={clock})"
+
+
+class RedisSyncAdapter(_ScriptBook):
+    """Storage on a synchronous ``redis.Redis`` client (or any client with its API).
+
+    Args:
+        client: a ``redis.Redis`` instance.
+        clock: ``None`` (default) to use the Redis server's clock, or a
+            :class:`~limify.core.clock.Clock` to send the caller's time.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisSyncAdapter:
+        """Build an adapter with its own ``redis.Redis.from_url(url, **client_options)``."""
+        import redis
+
+        pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(client_options))
+        return cls(redis.Redis.from_pool(pool), clock=clock)
+
+    def script_load(self, script: str) -> str:
+        """Load ``script`` into the server and return its SHA-1."""
+        sha: str = self.client.script_load(script)
+        self._sources[sha] = script
+        return sha
+
+    def evalsha(self, sha: str, num_keys: int, *keys_and_args: Any) -> Any:
+        """Run a loaded script, loading it again first if the server lost it."""
+        try:
+            return self.client.evalsha(sha, num_keys, *keys_and_args)
+        except NoScriptError:
+            self.client.script_load(self._source(sha))
+            return self.client.evalsha(sha, num_keys, *keys_and_args)
+
+    def execute(
+        self,
+        spec: AlgorithmSpec,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int,
+        mode: str = CONSUME,
+    ) -> Outcome:
+        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
+        reply = self.evalsha(self._sha(spec), len(keys), *keys, *self._argv(spec, plans, cost, mode))
+        return self._outcome(reply)
+
+    def clear(self, keys: Sequence[str]) -> None:
+        """Delete ``keys``."""
+        if keys:
+            self.client.delete(*keys)
+
+
+class _ClientPerLoop:
+    """A redis.asyncio client per event loop, for adapters built from a URL.
+
+    An asyncio client's connections belong to the loop that opened them; an app
+    (or a test suite) that runs several loops needs one client per loop. Each
+    client is closed while its loop shuts down: an async generator parked in the
+    loop is finalised by ``loop.shutdown_asyncgens()`` (``asyncio.run`` and
+    ``anyio.run`` call it), and its ``finally`` closes the client.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self._options = options
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @staticmethod
+    def _loop() -> asyncio.AbstractEventLoop:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Redis async storage needs a running asyncio event loop (redis.asyncio "
+                "does not run on trio); use the in-memory storage under trio"
+            ) from None
+
+    def current(self) -> Any:
+        """This loop's client, or None if it has none yet (then call :meth:`open`)."""
+        entry = self._clients.get(self._loop())
+        return None if entry is None else entry[0]
+
+    async def open(self) -> Any:
+        """Create this loop's client and arrange for it to close with the loop."""
+        import redis.asyncio
+
+        loop = self._loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **self._options)
+            client = redis.asyncio.Redis.from_pool(pool)
+            closer = _close_at_loop_shutdown(client)
+            await closer.__anext__()
+            entry = self._clients[loop] = (client, closer)
+        return entry[0]
+
+    def __repr__(self) -> str:
+        return f"<redis.asyncio clients for {self.url!r}>"
+
+
+async def _close_at_loop_shutdown(client: Any) -> Any:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class RedisAsyncAdapter(_ScriptBook):
+    """Storage on a ``redis.asyncio.Redis`` client.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` instance.
+        clock: ``None`` (default) to use the Redis server's clock, or a
+            :class:`~limify.core.clock.Clock` to send the caller's time.
+    """
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisAsyncAdapter:
+        """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop."""
+        return cls(_ClientPerLoop(url, _pool_options(client_options)), clock=clock)
+
+    async def _client(self) -> Any:
+        client = self.client
+        if isinstance(client, _ClientPerLoop):
+            return client.current() or await client.open()
+        return client
+
+    async def script_load(self, script: str) -> str:
+        """Load ``script`` into the server and return its SHA-1."""
+        sha: str = await (await self._client()).script_load(script)
+        self._sources[sha] = script
+        return sha
+
+    async def evalsha(self, sha: str, num_keys: int, *keys_and_args: Any) -> Any:
+        """Run a loaded script, loading it again first if the server lost it."""
+        client = await self._client()
+        try:
+            return await client.evalsha(sha, num_keys, *keys_and_args)
+        except NoScriptError:
+            await client.script_load(self._source(sha))
+            return await client.evalsha(sha, num_keys, *keys_and_args)
+
+    async def execute_async(
+        self,
+        spec: AlgorithmSpec,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int,
+        mode: str = CONSUME,
+    ) -> Outcome:
+        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
+        argv = self._argv(spec, plans, cost, mode)
+        reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+        return self._outcome(reply)
+
+    async def clear_async(self, keys: Sequence[str]) -> None:
+        """Delete ``keys``."""
+        if keys:
+            await (await self._client()).delete(*keys)

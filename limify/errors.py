@@ -1,0 +1,40 @@
+"""Exceptions raised by Limify."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from limify.core.result import LimitationResult
+
+__all__ = ["LimifyError", "RateLimitExceeded", "StorageError"]
+
+
+class LimifyError(Exception):
+    """Base class of every exception Limify raises on purpose."""
+
+
+class RateLimitExceeded(LimifyError):
+    """A call was refused because its limit is exhausted.
+
+    Attributes:
+        result: the :class:`~limify.LimitationResult` of the refused check.
+        key: the storage key of the bucket that refused the call.
+        retry_after: seconds (a float > 0) until the same call would be admitted.
+    """
+
+    def __init__(self, result: LimitationResult, key: str) -> None:
+        self.result = result
+        self.key = key
+        self.retry_after: float = result.retry_after
+        super().__init__(
+            f"rate limit exceeded for {key!r}: {result.limit} allowed, retry after {result.retry_after:.3f}s"
+        )
+
+    def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[LimitationResult, str]]:
+        # Keeps the exception picklable (Celery and multiprocessing ship it across processes).
+        return (type(self), (self.result, self.key))
+
+
+class StorageError(LimifyError):
+    """The storage backend could not be used (bad configuration or unreachable server)."""

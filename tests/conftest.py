@@ -1,0 +1,90 @@
+"""Shared fixtures: a real redis-server, the storage matrix, anyio backends, Hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, settings
+
+from limify import InMemoryAdapter, ManualClock
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from tests.servers import INSTALL_HINT, RedisServer
+
+settings.register_profile(
+    "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=60,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """URL of a real Redis for this session: our own redis-server, or LIMIFY_TEST_REDIS_URL."""
+    configured = os.environ.get("LIMIFY_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    try:
+        server = RedisServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc) if "PATH" in str(exc) else f"{exc}\n{INSTALL_HINT}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The session's Redis URL, flushed before each test."""
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushdb()
+    client.close()
+    yield redis_server_url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client on the flushed test database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that only moves when the test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def sync_storage(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[object]:
+    """Each sync storage on the same manual clock: in-memory and the real Redis."""
+    if request.param == "memory":
+        yield InMemoryAdapter(clock=clock)
+        return
+    url = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    yield RedisSyncAdapter(client, clock=clock)
+    client.close()
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Async tests run on asyncio and on trio."""
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_async_adapter(redis_url: str, clock: ManualClock) -> RedisAsyncAdapter:
+    """An async adapter opening its redis.asyncio clients per event loop."""
+    return RedisAsyncAdapter.from_url(redis_url, clock=clock)
