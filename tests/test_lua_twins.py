@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
-from limify.core.algorithms.base import CONSUME, PEEK
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
 from tests.strategies import gaps_us, plans
@@ -28,7 +28,7 @@ SPECS = [TOKEN_BUCKET]
 def test_python_and_lua_agree_on_every_decision(
     redis_client: redis.Redis, data: st.DataObject, spec: object, limits: list[Plan]
 ) -> None:
-    """Random (key, cost, gap, mode) sequences give identical outcomes in memory and on Redis."""
+    """Random (key, cost, gap, mode) sequences, refunds included, give identical outcomes."""
     redis_client.flushdb()
     limits = [Plan(f"p{i}", p.limit, p.period_seconds) for i, p in enumerate(limits)]
     clock = ManualClock()
@@ -41,7 +41,7 @@ def test_python_and_lua_agree_on_every_decision(
                 st.integers(0, 2),
                 st.integers(1, smallest),
                 gaps_us,
-                st.sampled_from([CONSUME, CONSUME, PEEK]),
+                st.sampled_from([CONSUME, CONSUME, CONSUME, PEEK, REFUND]),
             ),
             min_size=1,
             max_size=40,

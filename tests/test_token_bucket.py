@@ -117,3 +117,17 @@ def test_cost_is_spent_at_once(clock: ManualClock) -> None:
     assert refused.retry_after == pytest.approx(1.0)
     with pytest.raises(ValueError, match="cost"):
         algorithm.check("k", plan, cost=0)
+
+
+def test_refund_gives_cost_back_up_to_capacity(clock: ManualClock) -> None:
+    """refund() returns spent tokens, never beyond the limit."""
+    algorithm = TokenBucketAlgorithm(InMemoryAdapter(clock=clock))
+    plan = Plan("default", 3, 30)
+    algorithm.check("k", plan, cost=3)
+    after = algorithm.refund("k", plan, cost=2)  # reports what a call of cost 2 would now get
+    assert after.allowed and after.remaining == 0
+    assert algorithm.check("k", plan, cost=2).allowed
+    algorithm.refund("k", plan, cost=3)
+    assert algorithm.peek("k", plan, cost=3).allowed
+    assert not algorithm.check_all(["k"], [plan], cost=3, mode="1").remaining
+    assert algorithm.refund("fresh", plan).remaining == 2  # nothing to give back to a full bucket

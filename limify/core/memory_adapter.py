@@ -91,15 +91,15 @@ class InMemoryAdapter:
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Outcome:
         """Run ``spec`` over ``keys`` (one per plan) in one lock section, all or nothing."""
         with self._lock:
             now = self.clock.now_us()
             states = [self._load(key, now) for key in keys]
-            outcome, steps = run_limits(spec.transition, states, now, plans, cost)
-            if outcome[0] and mode == CONSUME:
-                for key, step in zip(keys, steps, strict=False):
-                    self._store(key, step[4], step[5], now)
+            outcome, writes = run_limits(spec, states, now, plans, cost, mode, token)
+            for index, state, ttl in writes:
+                self._store(keys[index], state, ttl, now)
             return outcome
 
     async def execute_async(
@@ -109,9 +109,10 @@ class InMemoryAdapter:
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Outcome:
         """Same as :meth:`execute`; it never blocks on I/O, so it is safe in any event loop."""
-        return self.execute(spec, keys, plans, cost, mode)
+        return self.execute(spec, keys, plans, cost, mode, token)
 
     def clear(self, keys: Sequence[str]) -> None:
         """Forget the state of ``keys``."""

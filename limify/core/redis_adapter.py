@@ -69,9 +69,11 @@ class _ScriptBook:
         except KeyError:
             raise NoScriptError(f"script {sha} is unknown to this adapter; load it first") from None
 
-    def _argv(self, spec: AlgorithmSpec, plans: Sequence[Plan], cost: int, mode: str) -> list[Any]:
+    def _argv(
+        self, spec: AlgorithmSpec, plans: Sequence[Plan], cost: int, mode: str, token: str
+    ) -> list[Any]:
         now = "" if self.clock is None else self.clock.now_us()
-        argv: list[Any] = [now, cost, mode, 2]
+        argv: list[Any] = [now, cost, mode, 2, token]
         for plan in plans:
             argv.extend(spec.script_args(plan))
         return argv
@@ -123,9 +125,11 @@ class RedisSyncAdapter(_ScriptBook):
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Outcome:
         """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
-        reply = self.evalsha(self._sha(spec), len(keys), *keys, *self._argv(spec, plans, cost, mode))
+        argv = self._argv(spec, plans, cost, mode, token)
+        reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
         return self._outcome(reply)
 
     def clear(self, keys: Sequence[str]) -> None:
@@ -233,9 +237,10 @@ class RedisAsyncAdapter(_ScriptBook):
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Outcome:
         """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
-        argv = self._argv(spec, plans, cost, mode)
+        argv = self._argv(spec, plans, cost, mode, token)
         reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
         return self._outcome(reply)
 

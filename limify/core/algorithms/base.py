@@ -2,30 +2,38 @@
 
 Theory of operation
 -------------------
-An algorithm is one pure function, written twice::
+An algorithm is two pure functions, each written twice::
 
-    transition(state, now_us, plan, cost) -> Step
+    transition(state, now_us, plan, cost, token) -> Step
+    refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)
 
 ``state`` is whatever the algorithm keeps per key (``None`` for a key never
 seen or expired); ``now_us`` is the time in integer microseconds; ``plan`` gives
-``limit`` and ``period_us``. The transition reads no clock, takes no lock and
-does no I/O. It returns a :data:`Step`::
+``limit`` and ``period_us``; ``token`` is an opaque string naming the call (the
+lease id of a concurrency slot; ``""`` when unused). They read no clock, take
+no lock and do no I/O. ``transition`` returns a :data:`Step`::
 
     (allowed, remaining, reset_us, retry_us, new_state, ttl_us)
 
 ``ttl_us`` is how long ``new_state`` stays meaningful: after it, the state is
 indistinguishable from ``None`` (a full bucket, an empty window), so storage may
-drop it. TTLs only collect garbage; they never decide.
+drop it (``ttl_us <= 0``: drop it now). TTLs only collect garbage; they never
+decide. ``refund`` gives ``cost`` back (a call that failed fast, a released
+concurrency slot).
 
 The Lua twin (``<name>.lua`` beside the Python module) defines ``load(key)``,
-``transition(state, now, plan, cost)`` and ``save(key, state, ttl_us)``; the
-shared ``driver.lua`` runs it over every limit of a call. The Python
-:func:`run_limits` is the driver's twin. Storage adapters only move state: the
-in-memory adapter runs :func:`run_limits` under a lock, Redis runs the script in
-one EVALSHA. Differential tests bind each Python transition to its Lua twin.
+``transition``, ``refund`` and ``save(key, state, ttl_us)``; the shared
+``driver.lua`` runs them over every limit of a call, behind ``prelude.lua``.
+The Python :func:`run_limits` is the driver's twin. Storage adapters only move
+state: the in-memory adapter runs :func:`run_limits` under a lock, Redis runs
+the script in one EVALSHA. Differential tests bind each Python function to its
+Lua twin.
 
-All-or-nothing: a call is admitted only when every limit admits it; then every
-new state is saved. A refused call saves nothing, so it consumes nothing.
+Modes: :data:`CONSUME` admits all-or-nothing: a call is admitted only when every
+limit admits it, and then every new state is saved; a refused call saves
+nothing, so it consumes nothing. :data:`PEEK` reports what CONSUME would decide
+and saves nothing. :data:`REFUND` refunds every limit, saves, then reports like
+PEEK.
 """
 
 from __future__ import annotations
@@ -48,21 +56,30 @@ __all__ = [
     "AsyncStorage",
     "run_limits",
     "to_result",
+    "check_cost",
     "SyncAlgorithm",
     "AsyncAlgorithm",
+    "Refund",
+    "Write",
     "CONSUME",
     "PEEK",
+    "REFUND",
 ]
 
 #: ``(allowed, remaining, reset_us, retry_us, new_state, ttl_us)``
 Step = tuple[bool, int, int, int, Any, int]
 #: ``(allowed, remaining, reset_us, retry_us, index of the deciding limit)``
 Outcome = tuple[bool, int, int, int, int]
-Transition = Callable[[Any, int, Plan, int], Step]
+Transition = Callable[[Any, int, Plan, int, str], Step]
+#: ``refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)``
+Refund = Callable[[Any, int, Plan, int, str], tuple[Any, int]]
+#: ``(index of the limit, new_state, ttl_us)``: a state the storage must save.
+Write = tuple[int, Any, int]
 
-#: Modes of one run: consume the cost, or only report what a call would get.
+#: Modes of one run (see the module docs).
 CONSUME = "1"
 PEEK = "0"
+REFUND = "2"
 
 _US = 1_000_000.0
 
@@ -73,7 +90,8 @@ class AlgorithmSpec:
 
     name: str
     transition: Transition
-    #: Package resource holding the Lua twin (``load``, ``transition``, ``save``).
+    refund: Refund
+    #: Package resource holding the Lua twin (``load``, ``transition``, ``refund``, ``save``).
     lua_resource: str
 
     @cached_property
@@ -100,25 +118,37 @@ def _more_restrictive(step: Step, best: Step) -> bool:
 
 
 def run_limits(
-    transition: Transition,
+    spec: AlgorithmSpec,
     states: Sequence[Any],
     now_us: int,
     plans: Sequence[Plan],
     cost: int,
-) -> tuple[Outcome, list[Step]]:
-    """Run ``transition`` over every limit of one call (twin of ``driver.lua``).
+    mode: str = CONSUME,
+    token: str = "",
+) -> tuple[Outcome, list[Write]]:
+    """Run ``spec`` over every limit of one call (twin of ``driver.lua``).
 
-    Returns the most restrictive outcome and every limit's step; the caller saves
-    the new states only when the outcome is an admission and the mode consumes.
+    Returns the most restrictive outcome and the states the storage must save.
     """
-    steps = [transition(state, now_us, plan, cost) for state, plan in zip(states, plans, strict=False)]
+    writes: list[Write] = []
+    if mode == REFUND:
+        states = list(states)
+        for index, plan in enumerate(plans):
+            refunded, ttl = spec.refund(states[index], now_us, plan, cost, token)
+            states[index] = refunded
+            writes.append((index, refunded, ttl))
+    steps = [
+        spec.transition(state, now_us, plan, cost, token) for state, plan in zip(states, plans, strict=True)
+    ]
     pick = 0
     for index in range(1, len(steps)):
         if _more_restrictive(steps[index], steps[pick]):
             pick = index
     best = steps[pick]
     allowed = all(step[0] for step in steps)
-    return (allowed, best[1], best[2], best[3], pick), steps
+    if allowed and mode == CONSUME:
+        writes = [(index, step[4], step[5]) for index, step in enumerate(steps)]
+    return (allowed, best[1], best[2], best[3], pick), writes
 
 
 def to_result(outcome: Outcome, plans: Sequence[Plan]) -> LimitationResult:
@@ -138,6 +168,7 @@ class SyncStorage(Protocol):
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Outcome:
         """Apply ``spec`` to ``keys`` (one per plan) atomically; see :func:`run_limits`."""
         ...
@@ -158,6 +189,7 @@ class AsyncStorage(Protocol):
         plans: Sequence[Plan],
         cost: int,
         mode: str = CONSUME,
+        token: str = "",
     ) -> Awaitable[Outcome]:
         """Awaitable twin of :meth:`SyncStorage.execute`."""
         ...
@@ -167,15 +199,29 @@ class AsyncStorage(Protocol):
         ...
 
 
-def _check_cost(cost: int) -> None:
+def check_cost(cost: int, plans: Sequence[Plan]) -> None:
+    """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``."""
     if isinstance(cost, bool) or not isinstance(cost, int):
         raise TypeError(f"cost must be an int >= 1, got {cost!r}")
-    if cost < 1:
-        raise ValueError(f"cost must be an int >= 1, got {cost!r}")
+    smallest = min(plan.limit for plan in plans)
+    if not 1 <= cost <= smallest:
+        raise ValueError(
+            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
+            "a larger cost could never be admitted"
+        )
+
+
+def _check_keys(keys: Sequence[str], plans: Sequence[Plan]) -> None:
+    if len(keys) != len(plans) or not keys:
+        raise ValueError(f"need one key per plan, got {len(keys)} keys for {len(plans)} plans")
 
 
 class SyncAlgorithm:
-    """Synchronous shell: ``check(key, plan, cost)`` on a :class:`SyncStorage`."""
+    """Synchronous shell: ``check(key, plan, cost)`` on a :class:`SyncStorage`.
+
+    ``check_all`` is the compound form: one key per plan, decided atomically
+    (all-or-nothing); the result is the most restrictive limit's.
+    """
 
     spec: ClassVar[AlgorithmSpec]
 
@@ -187,15 +233,30 @@ class SyncAlgorithm:
             )
         self.adapter = adapter
 
+    def check_all(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> LimitationResult:
+        """Run one mode over several limits at once (see the module docs)."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        return to_result(self.adapter.execute(self.spec, keys, plans, cost, mode, token), plans)
+
     def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
-        _check_cost(cost)
-        return to_result(self.adapter.execute(self.spec, (key,), (plan,), cost), (plan,))
+        return self.check_all((key,), (plan,), cost)
 
     def peek(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """The decision :meth:`check` would return now, consuming nothing."""
-        _check_cost(cost)
-        return to_result(self.adapter.execute(self.spec, (key,), (plan,), cost, PEEK), (plan,))
+        return self.check_all((key,), (plan,), cost, PEEK)
+
+    def refund(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
+        """Give ``cost`` back to ``key``; report what a call would get afterwards."""
+        return self.check_all((key,), (plan,), cost, REFUND)
 
     def reset(self, key: str) -> None:
         """Forget ``key``'s state: its next call sees a fresh limit."""
@@ -215,16 +276,31 @@ class AsyncAlgorithm:
             )
         self.adapter = adapter
 
+    async def check_all(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> LimitationResult:
+        """Run one mode over several limits at once (see the module docs)."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
+        return to_result(outcome, plans)
+
     async def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
-        _check_cost(cost)
-        return to_result(await self.adapter.execute_async(self.spec, (key,), (plan,), cost), (plan,))
+        return await self.check_all((key,), (plan,), cost)
 
     async def peek(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """The decision :meth:`check` would return now, consuming nothing."""
-        _check_cost(cost)
-        outcome = await self.adapter.execute_async(self.spec, (key,), (plan,), cost, PEEK)
-        return to_result(outcome, (plan,))
+        return await self.check_all((key,), (plan,), cost, PEEK)
+
+    async def refund(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
+        """Give ``cost`` back to ``key``; report what a call would get afterwards."""
+        return await self.check_all((key,), (plan,), cost, REFUND)
 
     async def reset(self, key: str) -> None:
         """Forget ``key``'s state: its next call sees a fresh limit."""

@@ -1,12 +1,13 @@
 -- Shared driver, twin of limify/core/algorithms/base.py (run_limits): runs the
--- algorithm's transition (defined above this chunk) over every limit of one
--- call, all or nothing. Data arrives only through KEYS and ARGV:
+-- algorithm's functions (defined above this chunk) over every limit of one
+-- call. Data arrives only through KEYS and ARGV:
 --   KEYS[i]    the state key of limit i
 --   ARGV[1]    now in microseconds, or "" to read the server clock (TIME)
 --   ARGV[2]    cost
---   ARGV[3]    "1" to consume, "0" to only report (peek)
+--   ARGV[3]    mode: "1" consume (all or nothing), "0" peek, "2" refund then peek
 --   ARGV[4]    w, the number of parameters per limit
---   ARGV[5..]  limit i's parameters at 4 + (i-1)*w + 1 .. 4 + i*w
+--   ARGV[5]    token: an opaque string naming the call ("" when unused)
+--   ARGV[6..]  limit i's parameters at 5 + (i-1)*w + 1 .. 5 + i*w
 -- Returns {allowed 0/1, remaining, reset_us, retry_us, index of the deciding limit (0-based)}.
 
 local now = tonumber(ARGV[1])
@@ -15,17 +16,25 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local cost = tonumber(ARGV[2])
+local mode = ARGV[3]
 local width = tonumber(ARGV[4])
+local token = ARGV[5]
 local steps = {}
 local pick = 1
 local all_allowed = true
 for i = 1, #KEYS do
   local plan = {}
   for j = 1, width do
-    plan[j] = tonumber(ARGV[4 + (i - 1) * width + j])
+    plan[j] = tonumber(ARGV[5 + (i - 1) * width + j])
   end
-  local allowed, remaining, reset, retry, state, ttl = transition(load(KEYS[i]), now, plan, cost)
-  steps[i] = {allowed, remaining, reset, retry, state, ttl}
+  local state = load(KEYS[i])
+  if mode == '2' then
+    local refunded, refunded_ttl = refund(state, now, plan, cost, token)
+    save(KEYS[i], refunded, refunded_ttl)
+    state = refunded
+  end
+  local allowed, remaining, reset, retry, new_state, ttl = transition(state, now, plan, cost, token)
+  steps[i] = {allowed, remaining, reset, retry, new_state, ttl}
   if not allowed then all_allowed = false end
   if i > 1 then
     -- A refusal beats an admission; the longest wait among refusals, the
@@ -42,7 +51,7 @@ for i = 1, #KEYS do
     if better then pick = i end
   end
 end
-if all_allowed and ARGV[3] == '1' then
+if all_allowed and mode == '1' then
   for i = 1, #KEYS do
     save(KEYS[i], steps[i][5], steps[i][6])
   end

@@ -40,7 +40,7 @@ local function save(key, state, ttl_us)
   redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
 end
 
-local function transition(state, now, plan, cost)
+local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]
   local rate = limit / period
   local tokens, last
@@ -59,4 +59,14 @@ local function transition(state, now, plan, cost)
   local retry = wait_until(tokens, last, now, cost, limit, rate, period)
   local reset = wait_until(tokens, last, now, limit, limit, rate, period)
   return false, math.floor(current), reset, retry, state, reset
+end
+
+local function refund(state, now, plan, cost, token)
+  if state == nil then return nil, 0 end
+  local limit, period = plan[1], plan[2]
+  local rate = limit / period
+  local tokens, last = state[1], state[2]
+  local stamp = math.max(last, now)
+  local lvl = math.min(limit, level(tokens, last, stamp, limit, rate) + cost)
+  return {lvl, stamp}, wait_until(lvl, stamp, now, limit, limit, rate, period)
 end

@@ -20,7 +20,8 @@ Invariants:
 * ``reset_us`` (and the TTL) is when the bucket is full again, after which the
   state is the same as no state at all;
 * a clock that steps backwards (skewed app servers) refills nothing and never
-  moves ``last`` back.
+  moves ``last`` back;
+* a refund puts ``c`` tokens back, capped at ``limit``.
 
 The arithmetic is written so that Lua doubles and Python floats agree bit for
 bit: the same operations in the same order, on integers below 2**53.
@@ -33,7 +34,7 @@ import math
 from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
 from limify.core.plans import Plan
 
-__all__ = ["transition", "TOKEN_BUCKET", "TokenBucketAlgorithm", "AsyncTokenBucketAlgorithm"]
+__all__ = ["transition", "refund", "TOKEN_BUCKET", "TokenBucketAlgorithm", "AsyncTokenBucketAlgorithm"]
 
 State = tuple[float, int]
 
@@ -62,7 +63,7 @@ def _wait_until(tokens: float, last: int, now: int, need: int, limit: int, rate:
     return wait
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int) -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
     """The token bucket transition (twin of ``token_bucket.lua``)."""
     limit = plan.limit
     period = plan.period_us
@@ -82,7 +83,19 @@ def transition(state: State | None, now: int, plan: Plan, cost: int) -> Step:
     return False, math.floor(current), reset, retry, state, reset
 
 
-TOKEN_BUCKET = AlgorithmSpec("token_bucket", transition, "token_bucket.lua")
+def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
+    """Put ``cost`` tokens back, never above the capacity (twin of ``refund`` in the Lua)."""
+    if state is None:
+        return None, 0  # a full bucket has nothing to give back
+    limit = plan.limit
+    rate = limit / plan.period_us
+    tokens, last = state
+    stamp = max(last, now)
+    level = min(limit, _level(tokens, last, stamp, limit, rate) + cost)
+    return (level, stamp), _wait_until(level, stamp, now, limit, limit, rate, plan.period_us)
+
+
+TOKEN_BUCKET = AlgorithmSpec("token_bucket", transition, refund, "token_bucket.lua")
 
 
 class TokenBucketAlgorithm(SyncAlgorithm):
