@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["Plan", "MAX_LIMIT", "MAX_PERIOD_SECONDS"]
+__all__ = ["Plan", "MAX_LIMIT", "MAX_PERIOD_SECONDS", "CALENDARS", "MONTH_SECONDS"]
+
+#: Accepted values of :attr:`Plan.calendar`.
+CALENDARS = (None, "month")
+#: ``period_seconds`` of a ``"<n>/month"`` plan for algorithms without calendars.
+MONTH_SECONDS = 30 * 86400
 
 #: Largest accepted ``limit``. Limits are tracked as doubles in Lua; this keeps
 #: every count and product exact with a wide margin.
@@ -27,6 +32,10 @@ class Plan:
     id: str
     limit: int
     period_seconds: float
+    #: ``"month"`` for calendar months (``"1000/month"``): the ``quota`` algorithm
+    #: resets at the first of each month, UTC; other algorithms use ``period_seconds``
+    #: (30 days). ``None`` for plain periods.
+    calendar: str | None = None
     #: ``period_seconds`` in whole microseconds, the unit algorithms work in.
     period_us: int = field(init=False, repr=False, compare=False)
 
@@ -48,5 +57,9 @@ class Plan:
         if period_us < 1:
             raise ValueError(
                 f"Plan {self.id!r}: period_seconds must be at least one microsecond, got {period!r}"
+            )
+        if self.calendar not in CALENDARS:
+            raise ValueError(
+                f"Plan {self.id!r}: calendar must be one of {CALENDARS}, got {self.calendar!r}"
             )
         object.__setattr__(self, "period_us", period_us)

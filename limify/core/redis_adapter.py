@@ -73,9 +73,10 @@ class _ScriptBook:
         self, spec: AlgorithmSpec, plans: Sequence[Plan], cost: int, mode: str, token: str
     ) -> list[Any]:
         now = "" if self.clock is None else self.clock.now_us()
-        argv: list[Any] = [now, cost, mode, 2, token]
-        for plan in plans:
-            argv.extend(spec.script_args(plan))
+        args = [spec.script_args(plan) for plan in plans]
+        argv: list[Any] = [now, cost, mode, len(args[0]), token]
+        for plan_args in args:
+            argv.extend(plan_args)
         return argv
 
     @staticmethod

@@ -39,7 +39,7 @@ PEEK.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -93,6 +93,8 @@ class AlgorithmSpec:
     refund: Refund
     #: Package resource holding the Lua twin (``load``, ``transition``, ``refund``, ``save``).
     lua_resource: str
+    #: The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]`` ... (all numbers).
+    script_args: Callable[[Plan], tuple[int, ...]] = field(default=lambda plan: (plan.limit, plan.period_us))
 
     @cached_property
     def script(self) -> str:
@@ -101,10 +103,6 @@ class AlgorithmSpec:
         parts = ("prelude.lua", self.lua_resource, "driver.lua")
         return "\n".join(here.joinpath(part).read_text(encoding="utf-8") for part in parts)
 
-    @staticmethod
-    def script_args(plan: Plan) -> tuple[int, int]:
-        """The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]``."""
-        return (plan.limit, plan.period_us)
 
 
 def _more_restrictive(step: Step, best: Step) -> bool:
