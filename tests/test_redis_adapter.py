@@ -110,3 +110,20 @@ def test_url_adapter_under_trio_explains_itself(redis_url: str) -> None:
     algorithm = AsyncTokenBucketAlgorithm(RedisAsyncAdapter.from_url(redis_url))
     with pytest.raises(RuntimeError, match="trio"):
         anyio.run(algorithm.check, "limify:trio", PLAN, backend="trio")
+
+
+def test_unreachable_server_raises_storage_error() -> None:
+    """A server that is gone surfaces as limify.StorageError, quickly, not a hang."""
+    import time
+
+    from limify import StorageError
+    from tests.servers import RedisServer
+
+    server = RedisServer().start()
+    algorithm = TokenBucketAlgorithm(RedisSyncAdapter.from_url(server.url, socket_timeout=0.5))
+    assert algorithm.check("limify:gone", PLAN).allowed
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="unreachable"):
+        algorithm.check("limify:gone", PLAN)
+    assert time.monotonic() - started < 5

@@ -4,7 +4,9 @@ The adapters only move data: they turn a check into ``KEYS``/``ARGV`` for the
 algorithm's script and its reply into an outcome. Scripts are identified by
 their SHA-1, computed locally; when the server answers ``NOSCRIPT`` (it was
 restarted, or someone ran ``SCRIPT FLUSH``) the adapter loads the script and
-retries once, so callers never see it.
+retries once, so callers never see it. A server that cannot be reached (refused
+connection, timeout) surfaces as :class:`limify.StorageError`, whatever the
+client library, so that failure policies have one exception to handle.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.plans import Plan
+from limify.errors import StorageError
 
 __all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS"]
+
+#: What a dead or unreachable server raises in redis-py (and in valkey-py, its fork).
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 #: Options of the clients Limify builds from a URL; URL query parameters and
 #: ``from_url(**client_options)`` override them. The pool blocks (up to
@@ -128,15 +136,25 @@ class RedisSyncAdapter(_ScriptBook):
         mode: str = CONSUME,
         token: str = "",
     ) -> Outcome:
-        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
+        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA.
+
+        Raises:
+            limify.StorageError: the server could not be reached.
+        """
         argv = self._argv(spec, plans, cost, mode, token)
-        reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+        try:
+            reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+        except UNREACHABLE as exc:
+            raise StorageError(f"Redis unreachable: {exc}") from exc
         return self._outcome(reply)
 
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            self.client.delete(*keys)
+            try:
+                self.client.delete(*keys)
+            except UNREACHABLE as exc:
+                raise StorageError(f"Redis unreachable: {exc}") from exc
 
 
 class _ClientPerLoop:
@@ -240,12 +258,22 @@ class RedisAsyncAdapter(_ScriptBook):
         mode: str = CONSUME,
         token: str = "",
     ) -> Outcome:
-        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA."""
+        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA.
+
+        Raises:
+            limify.StorageError: the server could not be reached.
+        """
         argv = self._argv(spec, plans, cost, mode, token)
-        reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+        try:
+            reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+        except UNREACHABLE as exc:
+            raise StorageError(f"Redis unreachable: {exc}") from exc
         return self._outcome(reply)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            await (await self._client()).delete(*keys)
+            try:
+                await (await self._client()).delete(*keys)
+            except UNREACHABLE as exc:
+                raise StorageError(f"Redis unreachable: {exc}") from exc
