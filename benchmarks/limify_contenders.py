@@ -1,0 +1,142 @@
+"""Limify's contenders: every registered algorithm, through its shell and through ``@rate_limit``.
+
+The algorithms come from :data:`limify.core.algorithms.ALGORITHMS`, so one added
+to the registry is benchmarked without touching this file.
+
+* *shell*: ``TokenBucketAlgorithm(adapter).check(key, plan)``, the algorithm class
+  on an adapter, as in README's "The algorithm contract";
+* *decorated*: ``@rate_limit(plan, key="user", algorithm=name)`` on a function
+  doing nothing, called as ``endpoint(key)``; a refusal is the
+  ``RateLimitExceeded`` it raises. In memory it uses the process default storage
+  (``memory://``, what ``@rate_limit`` without ``storage=`` gets); on Redis it uses
+  ``storage="redis://..."``, so Limify builds its own clients as an application's
+  would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from benchmarks.timing import PERIOD_SECONDS, Contender
+from limify import InMemoryAdapter, Plan, RateLimitExceeded, rate_limit
+from limify.core.algorithms import ALGORITHMS
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+
+__all__ = ["memory_sync", "memory_async", "redis_sync", "redis_async", "plan_for"]
+
+
+def plan_for(limit: int) -> Plan:
+    """The plan of every Limify contender: ``limit`` per :data:`PERIOD_SECONDS`."""
+    return Plan("bench", limit, PERIOD_SECONDS)
+
+
+def _shell_sync(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
+    def build(limit: int) -> Callable[[str], bool]:
+        check_ = algorithm_class(make_adapter()).check
+        plan = plan_for(limit)
+
+        def check(key: str) -> bool:
+            return check_(key, plan).allowed  # type: ignore[no-any-return]
+
+        return check
+
+    return build
+
+
+def _shell_async(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
+    def build(limit: int) -> Callable[[str], Awaitable[bool]]:
+        check_ = algorithm_class(make_adapter()).check
+        plan = plan_for(limit)
+
+        async def check(key: str) -> bool:
+            return (await check_(key, plan)).allowed  # type: ignore[no-any-return]
+
+        return check
+
+    return build
+
+
+def _decorated_sync(algorithm: str, storage: Any, tag: str) -> Callable[[int], Any]:
+    def build(limit: int) -> Callable[[str], bool]:
+        @rate_limit(plan_for(limit), key="user", algorithm=algorithm, storage=storage, name=f"{tag}{limit}")
+        def endpoint(user: str) -> None:
+            return None
+
+        def check(key: str) -> bool:
+            try:
+                endpoint(key)
+            except RateLimitExceeded:
+                return False
+            return True
+
+        return check
+
+    return build
+
+
+def _decorated_async(algorithm: str, storage: Any, tag: str) -> Callable[[int], Any]:
+    def build(limit: int) -> Callable[[str], Awaitable[bool]]:
+        @rate_limit(plan_for(limit), key="user", algorithm=algorithm, storage=storage, name=f"{tag}{limit}")
+        async def endpoint(user: str) -> None:
+            return None
+
+        async def check(key: str) -> bool:
+            try:
+                await endpoint(key)
+            except RateLimitExceeded:
+                return False
+            return True
+
+        return check
+
+    return build
+
+
+def _pair(name: str, shell: Callable[[int], Any], decorated: Callable[[int], Any]) -> list[Contender]:
+    return [
+        Contender(f"limify {name} (shell)", "limify", shell, algorithm=name, via="shell"),
+        Contender(f"limify {name} (@rate_limit)", "limify", decorated, algorithm=name, via="decorated"),
+    ]
+
+
+def memory_sync(tag: str) -> list[Contender]:
+    """Every algorithm in memory, sync."""
+    contenders = []
+    for name, (sync_class, _) in ALGORITHMS.items():
+        contenders += _pair(
+            name, _shell_sync(sync_class, InMemoryAdapter), _decorated_sync(name, None, f"{tag}ms{name}")
+        )
+    return contenders
+
+
+def memory_async(tag: str) -> list[Contender]:
+    """Every algorithm in memory, async."""
+    contenders = []
+    for name, (_, async_class) in ALGORITHMS.items():
+        contenders += _pair(
+            name, _shell_async(async_class, InMemoryAdapter), _decorated_async(name, None, f"{tag}ma{name}")
+        )
+    return contenders
+
+
+def redis_sync(tag: str, url: str, client: Any) -> list[Contender]:
+    """Every algorithm on Redis through a sync client (the shells share ``client``)."""
+    adapter = RedisSyncAdapter(client)
+    contenders = []
+    for name, (sync_class, _) in ALGORITHMS.items():
+        contenders += _pair(
+            name, _shell_sync(sync_class, lambda: adapter), _decorated_sync(name, url, f"{tag}rs{name}")
+        )
+    return contenders
+
+
+def redis_async(tag: str, url: str, client: Any) -> list[Contender]:
+    """Every algorithm on Redis through redis.asyncio (the shells share ``client``)."""
+    adapter = RedisAsyncAdapter(client)
+    contenders = []
+    for name, (_, async_class) in ALGORITHMS.items():
+        contenders += _pair(
+            name, _shell_async(async_class, lambda: adapter), _decorated_async(name, url, f"{tag}ra{name}")
+        )
+    return contenders

@@ -1,0 +1,175 @@
+"""One benchmark run: every section, in order, on one Redis; returns the JSON document."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from benchmarks import floors, limify_contenders, memory, peers
+from benchmarks.report import latency_section, machine, throughput_section
+from benchmarks.throughput import measure_throughput
+from benchmarks.timing import ALLOWED_LIMIT, PERIOD_SECONDS, measure_async, measure_sync
+
+__all__ = ["Settings", "QUICK", "FULL", "run"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run (see ``benchmarks.timing`` for what a batch and a repeat are)."""
+
+    mode: str
+    memory_calls: int
+    memory_repeats: int
+    redis_calls: int
+    redis_repeats: int
+    warmup: int
+    tasks: int
+    checks_per_task: int
+    throughput_warmup: int
+    throughput_repeats: int
+    memory_keys: int
+    redis_keys: int
+
+
+QUICK = Settings("quick", 100, 3, 10, 3, 1, 100, 2, 0, 1, 2_000, 200)
+FULL = Settings("full", 400, 31, 40, 15, 2, 100, 20, 1, 7, 20_000, 2_000)
+
+
+def _peer_notes(found: dict[str, str | None], use_peers: bool) -> tuple[set[str], list[str]]:
+    if not use_peers:
+        return set(), ["skipped (--no-peers): Limify and the floors only"]
+    available = {dist for dist, version in found.items() if version}
+    notes = [f"{dist} {version}" for dist, version in found.items() if version]
+    missing = sorted(dist for dist, version in found.items() if not version)
+    if missing:
+        notes.append(
+            f"not installed: {', '.join(missing)}; measuring Limify and the floors without them "
+            "(install the 'bench' extra: pip install '.[bench]')"
+        )
+    return available, notes
+
+
+def _memory_sections(tag: str, settings: Settings, available: set[str]) -> dict[str, Any]:
+    sync_contenders = floors.memory_sync_floors() + limify_contenders.memory_sync(tag)
+    sync_contenders += peers.memory_sync(available)
+    sync = measure_sync(sync_contenders, tag, settings.memory_calls, settings.warmup, settings.memory_repeats)
+
+    async def run_async() -> Any:
+        contenders = floors.memory_async_floors() + limify_contenders.memory_async(tag)
+        contenders += peers.memory_async(available)
+        return await measure_async(
+            contenders, tag, settings.memory_calls, settings.warmup, settings.memory_repeats
+        )
+
+    async_measured = asyncio.run(run_async())
+    calls, repeats = settings.memory_calls, settings.memory_repeats
+    return {
+        "memory_sync": latency_section(sync, floors.MEMORY_SYNC_FLOOR, calls, repeats),
+        "memory_async": latency_section(async_measured, floors.MEMORY_ASYNC_FLOOR, calls, repeats),
+    }
+
+
+def _redis_sync_section(url: str, tag: str, settings: Settings, available: set[str]) -> dict[str, Any]:
+    client = redis.Redis.from_url(url)
+    closers: list[Callable[[], Any]] = [client.close]
+    try:
+        contenders = floors.redis_sync_floors(client) + limify_contenders.redis_sync(tag, url, client)
+        contenders += peers.redis_sync(available, url, client, closers)
+        measured = measure_sync(
+            contenders, tag, settings.redis_calls, settings.warmup, settings.redis_repeats
+        )
+    finally:
+        for close in closers:
+            close()
+    return latency_section(measured, floors.REDIS_SYNC_FLOOR, settings.redis_calls, settings.redis_repeats)
+
+
+async def _redis_async_sections(
+    url: str, tag: str, settings: Settings, available: set[str]
+) -> dict[str, Any]:
+    client = redis.asyncio.Redis.from_url(url)
+    closers: list[Callable[[], Awaitable[Any]]] = [client.aclose]
+    try:
+        sha = await client.script_load(floors.FLOOR_SCRIPT)
+        contenders = floors.redis_async_floors(client, sha) + limify_contenders.redis_async(tag, url, client)
+        contenders += peers.redis_async(available, url, client, closers)
+        measured = await measure_async(
+            contenders, tag, settings.redis_calls, settings.warmup, settings.redis_repeats
+        )
+        deciding = [c for c in contenders if c.decides]
+        rates = await measure_throughput(
+            deciding,
+            tag,
+            settings.tasks,
+            settings.checks_per_task,
+            settings.throughput_warmup,
+            settings.throughput_repeats,
+        )
+    finally:
+        for close in closers:
+            await close()
+    return {
+        "redis_async": latency_section(
+            measured, floors.REDIS_ASYNC_FLOOR, settings.redis_calls, settings.redis_repeats
+        ),
+        "throughput": throughput_section(
+            rates,
+            floors.REDIS_ASYNC_FLOOR,
+            settings.tasks,
+            settings.checks_per_task,
+            settings.throughput_repeats,
+        ),
+    }
+
+
+def run(
+    url: str, tag: str, settings: Settings, *, use_peers: bool = True, progress: Any = None
+) -> dict[str, Any]:
+    """Measure everything against the Redis at ``url``; keys carry ``tag`` (the caller deletes them)."""
+
+    def step(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    available, notes = _peer_notes(peers.installed_peers(), use_peers)
+    probe = redis.Redis.from_url(url)
+    try:
+        redis_info = probe.info()
+    finally:
+        probe.close()
+    document: dict[str, Any] = {
+        "benchmark": "limify",
+        "format": 1,
+        "mode": settings.mode,
+        "settings": asdict(settings),
+        "plan": {"allowed_limit": ALLOWED_LIMIT, "rejected_limit": 1, "period_seconds": PERIOD_SECONDS},
+        "key_tag": tag,
+        "machine": machine(redis_info),
+        "peers": {"used": sorted(available), "notes": notes},
+    }
+    step("in memory, sync and async")
+    latency = _memory_sections(tag, settings, available)
+    step("Redis, sync")
+    latency["redis_sync"] = _redis_sync_section(url, tag, settings, available)
+    step("Redis, async and throughput")
+    async_sections = asyncio.run(_redis_async_sections(url, tag, settings, available))
+    latency["redis_async"] = async_sections["redis_async"]
+    document["latency"] = latency
+    document["throughput"] = async_sections["throughput"]
+    step("memory per key")
+    client = redis.Redis.from_url(url)
+    try:
+        document["memory_per_key"] = {
+            "in_process": memory.in_process(tag, settings.memory_keys),
+            "redis": memory.in_redis(client, tag, settings.redis_keys),
+            "keys_in_process": settings.memory_keys,
+            "keys_in_redis": settings.redis_keys,
+        }
+    finally:
+        client.close()
+    return document

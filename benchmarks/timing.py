@@ -1,0 +1,200 @@
+"""How latency is measured: warm-up, interleaved repeats, medians.
+
+Every contender is reduced to one callable ``check(key) -> bool`` (``True``:
+admitted), sync or async, built by :attr:`Contender.build` for a given limit.
+The floors go through exactly the same shape, so the cost of the benchmark's
+own loop and call is in every number alike and cancels out of the ratios.
+
+One *batch* is: a fresh key, one untimed priming call (it creates whatever the
+library builds per key and, on the rejected path, spends the only unit of a
+limit of 1), then ``n`` timed calls on that key. The allowed path uses a limit
+far above ``n``, so every timed call is admitted; the rejected path uses a
+limit of 1 per hour, so every timed call is refused. A batch whose decisions
+are not all the expected ones is counted in ``unexpected`` rather than hidden.
+
+A *repeat* runs one batch of every (contender, path) pair, in an order rotated
+by one at each repeat, so that drift on a shared machine (another process
+waking up, CPU frequency changes) lands on every contender alike. The reported
+figure is the median of the repeats' ns/op; warm-up repeats are discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from itertools import repeat
+from time import perf_counter_ns
+from typing import Any
+
+__all__ = [
+    "ALLOWED_LIMIT",
+    "PERIOD_SECONDS",
+    "PATHS",
+    "Contender",
+    "Measured",
+    "measure_sync",
+    "measure_async",
+    "summarise",
+]
+
+#: Limit of the allowed path: far above any batch, so every timed call is admitted.
+ALLOWED_LIMIT = 100_000
+#: Every plan in the benchmark is "<limit> per hour": nothing refills during a batch.
+PERIOD_SECONDS = 3600
+#: (path, limit): the allowed path, then the rejected path (a limit of 1, spent by the priming call).
+PATHS = (("allowed", ALLOWED_LIMIT), ("rejected", 1))
+
+SyncCheck = Callable[[str], bool]
+AsyncCheck = Callable[[str], Awaitable[bool]]
+
+
+@dataclass
+class Contender:
+    """One thing being measured: a floor, a Limify entry point or a peer's limiter."""
+
+    name: str
+    #: "floor", "limify", or the peer's distribution name ("limits", ...).
+    kind: str
+    #: ``build(limit) -> check``: a fresh limiter for ``limit`` per hour, reduced to ``check(key)``.
+    build: Callable[[int], Any]
+    #: Limify's algorithm name (empty for floors and peers).
+    algorithm: str = ""
+    #: "shell" (the algorithm class) or "decorated" (``@rate_limit``) for Limify.
+    via: str = ""
+    #: False for floors that decide nothing (no-op, PING): they run the allowed path only.
+    decides: bool = True
+
+
+@dataclass
+class Measured:
+    """The samples of one contender on one path."""
+
+    contender: Contender
+    path: str
+    samples: list[float] = field(default_factory=list)
+    unexpected: int = 0
+    error: str | None = None
+
+
+def _expected(path: str, n: int) -> int:
+    return n if path == "allowed" else 0
+
+
+def _batch_sync(check: SyncCheck, key: str, n: int) -> tuple[float, int]:
+    check(key)
+    start = perf_counter_ns()
+    admitted = sum(map(check, repeat(key, n)))
+    return (perf_counter_ns() - start) / n, admitted
+
+
+async def _batch_async(check: AsyncCheck, key: str, n: int) -> tuple[float, int]:
+    await check(key)
+    admitted = 0
+    start = perf_counter_ns()
+    for _ in repeat(None, n):
+        if await check(key):
+            admitted += 1
+    return (perf_counter_ns() - start) / n, admitted
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+class _Plan:
+    """Which (contender, path) pairs run, in which rotated order, on which fresh keys."""
+
+    def __init__(self, contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int) -> None:
+        self.measured = [
+            Measured(c, path) for c in contenders for path, _ in PATHS if c.decides or path == "allowed"
+        ]
+        self.limits = {path: limit for path, limit in PATHS}
+        self.tag = tag
+        self.n = n
+        self.warmup = warmup
+        self.repeats = repeats
+        self.batch = 0
+
+    def rounds(self) -> list[tuple[bool, list[int]]]:
+        count = len(self.measured)
+        rounds = []
+        for number in range(self.warmup + self.repeats):
+            shift = number % count if count else 0
+            order = list(range(shift, count)) + list(range(shift))
+            rounds.append((number < self.warmup, order))
+        return rounds
+
+    def key(self, index: int) -> str:
+        # Alphanumeric only, so no library pays for escaping it; unique per batch.
+        self.batch += 1
+        return f"{self.tag}k{index}b{self.batch}"
+
+    def record(self, slot: Measured, warm: bool, per_op: float, admitted: int) -> None:
+        if admitted != _expected(slot.path, self.n):
+            slot.unexpected += 1
+        if not warm:
+            slot.samples.append(per_op)
+
+
+def measure_sync(contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int) -> list[Measured]:
+    """Measure sync contenders; see the module docs for the protocol."""
+    plan = _Plan(contenders, tag, n, warmup, repeats)
+    checks: dict[int, SyncCheck] = {}
+    for index, slot in enumerate(plan.measured):
+        try:
+            checks[index] = slot.contender.build(plan.limits[slot.path])
+        except Exception as exc:  # a broken contender is reported, not fatal
+            slot.error = _error(exc)
+    for warm, order in plan.rounds():
+        gc.collect()
+        for index in order:
+            slot = plan.measured[index]
+            if slot.error is not None:
+                continue
+            try:
+                per_op, admitted = _batch_sync(checks[index], plan.key(index), n)
+            except Exception as exc:
+                slot.error = _error(exc)
+                continue
+            plan.record(slot, warm, per_op, admitted)
+    return plan.measured
+
+
+async def measure_async(
+    contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int
+) -> list[Measured]:
+    """Measure async contenders in the running event loop; see the module docs."""
+    plan = _Plan(contenders, tag, n, warmup, repeats)
+    checks: dict[int, AsyncCheck] = {}
+    for index, slot in enumerate(plan.measured):
+        try:
+            checks[index] = slot.contender.build(plan.limits[slot.path])
+        except Exception as exc:
+            slot.error = _error(exc)
+    for warm, order in plan.rounds():
+        gc.collect()
+        await asyncio.sleep(0)  # let background tasks (peers' leakers, pool cleanups) run between rounds
+        for index in order:
+            slot = plan.measured[index]
+            if slot.error is not None:
+                continue
+            try:
+                per_op, admitted = await _batch_async(checks[index], plan.key(index), n)
+            except Exception as exc:
+                slot.error = _error(exc)
+                continue
+            plan.record(slot, warm, per_op, admitted)
+    return plan.measured
+
+
+def summarise(samples: list[float]) -> dict[str, float | None]:
+    """Median and quartiles of ``samples`` (``None`` when there are none)."""
+    if not samples:
+        return {"median": None, "q1": None, "q3": None}
+    if len(samples) == 1:
+        return {"median": samples[0], "q1": samples[0], "q3": samples[0]}
+    q1, _, q3 = statistics.quantiles(samples, n=4)
+    return {"median": statistics.median(samples), "q1": q1, "q3": q3}

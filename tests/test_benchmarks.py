@@ -1,0 +1,128 @@
+"""Smoke test of the benchmark suite (``python -m benchmarks``): it runs and reports; no timing is judged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from benchmarks.run import _peer_notes
+from limify.core.algorithms import ALGORITHMS
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("memory_sync", "memory_async", "redis_sync", "redis_async")
+
+
+@pytest.fixture(scope="module")
+def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """One ``--quick`` run against the test Redis: its printed report and its JSON document."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--redis-url",
+        redis_server_url,
+        "--json",
+        str(out),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, json.loads(out.read_text(encoding="utf-8"))
+
+
+def _limify_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(row["algorithm"], row["via"]): row for row in rows if row["kind"] == "limify"}
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_every_latency_section_has_floors_and_every_limify_algorithm(quick_run: tuple[str, dict]) -> None:
+    """Each latency section times its floor and every registered algorithm (shell, decorated; both paths)."""
+    _, document = quick_run
+    assert set(document["latency"]) == set(SECTIONS)
+    for name in SECTIONS:
+        section = document["latency"][name]
+        rows = {row["name"]: row for row in section["rows"]}
+        floor = rows[section["floor"]]
+        assert floor["allowed_ns"] > 0 and floor["rejected_ns"] > 0
+        assert floor["allowed_ratio"] == pytest.approx(1.0)
+        limify = _limify_rows(section["rows"])
+        assert set(limify) == {(algorithm, via) for algorithm in ALGORITHMS for via in ("shell", "decorated")}
+        for row in [*limify.values(), *(r for r in section["rows"] if r["kind"] == "floor")]:
+            assert row["errors"] == [], (name, row["name"])
+            assert row["unexpected_batches"] == 0, (name, row["name"])
+            assert row["allowed_ns"] > 0 and row["allowed_ratio"] > 0
+        for row in limify.values():
+            assert row["rejected_ns"] > 0 and row["rejected_ratio"] > 0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_peers_are_measured_when_installed_and_named_when_not(quick_run: tuple[str, dict]) -> None:
+    """Installed peers get rows without errors in every section; missing ones are named in the report."""
+    stdout, document = quick_run
+    used = set(document["peers"]["used"])
+    for name in SECTIONS:
+        kinds = {row["kind"] for row in document["latency"][name]["rows"]}
+        assert kinds - {"floor", "limify"} == used
+        for row in document["latency"][name]["rows"]:
+            assert row["errors"] == [], (name, row["name"])
+    missing = {"limits", "pyrate-limiter", "throttled-py"} - used
+    if missing:
+        assert "not installed: " + ", ".join(sorted(missing)) in stdout
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_throughput_and_memory_sections_are_complete(quick_run: tuple[str, dict]) -> None:
+    """Throughput has the naive floor and every Limify algorithm; memory per key covers every algorithm."""
+    _, document = quick_run
+    throughput = document["throughput"]
+    assert throughput["tasks"] == 100
+    rows = {row["name"]: row for row in throughput["rows"]}
+    assert rows[throughput["floor"]]["ops_per_s"] > 0
+    limify = _limify_rows(throughput["rows"])
+    assert {algorithm for algorithm, _ in limify} == set(ALGORITHMS)
+    assert all(row["ops_per_s"] > 0 and not row["errors"] for row in limify.values())
+    memory = document["memory_per_key"]
+    in_process = {row["algorithm"]: row for row in memory["in_process"] if row["algorithm"]}
+    in_redis = {row["algorithm"]: row for row in memory["redis"] if row["algorithm"]}
+    assert set(in_process) == set(in_redis) == set(ALGORITHMS)
+    assert all(row["bytes_per_key"] > 0 for row in in_process.values())
+    assert all(row["memory_usage_bytes"] > 0 for row in in_redis.values())
+    assert all(row["keys_found"] == row["keys_sampled"] for row in in_redis.values())
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_report_describes_the_machine_prints_tables_and_leaves_no_keys(
+    quick_run: tuple[str, dict], redis_server_url: str
+) -> None:
+    """The JSON describes the machine, stdout has every table, and the run's keys are gone afterwards."""
+    stdout, document = quick_run
+    info = document["machine"]
+    assert info["cpu_count"] >= 1 and info["cpu_model"] and info["python"].startswith("CPython")
+    assert info["redis_server"] and info["packages"]["limify"] and info["packages"]["redis"]
+    for title in ("In memory, sync", "In memory, async", "Redis, sync", "Redis, async", "throughput"):
+        assert title in stdout
+    assert "limify token_bucket (@rate_limit)" in stdout and "Memory per idle key" in stdout
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        assert list(client.scan_iter(match=f"*{document['key_tag']}*")) == []
+    finally:
+        client.close()
+
+
+def test_missing_peers_leave_limify_and_floors_and_say_so() -> None:
+    """Without the peers installed, none is measured and the report names the missing ones."""
+    used, notes = _peer_notes(
+        {"limits": None, "pyrate-limiter": "4.5.1", "throttled-py": None}, use_peers=True
+    )
+    assert used == {"pyrate-limiter"}
+    assert any("not installed: limits, throttled-py" in note and ".[bench]" in note for note in notes)
