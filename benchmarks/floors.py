@@ -153,7 +153,7 @@ def redis_sync_floors(client: Any) -> list[Contender]:
         call, head = floor_script_check(client, sha, limit)
 
         def check(key: str) -> bool:
-            return call(sha, 1, key, *head, time.time_ns() // 1_000_000) == 1
+            return bool(call(sha, 1, key, *head, time.time_ns() // 1_000_000) == 1)
 
         return check
 
@@ -178,7 +178,7 @@ def redis_async_floors(client: Any, sha: str) -> list[Contender]:
         call, head = floor_script_check(client, sha, limit)
 
         async def check(key: str) -> bool:
-            return await call(sha, 1, key, *head, time.time_ns() // 1_000_000) == 1
+            return bool(await call(sha, 1, key, *head, time.time_ns() // 1_000_000) == 1)
 
         return check
 

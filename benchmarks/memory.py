@@ -125,7 +125,7 @@ def _redis_figures(client: Any, keys: list[str], fill: Any) -> dict[str, Any]:
 
 def in_redis(client: Any, tag: str, n: int) -> list[dict[str, Any]]:
     """Per-key memory in Redis, per algorithm (server clock), and for the floor script's hash."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     adapter = RedisSyncAdapter(client)
     for name, (sync_class, _) in ALGORITHMS.items():
         algorithm = sync_class(adapter)

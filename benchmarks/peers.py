@@ -87,7 +87,7 @@ def _limits(make_storage: Callable[[], Any], is_async: bool) -> list[Contender]:
 def _pyrate_factory_class() -> type[Any]:
     from pyrate_limiter import BucketFactory, RateItem
 
-    class _PerKeyFactory(BucketFactory):  # type: ignore[misc]
+    class _PerKeyFactory(BucketFactory):
         """One bucket per item name, made by ``make(name)`` (which may return an awaitable)."""
 
         def __init__(self, make: Callable[[str], Any], clock: Any) -> None:
@@ -213,6 +213,11 @@ def _throttled(make_store: Callable[[], Any], is_async: bool) -> list[Contender]
     return contenders
 
 
+def _throttled_client(store: Any) -> Any:
+    # throttled-py has no public close(); its backend hands out the client it made.
+    return store._backend.get_client()
+
+
 # sections -------------------------------------------------------------------------
 
 
@@ -262,7 +267,7 @@ def redis_sync(
         from throttled import RedisStore
 
         store = RedisStore(server=url)
-        closers.append(lambda: store._backend.get_client().close())
+        closers.append(lambda: _throttled_client(store).close())
         contenders += _throttled(lambda: store, is_async=False)
     return contenders
 
@@ -283,6 +288,6 @@ def redis_async(
         from throttled.asyncio import RedisStore
 
         store = RedisStore(server=url)
-        closers.append(lambda: store._backend.get_client().aclose())
+        closers.append(lambda: _throttled_client(store).aclose())
         contenders += _throttled(lambda: store, is_async=True)
     return contenders

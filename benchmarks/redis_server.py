@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 import redis
 
@@ -81,17 +82,17 @@ class OwnRedisServer:
 
 def delete_run_keys(url: str, marker: str) -> int:
     """Delete every key whose name contains ``marker`` (this run's tag); return how many."""
-    client = redis.Redis.from_url(url)
+    client: Any = redis.Redis.from_url(url)
     try:
         deleted = 0
         batch: list[bytes] = []
         for key in client.scan_iter(match=f"*{marker}*", count=1000):
             batch.append(key)
             if len(batch) >= 500:
-                deleted += client.delete(*batch)
+                deleted += int(client.delete(*batch))
                 batch = []
         if batch:
-            deleted += client.delete(*batch)
+            deleted += int(client.delete(*batch))
         return deleted
     finally:
         client.close()

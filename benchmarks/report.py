@@ -92,7 +92,7 @@ def latency_section(measured: list[Measured], floor_name: str, n: int, repeats: 
 def throughput_section(
     results: list[Throughput], floor_name: str, tasks: int, per_task: int, repeats: int
 ) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for result in results:
         contender = result.contender
         stats = summarise(result.samples)

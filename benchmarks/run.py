@@ -137,7 +137,7 @@ def run(
             progress(message)
 
     available, notes = _peer_notes(peers.installed_peers(), use_peers)
-    probe = redis.Redis.from_url(url)
+    probe: Any = redis.Redis.from_url(url)
     try:
         redis_info = probe.info()
     finally:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,11 +15,13 @@ from benchmarks.run import _peer_notes
 from limify.core.algorithms import ALGORITHMS
 
 ROOT = Path(__file__).resolve().parent.parent
+#: (printed report, JSON document) of one run.
+Run = tuple[str, dict[str, Any]]
 SECTIONS = ("memory_sync", "memory_async", "redis_sync", "redis_async")
 
 
 @pytest.fixture(scope="module")
-def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
     """One ``--quick`` run against the test Redis: its printed report and its JSON document."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     command = [
@@ -36,13 +39,13 @@ def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -
     return done.stdout, json.loads(out.read_text(encoding="utf-8"))
 
 
-def _limify_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
+def _limify_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(row["algorithm"], row["via"]): row for row in rows if row["kind"] == "limify"}
 
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_every_latency_section_has_floors_and_every_limify_algorithm(quick_run: tuple[str, dict]) -> None:
+def test_every_latency_section_has_floors_and_every_limify_algorithm(quick_run: Run) -> None:
     """Each latency section times its floor and every registered algorithm (shell, decorated; both paths)."""
     _, document = quick_run
     assert set(document["latency"]) == set(SECTIONS)
@@ -64,7 +67,7 @@ def test_every_latency_section_has_floors_and_every_limify_algorithm(quick_run: 
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_peers_are_measured_when_installed_and_named_when_not(quick_run: tuple[str, dict]) -> None:
+def test_peers_are_measured_when_installed_and_named_when_not(quick_run: Run) -> None:
     """Installed peers get rows without errors in every section; missing ones are named in the report."""
     stdout, document = quick_run
     used = set(document["peers"]["used"])
@@ -80,7 +83,7 @@ def test_peers_are_measured_when_installed_and_named_when_not(quick_run: tuple[s
 
 @pytest.mark.redis
 @pytest.mark.slow
-def test_throughput_and_memory_sections_are_complete(quick_run: tuple[str, dict]) -> None:
+def test_throughput_and_memory_sections_are_complete(quick_run: Run) -> None:
     """Throughput has the naive floor and every Limify algorithm; memory per key covers every algorithm."""
     _, document = quick_run
     throughput = document["throughput"]
@@ -102,7 +105,7 @@ def test_throughput_and_memory_sections_are_complete(quick_run: tuple[str, dict]
 @pytest.mark.redis
 @pytest.mark.slow
 def test_report_describes_the_machine_prints_tables_and_leaves_no_keys(
-    quick_run: tuple[str, dict], redis_server_url: str
+    quick_run: Run, redis_server_url: str
 ) -> None:
     """The JSON describes the machine, stdout has every table, and the run's keys are gone afterwards."""
     stdout, document = quick_run
