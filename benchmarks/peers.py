@@ -6,8 +6,10 @@ way its documentation builds one; every plan is ``<limit>`` per
 :data:`~benchmarks.timing.PERIOD_SECONDS`; calls never block (a refusal returns
 at once).
 
-``pyrate-limiter`` routes every name to one bucket unless given a bucket
-factory, so :class:`_PerKeyFactory` gives each key its own bucket, created by
+``pyrate-limiter``'s "sliding log" is its default log bucket (``InMemoryBucket``,
+``RedisBucket``), its "token bucket" a ``StateBucket`` with ``TokenBucket`` (in
+memory, or on a ``RedisStateStore``). It routes every name to one bucket unless
+given a bucket factory, so :class:`_PerKeyFactory` gives each key its own bucket, created by
 the untimed priming call. Background leaking is not scheduled: with hour-long
 windows it would trim nothing during a batch.
 """
@@ -150,9 +152,9 @@ def _pyrate_memory(is_async: bool) -> list[Contender]:
 
     return _pyrate(
         [
-            ("sliding log (InMemoryBucket)", lambda rates, key: InMemoryBucket(rates), MonotonicClock()),
+            ("sliding log", lambda rates, key: InMemoryBucket(rates), MonotonicClock()),
             (
-                "token bucket (StateBucket)",
+                "token bucket",
                 lambda rates, key: StateBucket(rates, algorithm=TokenBucket()),
                 MonotonicClock(),
             ),
@@ -172,7 +174,7 @@ def _pyrate_redis(client: Any, is_async: bool) -> list[Contender]:
                 WallClock(),
             ),
             (
-                "token bucket (RedisStateStore)",
+                "token bucket",
                 lambda rates, key: StateBucket(
                     rates, algorithm=TokenBucket(), store=RedisStateStore(client, key)
                 ),
