@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from benchmarks.throughput import Throughput
-from benchmarks.timing import Measured, summarise
+from benchmarks.timing import Batching, Measured, summarise
 
 __all__ = ["machine", "latency_section", "throughput_section", "render"]
 
@@ -57,7 +57,7 @@ def _ratio(value: float | None, floor: float | None) -> float | None:
     return value / floor
 
 
-def latency_section(measured: list[Measured], floor_name: str, n: int, repeats: int) -> dict[str, Any]:
+def latency_section(measured: list[Measured], floor_name: str, batching: Batching) -> dict[str, Any]:
     """One latency section: a row per contender, allowed and rejected, ratios to ``floor_name``."""
     by_name: dict[str, dict[str, Any]] = {}
     for slot in measured:
@@ -78,6 +78,7 @@ def latency_section(measured: list[Measured], floor_name: str, n: int, repeats: 
         row[f"{slot.path}_q1_ns"] = stats["q1"]
         row[f"{slot.path}_q3_ns"] = stats["q3"]
         row[f"{slot.path}_samples"] = len(slot.samples)
+        row[f"{slot.path}_calls_per_batch"] = slot.calls
         row["unexpected_batches"] += slot.unexpected
         if slot.error:
             row["errors"].append(f"{slot.path}: {slot.error}")
@@ -86,7 +87,12 @@ def latency_section(measured: list[Measured], floor_name: str, n: int, repeats: 
         for path in ("allowed", "rejected"):
             row.setdefault(f"{path}_ns", None)
             row[f"{path}_ratio"] = _ratio(row[f"{path}_ns"], floor.get(f"{path}_ns"))
-    return {"floor": floor_name, "calls_per_batch": n, "repeats": repeats, "rows": list(by_name.values())}
+    return {
+        "floor": floor_name,
+        "batch_target_ns": batching.target_ns,
+        "repeats": batching.repeats,
+        "rows": list(by_name.values()),
+    }
 
 
 def throughput_section(
@@ -146,8 +152,8 @@ _TITLES = {
 def _latency_table(key: str, section: dict[str, Any]) -> list[str]:
     unit = "us" if key.startswith("redis") else "ns"
     lines = [
-        f"{_TITLES[key]}: {unit} per check, median of {section['repeats']} repeats x "
-        f"{section['calls_per_batch']} calls; ratios to '{section['floor']}'",
+        f"{_TITLES[key]}: {unit} per check, median of {section['repeats']} batches of "
+        f"~{section['batch_target_ns'] / 1e6:g} ms; ratios to '{section['floor']}'",
         f"  {'contender':<48} {'allowed':>10} {'ratio':>7} {'rejected':>10} {'ratio':>7}",
     ]
     for row in section["rows"]:

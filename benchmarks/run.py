@@ -13,21 +13,18 @@ import redis.asyncio
 from benchmarks import floors, limify_contenders, memory, peers
 from benchmarks.report import latency_section, machine, throughput_section
 from benchmarks.throughput import measure_throughput
-from benchmarks.timing import ALLOWED_LIMIT, PERIOD_SECONDS, measure_async, measure_sync
+from benchmarks.timing import ALLOWED_LIMIT, PERIOD_SECONDS, Batching, measure_async, measure_sync
 
 __all__ = ["Settings", "QUICK", "FULL", "run"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of one run (see ``benchmarks.timing`` for what a batch and a repeat are)."""
+    """Sizes of one run (see ``benchmarks.timing`` for batches and repeats)."""
 
     mode: str
-    memory_calls: int
-    memory_repeats: int
-    redis_calls: int
-    redis_repeats: int
-    warmup: int
+    memory: Batching
+    redis: Batching
     tasks: int
     checks_per_task: int
     throughput_warmup: int
@@ -36,8 +33,28 @@ class Settings:
     redis_keys: int
 
 
-QUICK = Settings("quick", 100, 3, 10, 3, 1, 100, 2, 0, 1, 2_000, 200)
-FULL = Settings("full", 400, 31, 40, 15, 2, 100, 20, 1, 7, 20_000, 2_000)
+QUICK = Settings(
+    "quick",
+    memory=Batching(target_ns=200_000, min_calls=20, max_calls=1_000, warmup=1, repeats=3),
+    redis=Batching(target_ns=2_000_000, min_calls=3, max_calls=50, warmup=1, repeats=3),
+    tasks=100,
+    checks_per_task=2,
+    throughput_warmup=0,
+    throughput_repeats=1,
+    memory_keys=2_000,
+    redis_keys=200,
+)
+FULL = Settings(
+    "full",
+    memory=Batching(target_ns=1_000_000, min_calls=20, max_calls=5_000, warmup=2, repeats=41),
+    redis=Batching(target_ns=5_000_000, min_calls=5, max_calls=200, warmup=2, repeats=15),
+    tasks=100,
+    checks_per_task=10,
+    throughput_warmup=1,
+    throughput_repeats=5,
+    memory_keys=20_000,
+    redis_keys=2_000,
+)
 
 
 def _peer_notes(found: dict[str, str | None], use_peers: bool) -> tuple[set[str], list[str]]:
@@ -57,20 +74,17 @@ def _peer_notes(found: dict[str, str | None], use_peers: bool) -> tuple[set[str]
 def _memory_sections(tag: str, settings: Settings, available: set[str]) -> dict[str, Any]:
     sync_contenders = floors.memory_sync_floors() + limify_contenders.memory_sync(tag)
     sync_contenders += peers.memory_sync(available)
-    sync = measure_sync(sync_contenders, tag, settings.memory_calls, settings.warmup, settings.memory_repeats)
+    sync = measure_sync(sync_contenders, tag, settings.memory)
 
     async def run_async() -> Any:
         contenders = floors.memory_async_floors() + limify_contenders.memory_async(tag)
         contenders += peers.memory_async(available)
-        return await measure_async(
-            contenders, tag, settings.memory_calls, settings.warmup, settings.memory_repeats
-        )
+        return await measure_async(contenders, tag, settings.memory)
 
     async_measured = asyncio.run(run_async())
-    calls, repeats = settings.memory_calls, settings.memory_repeats
     return {
-        "memory_sync": latency_section(sync, floors.MEMORY_SYNC_FLOOR, calls, repeats),
-        "memory_async": latency_section(async_measured, floors.MEMORY_ASYNC_FLOOR, calls, repeats),
+        "memory_sync": latency_section(sync, floors.MEMORY_SYNC_FLOOR, settings.memory),
+        "memory_async": latency_section(async_measured, floors.MEMORY_ASYNC_FLOOR, settings.memory),
     }
 
 
@@ -80,13 +94,11 @@ def _redis_sync_section(url: str, tag: str, settings: Settings, available: set[s
     try:
         contenders = floors.redis_sync_floors(client) + limify_contenders.redis_sync(tag, url, client)
         contenders += peers.redis_sync(available, url, client, closers)
-        measured = measure_sync(
-            contenders, tag, settings.redis_calls, settings.warmup, settings.redis_repeats
-        )
+        measured = measure_sync(contenders, tag, settings.redis)
     finally:
         for close in closers:
             close()
-    return latency_section(measured, floors.REDIS_SYNC_FLOOR, settings.redis_calls, settings.redis_repeats)
+    return latency_section(measured, floors.REDIS_SYNC_FLOOR, settings.redis)
 
 
 async def _redis_async_sections(
@@ -98,9 +110,7 @@ async def _redis_async_sections(
         sha = await client.script_load(floors.FLOOR_SCRIPT)
         contenders = floors.redis_async_floors(client, sha) + limify_contenders.redis_async(tag, url, client)
         contenders += peers.redis_async(available, url, client, closers)
-        measured = await measure_async(
-            contenders, tag, settings.redis_calls, settings.warmup, settings.redis_repeats
-        )
+        measured = await measure_async(contenders, tag, settings.redis)
         deciding = [c for c in contenders if c.decides]
         rates = await measure_throughput(
             deciding,
@@ -114,9 +124,7 @@ async def _redis_async_sections(
         for close in closers:
             await close()
     return {
-        "redis_async": latency_section(
-            measured, floors.REDIS_ASYNC_FLOOR, settings.redis_calls, settings.redis_repeats
-        ),
+        "redis_async": latency_section(measured, floors.REDIS_ASYNC_FLOOR, settings.redis),
         "throughput": throughput_section(
             rates,
             floors.REDIS_ASYNC_FLOOR,

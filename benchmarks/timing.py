@@ -12,6 +12,14 @@ far above ``n``, so every timed call is admitted; the rejected path uses a
 limit of 1 per hour, so every timed call is refused. A batch whose decisions
 are not all the expected ones is counted in ``unexpected`` rather than hidden.
 
+Batches last about the same *time* for every contender, not the same number
+of calls: the first warm-up batch (``min_calls`` calls) measures the
+contender, and ``n`` is then set so that a batch takes about ``target_ns``
+(within ``min_calls .. max_calls``). On a shared machine a batch may be
+preempted by another process; equal durations give every contender the same
+exposure, where equal counts would let a slow contender's long batches be
+preempted more often than a floor's short ones and skew the ratios.
+
 A *repeat* runs one batch of every (contender, path) pair, in an order rotated
 by one at each repeat, so that drift on a shared machine (another process
 waking up, CPU frequency changes) lands on every contender alike. The reported
@@ -20,10 +28,9 @@ figure is the median of the repeats' ns/op; warm-up repeats are discarded.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import statistics
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from time import perf_counter_ns
@@ -34,6 +41,7 @@ __all__ = [
     "PERIOD_SECONDS",
     "PATHS",
     "Contender",
+    "Batching",
     "Measured",
     "measure_sync",
     "measure_async",
@@ -68,6 +76,22 @@ class Contender:
     decides: bool = True
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How long batches are and how many repeats run (see the module docs)."""
+
+    target_ns: int
+    min_calls: int
+    max_calls: int
+    warmup: int
+    repeats: int
+
+    def calls_for(self, per_op_ns: float) -> int:
+        """Calls that make a batch last about :attr:`target_ns` at ``per_op_ns`` per call."""
+        wanted = int(self.target_ns / max(per_op_ns, 1.0))
+        return max(self.min_calls, min(self.max_calls, wanted))
+
+
 @dataclass
 class Measured:
     """The samples of one contender on one path."""
@@ -77,6 +101,8 @@ class Measured:
     samples: list[float] = field(default_factory=list)
     unexpected: int = 0
     error: str | None = None
+    #: Timed calls per batch, set by the first warm-up batch.
+    calls: int = 0
 
 
 def _expected(path: str, n: int) -> int:
@@ -107,86 +133,79 @@ def _error(exc: BaseException) -> str:
 class _Plan:
     """Which (contender, path) pairs run, in which rotated order, on which fresh keys."""
 
-    def __init__(self, contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int) -> None:
+    def __init__(self, contenders: list[Contender], tag: str, batching: Batching) -> None:
         self.measured = [
-            Measured(c, path) for c in contenders for path, _ in PATHS if c.decides or path == "allowed"
+            Measured(c, path, calls=batching.min_calls)
+            for c in contenders
+            for path, _ in PATHS
+            if c.decides or path == "allowed"
         ]
         self.limits = {path: limit for path, limit in PATHS}
         self.tag = tag
-        self.n = n
-        self.warmup = warmup
-        self.repeats = repeats
+        self.batching = batching
         self.batch = 0
 
-    def rounds(self) -> list[tuple[bool, list[int]]]:
+    def steps(self) -> Iterator[tuple[int, Measured, bool, str]]:
+        """(index, slot, is warm-up, fresh key) for every batch to run, in order."""
         count = len(self.measured)
-        rounds = []
-        for number in range(self.warmup + self.repeats):
+        for number in range(max(1, self.batching.warmup) + self.batching.repeats):
             shift = number % count if count else 0
-            order = list(range(shift, count)) + list(range(shift))
-            rounds.append((number < self.warmup, order))
-        return rounds
-
-    def key(self, index: int) -> str:
-        # Alphanumeric only, so no library pays for escaping it; unique per batch.
-        self.batch += 1
-        return f"{self.tag}k{index}b{self.batch}"
+            for index in list(range(shift, count)) + list(range(shift)):
+                slot = self.measured[index]
+                if slot.error is None:
+                    # Alphanumeric only, so no library pays for escaping it; unique per batch.
+                    self.batch += 1
+                    yield (
+                        index,
+                        slot,
+                        number < max(1, self.batching.warmup),
+                        f"{self.tag}k{index}b{self.batch}",
+                    )
 
     def record(self, slot: Measured, warm: bool, per_op: float, admitted: int) -> None:
-        if admitted != _expected(slot.path, self.n):
+        if admitted != _expected(slot.path, slot.calls):
             slot.unexpected += 1
-        if not warm:
+        if warm:
+            slot.calls = self.batching.calls_for(per_op)
+        else:
             slot.samples.append(per_op)
 
-
-def measure_sync(contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int) -> list[Measured]:
-    """Measure sync contenders; see the module docs for the protocol."""
-    plan = _Plan(contenders, tag, n, warmup, repeats)
-    checks: dict[int, SyncCheck] = {}
-    for index, slot in enumerate(plan.measured):
+    def build(self, index: int) -> Any:
+        slot = self.measured[index]
         try:
-            checks[index] = slot.contender.build(plan.limits[slot.path])
+            return slot.contender.build(self.limits[slot.path])
         except Exception as exc:  # a broken contender is reported, not fatal
             slot.error = _error(exc)
-    for warm, order in plan.rounds():
-        gc.collect()
-        for index in order:
-            slot = plan.measured[index]
-            if slot.error is not None:
-                continue
-            try:
-                per_op, admitted = _batch_sync(checks[index], plan.key(index), n)
-            except Exception as exc:
-                slot.error = _error(exc)
-                continue
-            plan.record(slot, warm, per_op, admitted)
+            return None
+
+
+def measure_sync(contenders: list[Contender], tag: str, batching: Batching) -> list[Measured]:
+    """Measure sync contenders; see the module docs for the protocol."""
+    plan = _Plan(contenders, tag, batching)
+    checks = [plan.build(index) for index in range(len(plan.measured))]
+    gc.collect()
+    for index, slot, warm, key in plan.steps():
+        try:
+            per_op, admitted = _batch_sync(checks[index], key, slot.calls)
+        except Exception as exc:
+            slot.error = _error(exc)
+            continue
+        plan.record(slot, warm, per_op, admitted)
     return plan.measured
 
 
-async def measure_async(
-    contenders: list[Contender], tag: str, n: int, warmup: int, repeats: int
-) -> list[Measured]:
+async def measure_async(contenders: list[Contender], tag: str, batching: Batching) -> list[Measured]:
     """Measure async contenders in the running event loop; see the module docs."""
-    plan = _Plan(contenders, tag, n, warmup, repeats)
-    checks: dict[int, AsyncCheck] = {}
-    for index, slot in enumerate(plan.measured):
+    plan = _Plan(contenders, tag, batching)
+    checks = [plan.build(index) for index in range(len(plan.measured))]
+    gc.collect()
+    for index, slot, warm, key in plan.steps():
         try:
-            checks[index] = slot.contender.build(plan.limits[slot.path])
+            per_op, admitted = await _batch_async(checks[index], key, slot.calls)
         except Exception as exc:
             slot.error = _error(exc)
-    for warm, order in plan.rounds():
-        gc.collect()
-        await asyncio.sleep(0)  # let background tasks (peers' leakers, pool cleanups) run between rounds
-        for index in order:
-            slot = plan.measured[index]
-            if slot.error is not None:
-                continue
-            try:
-                per_op, admitted = await _batch_async(checks[index], plan.key(index), n)
-            except Exception as exc:
-                slot.error = _error(exc)
-                continue
-            plan.record(slot, warm, per_op, admitted)
+            continue
+        plan.record(slot, warm, per_op, admitted)
     return plan.measured
 
 
