@@ -46,8 +46,8 @@ QUICK = Settings(
 )
 FULL = Settings(
     "full",
-    memory=Batching(target_ns=1_000_000, min_calls=20, max_calls=5_000, warmup=2, repeats=41),
-    redis=Batching(target_ns=5_000_000, min_calls=5, max_calls=200, warmup=2, repeats=15),
+    memory=Batching(target_ns=1_000_000, min_calls=20, max_calls=5_000, warmup=2, repeats=61),
+    redis=Batching(target_ns=5_000_000, min_calls=5, max_calls=200, warmup=2, repeats=31),
     tasks=100,
     checks_per_task=10,
     throughput_warmup=1,
