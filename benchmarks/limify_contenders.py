@@ -4,7 +4,9 @@ The algorithms come from :data:`limify.core.algorithms.ALGORITHMS`, so one added
 to the registry is benchmarked without touching this file.
 
 * *shell*: ``TokenBucketAlgorithm(adapter).check(key, plan)``, the algorithm class
-  on an adapter, as in README's "The algorithm contract";
+  on an adapter, as in README's "The algorithm contract". Algorithms whose calls
+  hold a lease (``concurrency``: ``acquire``/``release`` instead of ``check``) are
+  timed as one ``acquire`` followed, when admitted, by its ``release``;
 * *decorated*: ``@rate_limit(plan, key="user", algorithm=name)`` on a function
   doing nothing, called as ``endpoint(key)``; a refusal is the
   ``RateLimitExceeded`` it raises. In memory it uses the process default storage
@@ -23,7 +25,16 @@ from limify import InMemoryAdapter, Plan, RateLimitExceeded, rate_limit
 from limify.core.algorithms import ALGORITHMS
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 
-__all__ = ["memory_sync", "memory_async", "redis_sync", "redis_async", "plan_for"]
+__all__ = [
+    "memory_sync",
+    "memory_async",
+    "redis_sync",
+    "redis_async",
+    "plan_for",
+    "holds_leases",
+    "shell_call_sync",
+    "shell_call_async",
+]
 
 
 def plan_for(limit: int) -> Plan:
@@ -31,13 +42,58 @@ def plan_for(limit: int) -> Plan:
     return Plan("bench", limit, PERIOD_SECONDS)
 
 
+def holds_leases(algorithm: Any) -> bool:
+    """True for algorithms whose calls hold a lease (``acquire``/``release``), like ``concurrency``."""
+    return callable(getattr(algorithm, "acquire", None)) and callable(getattr(algorithm, "release", None))
+
+
+def shell_call_sync(algorithm: Any) -> Callable[[str, Plan], bool]:
+    """One call through the shell: ``check``, or ``acquire`` then ``release`` for lease algorithms."""
+    if not holds_leases(algorithm):
+        check_ = algorithm.check
+
+        def check(key: str, plan: Plan) -> bool:
+            return check_(key, plan).allowed  # type: ignore[no-any-return]
+
+        return check
+    acquire, release = algorithm.acquire, algorithm.release
+
+    def acquire_release(key: str, plan: Plan) -> bool:
+        result, token = acquire(key, plan)
+        if result.allowed:
+            release(key, plan, token)
+        return result.allowed  # type: ignore[no-any-return]
+
+    return acquire_release
+
+
+def shell_call_async(algorithm: Any) -> Callable[[str, Plan], Awaitable[bool]]:
+    """Awaitable twin of :func:`shell_call_sync`."""
+    if not holds_leases(algorithm):
+        check_ = algorithm.check
+
+        async def check(key: str, plan: Plan) -> bool:
+            return (await check_(key, plan)).allowed  # type: ignore[no-any-return]
+
+        return check
+    acquire, release = algorithm.acquire, algorithm.release
+
+    async def acquire_release(key: str, plan: Plan) -> bool:
+        result, token = await acquire(key, plan)
+        if result.allowed:
+            await release(key, plan, token)
+        return result.allowed  # type: ignore[no-any-return]
+
+    return acquire_release
+
+
 def _shell_sync(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
     def build(limit: int) -> Callable[[str], bool]:
-        check_ = algorithm_class(make_adapter()).check
+        call = shell_call_sync(algorithm_class(make_adapter()))
         plan = plan_for(limit)
 
         def check(key: str) -> bool:
-            return check_(key, plan).allowed  # type: ignore[no-any-return]
+            return call(key, plan)
 
         return check
 
@@ -46,11 +102,11 @@ def _shell_sync(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> 
 
 def _shell_async(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
     def build(limit: int) -> Callable[[str], Awaitable[bool]]:
-        check_ = algorithm_class(make_adapter()).check
+        call = shell_call_async(algorithm_class(make_adapter()))
         plan = plan_for(limit)
 
         async def check(key: str) -> bool:
-            return (await check_(key, plan)).allowed  # type: ignore[no-any-return]
+            return await call(key, plan)
 
         return check
 
@@ -93,9 +149,12 @@ def _decorated_async(algorithm: str, storage: Any, tag: str) -> Callable[[int], 
     return build
 
 
-def _pair(name: str, shell: Callable[[int], Any], decorated: Callable[[int], Any]) -> list[Contender]:
+def _pair(
+    name: str, algorithm_class: type[Any], shell: Callable[[int], Any], decorated: Callable[[int], Any]
+) -> list[Contender]:
+    how = "acquire+release" if holds_leases(algorithm_class) else "shell"
     return [
-        Contender(f"limify {name} (shell)", "limify", shell, algorithm=name, via="shell"),
+        Contender(f"limify {name} ({how})", "limify", shell, algorithm=name, via="shell"),
         Contender(f"limify {name} (@rate_limit)", "limify", decorated, algorithm=name, via="decorated"),
     ]
 
@@ -104,9 +163,8 @@ def memory_sync(tag: str) -> list[Contender]:
     """Every algorithm in memory, sync."""
     contenders = []
     for name, (sync_class, _) in ALGORITHMS.items():
-        contenders += _pair(
-            name, _shell_sync(sync_class, InMemoryAdapter), _decorated_sync(name, None, f"{tag}ms{name}")
-        )
+        shell = _shell_sync(sync_class, InMemoryAdapter)
+        contenders += _pair(name, sync_class, shell, _decorated_sync(name, None, f"{tag}ms{name}"))
     return contenders
 
 
@@ -114,9 +172,8 @@ def memory_async(tag: str) -> list[Contender]:
     """Every algorithm in memory, async."""
     contenders = []
     for name, (_, async_class) in ALGORITHMS.items():
-        contenders += _pair(
-            name, _shell_async(async_class, InMemoryAdapter), _decorated_async(name, None, f"{tag}ma{name}")
-        )
+        shell = _shell_async(async_class, InMemoryAdapter)
+        contenders += _pair(name, async_class, shell, _decorated_async(name, None, f"{tag}ma{name}"))
     return contenders
 
 
@@ -125,9 +182,8 @@ def redis_sync(tag: str, url: str, client: Any) -> list[Contender]:
     adapter = RedisSyncAdapter(client)
     contenders = []
     for name, (sync_class, _) in ALGORITHMS.items():
-        contenders += _pair(
-            name, _shell_sync(sync_class, lambda: adapter), _decorated_sync(name, url, f"{tag}rs{name}")
-        )
+        shell = _shell_sync(sync_class, lambda: adapter)
+        contenders += _pair(name, sync_class, shell, _decorated_sync(name, url, f"{tag}rs{name}"))
     return contenders
 
 
@@ -136,7 +192,6 @@ def redis_async(tag: str, url: str, client: Any) -> list[Contender]:
     adapter = RedisAsyncAdapter(client)
     contenders = []
     for name, (_, async_class) in ALGORITHMS.items():
-        contenders += _pair(
-            name, _shell_async(async_class, lambda: adapter), _decorated_async(name, url, f"{tag}ra{name}")
-        )
+        shell = _shell_async(async_class, lambda: adapter)
+        contenders += _pair(name, async_class, shell, _decorated_async(name, url, f"{tag}ra{name}"))
     return contenders

@@ -1,7 +1,8 @@
 """Memory per idle key: what one key costs after one admitted check.
 
 Every key gets one admitted check under a plan of 100 per hour, so its state
-stays live while the others are created.
+stays live while the others are created (for lease algorithms such as
+``concurrency``: one ``acquire``, so the key holds one lease).
 
 In process: ``tracemalloc`` counts what an :class:`~limify.InMemoryAdapter`
 keeps after ``n`` distinct keys each got one check, divided by ``n``. The key
@@ -22,9 +23,11 @@ import gc
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.floors import FLOOR_SCRIPT, floor_script_check
+from benchmarks.limify_contenders import holds_leases
 from benchmarks.timing import PERIOD_SECONDS
 from limify import InMemoryAdapter
 from limify.core.algorithms import ALGORITHMS
@@ -63,32 +66,44 @@ def _floor_dict(keys: list[str]) -> dict[str, tuple[float, float]]:
     return buckets
 
 
+def _one_call(algorithm: Any) -> Callable[[str, Plan], Any]:
+    # A lease algorithm's idle key is one holding a lease (acquired, not yet released).
+    return algorithm.acquire if holds_leases(algorithm) else algorithm.check  # type: ignore[no-any-return]
+
+
+def _error_row(name: str, exc: Exception) -> dict[str, Any]:
+    return {"name": f"limify {name}", "algorithm": name, "error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def _in_process_row(name: str, sync_class: type[Any], keys: list[str]) -> dict[str, Any]:
+    adapter = InMemoryAdapter(max_keys=max(len(keys), 1))
+    call = _one_call(sync_class(adapter))
+    call("warm-up", _PLAN)  # first-call caches are not per-key costs
+    adapter.clear(["warm-up"])
+
+    def run() -> None:
+        for key in keys:
+            call(key, _PLAN)
+
+    used = _traced_bytes(run)
+    return {
+        "name": f"limify {name}",
+        "algorithm": name,
+        "bytes_per_key": used / len(keys),
+        "key_string_bytes": sys.getsizeof(keys[0]),
+        "error": None,
+    }
+
+
 def in_process(tag: str, n: int) -> list[dict[str, Any]]:
     """Bytes per idle key in an InMemoryAdapter, per algorithm, and for the dict floor."""
     rows = []
     keys = key_names(tag, "p", n)
-    key_bytes = sys.getsizeof(keys[0])
     for name, (sync_class, _) in ALGORITHMS.items():
-        adapter = InMemoryAdapter(max_keys=max(n, 1))
-        algorithm = sync_class(adapter)
-        algorithm.check("warm-up", _PLAN)  # first-call caches are not per-key costs
-        adapter.clear(["warm-up"])
-        check = algorithm.check
-
-        def run(check: Any = check) -> None:
-            for key in keys:
-                check(key, _PLAN)
-
-        used = _traced_bytes(run)
-        rows.append(
-            {
-                "name": f"limify {name}",
-                "algorithm": name,
-                "bytes_per_key": used / n,
-                "key_string_bytes": key_bytes,
-            }
-        )
-        del adapter, algorithm, check
+        try:
+            rows.append(_in_process_row(name, sync_class, keys))
+        except Exception as exc:  # reported in the row, like the latency sections do
+            rows.append(_error_row(name, exc))
     holder: list[Any] = []
     used = _traced_bytes(lambda: holder.append(_floor_dict(keys)))
     rows.append(
@@ -96,7 +111,8 @@ def in_process(tag: str, n: int) -> list[dict[str, Any]]:
             "name": "floor: dict of (tokens, time) tuples",
             "algorithm": "",
             "bytes_per_key": used / n,
-            "key_string_bytes": key_bytes,
+            "key_string_bytes": sys.getsizeof(keys[0]),
+            "error": None,
         }
     )
     return rows
@@ -128,16 +144,21 @@ def in_redis(client: Any, tag: str, n: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     adapter = RedisSyncAdapter(client)
     for name, (sync_class, _) in ALGORITHMS.items():
-        algorithm = sync_class(adapter)
         keys = key_names(tag, f"r{len(rows)}", n)
-        algorithm.check(keys[0], _PLAN)  # loads the script before measuring
-        client.delete(keys[0])
+        try:
+            call = _one_call(sync_class(adapter))
+            call(keys[0], _PLAN)  # loads the script before measuring
+            client.delete(keys[0])
 
-        def fill(algorithm: Any = algorithm, keys: list[str] = keys) -> None:
-            for key in keys:
-                algorithm.check(key, _PLAN)
+            def fill(call: Any = call, keys: list[str] = keys) -> None:
+                for key in keys:
+                    call(key, _PLAN)
 
-        rows.append({"name": f"limify {name}", "algorithm": name, **_redis_figures(client, keys, fill)})
+            figures = _redis_figures(client, keys, fill)
+        except Exception as exc:
+            rows.append(_error_row(name, exc))
+            continue
+        rows.append({"name": f"limify {name}", "algorithm": name, **figures, "error": None})
     sha = client.script_load(FLOOR_SCRIPT)
     call, head = floor_script_check(client, sha, MEMORY_LIMIT)
     keys = key_names(tag, "rf", n)
@@ -146,7 +167,6 @@ def in_redis(client: Any, tag: str, n: int) -> list[dict[str, Any]]:
         for key in keys:
             call(sha, 1, key, *head, time.time_ns() // 1_000_000)
 
-    rows.append(
-        {"name": "floor: EVALSHA hash {t, ts}", "algorithm": "", **_redis_figures(client, keys, fill_floor)}
-    )
+    figures = _redis_figures(client, keys, fill_floor)
+    rows.append({"name": "floor: EVALSHA hash {t, ts}", "algorithm": "", **figures, "error": None})
     return rows

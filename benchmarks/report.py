@@ -192,18 +192,24 @@ def _memory_tables(section: dict[str, Any]) -> list[str]:
     lines = ["Memory per idle key, in process (tracemalloc; key strings excluded)"]
     lines.append(f"  {'store':<48} {'bytes/key':>10} {'key str':>8}")
     for row in section["in_process"]:
+        if row.get("error"):
+            lines.append(f"  {row['name']:<48} error: {row['error']}")
+            continue
         lines.append(f"  {row['name']:<48} {row['bytes_per_key']:>10,.0f} {row['key_string_bytes']:>8}")
     lines.append(
         "Memory per idle key, in Redis (MEMORY USAGE, key name included; used_memory growth per key)"
     )
     lines.append(f"  {'store':<48} {'MEMORY USAGE':>12} {'- key name':>10} {'used_memory':>11}")
     for row in section["redis"]:
+        if row.get("error"):
+            lines.append(f"  {row['name']:<48} error: {row['error']}")
+            continue
         usage, beyond = row["memory_usage_bytes"], row["bytes_beyond_key_name"]
         lines.append(
             f"  {row['name']:<48} {_fmt_bytes(usage):>12} {_fmt_bytes(beyond):>10} "
             f"{_fmt_bytes(row['used_memory_growth_per_key']):>11}"
         )
-    name_bytes = section["redis"][0]["key_name_bytes"] if section["redis"] else 0
+    name_bytes = section["redis"][-1]["key_name_bytes"]
     lines.append(f"  (key names are {name_bytes} bytes, shaped like the decorator's)")
     return lines
 

@@ -81,30 +81,28 @@ def _throughput(document: dict[str, Any]) -> list[str]:
     return _table(title, "60 20 20", ["contender", "checks/s", "ratio to the floor"], rows)
 
 
+def _bytes(row: dict[str, Any] | None, field: str) -> str:
+    if row is None:
+        return "-"
+    if row.get("error"):
+        return "error"
+    value = row.get(field)
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def _memory(document: dict[str, Any]) -> list[str]:
     memory = document["memory_per_key"]
+    in_process = {row["name"]: row for row in memory["in_process"]}
     in_redis = {row["name"]: row for row in memory["redis"]}
-    rows = []
-    for row in memory["in_process"]:
-        other = in_redis.get(row["name"])
-        rows.append(
-            [
-                row["name"],
-                f"{row['bytes_per_key']:,.0f}",
-                "-" if other is None else f"{other['memory_usage_bytes']:,.0f}",
-                "-" if other is None else f"{other['used_memory_growth_per_key']:,.0f}",
-            ]
-        )
-    for name, other in in_redis.items():
-        if not any(name == row[0] for row in rows):
-            rows.append(
-                [
-                    name,
-                    "-",
-                    f"{other['memory_usage_bytes']:,.0f}",
-                    f"{other['used_memory_growth_per_key']:,.0f}",
-                ]
-            )
+    rows = [
+        [
+            name,
+            _bytes(in_process.get(name), "bytes_per_key"),
+            _bytes(in_redis.get(name), "memory_usage_bytes"),
+            _bytes(in_redis.get(name), "used_memory_growth_per_key"),
+        ]
+        for name in dict.fromkeys([*in_process, *in_redis])
+    ]
     header = ["store", "in process (bytes)", "Redis MEMORY USAGE", "Redis used_memory growth"]
     return _table("Memory per idle key", "40 20 20 20", header, rows)
 

@@ -97,6 +97,7 @@ def test_throughput_and_memory_sections_are_complete(quick_run: Run) -> None:
     in_process = {row["algorithm"]: row for row in memory["in_process"] if row["algorithm"]}
     in_redis = {row["algorithm"]: row for row in memory["redis"] if row["algorithm"]}
     assert set(in_process) == set(in_redis) == set(ALGORITHMS)
+    assert all(row["error"] is None for row in [*memory["in_process"], *memory["redis"]])
     assert all(row["bytes_per_key"] > 0 for row in in_process.values())
     assert all(row["memory_usage_bytes"] > 0 for row in in_redis.values())
     assert all(row["keys_found"] == row["keys_sampled"] for row in in_redis.values())
