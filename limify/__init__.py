@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from limify.core.clock import Clock, ManualClock, SystemClock
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.plans import Plan
-from limify.core.rate import parse_rate
+from limify.core.plans import Plan, PlanProvider, PlanRegistry, plans
+from limify.core.rate import GlobalLimit, parse_rate, parse_rates
 from limify.core.result import LimitationResult
 from limify.decorator import configure, get_default_storage, rate_limit
 from limify.errors import LimifyError, RateLimitExceeded, StorageError
@@ -18,7 +18,12 @@ __all__ = [
     "configure",
     "get_default_storage",
     "parse_rate",
+    "parse_rates",
+    "GlobalLimit",
     "Plan",
+    "PlanRegistry",
+    "PlanProvider",
+    "plans",
     "LimitationResult",
     "InMemoryAdapter",
     "RateLimitExceeded",

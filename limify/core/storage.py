@@ -14,7 +14,16 @@ from urllib.parse import urlsplit
 from limify.core.algorithms.base import AsyncStorage, SyncStorage
 from limify.core.memory_adapter import InMemoryAdapter
 
-__all__ = ["StorageLike", "StorageURL", "storage_from_url", "adapter_for", "check_storage", "SCHEMES"]
+__all__ = [
+    "StorageLike",
+    "StorageURL",
+    "storage_from_url",
+    "adapter_for",
+    "check_storage",
+    "configure_default",
+    "default_storage",
+    "SCHEMES",
+]
 
 #: What ``storage=`` accepts: a URL, or an adapter instance.
 StorageLike = Union[str, SyncStorage, AsyncStorage]
@@ -114,3 +123,24 @@ def adapter_for(storage: Any, *, is_async: bool) -> Any:
             "(RedisSyncAdapter, InMemoryAdapter) or a storage URL"
         )
     return storage
+
+
+class _Default:
+    """The process-wide default storage; ``version`` moves at each change."""
+
+    storage: StorageLike = "memory://"
+    version = 0
+    lock = threading.Lock()
+
+
+def configure_default(storage: StorageLike) -> None:
+    """Make ``storage`` the process default (validated first)."""
+    check_storage(storage)
+    with _Default.lock:
+        _Default.storage = storage
+        _Default.version += 1
+
+
+def default_storage() -> tuple[int, StorageLike]:
+    """The process default storage and its version (which changes with each configure)."""
+    return _Default.version, _Default.storage
