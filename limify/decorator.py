@@ -227,7 +227,8 @@ def _check_options(
         raise TypeError(f"cost must be an int >= 1 or a callable, got {cost!r}")
     elif not 1 <= cost <= smallest:
         raise ValueError(
-            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: a larger cost could never be admitted"
+            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
+            "a larger cost could never be admitted"
         )
     if on_exceeded not in ("raise", "wait"):
         raise ValueError(f"on_exceeded must be 'raise' or 'wait', got {on_exceeded!r}")
