@@ -30,6 +30,7 @@ from limify.core.algorithms import algorithm_classes
 from limify.core.function_limit import FunctionLimit
 from limify.core.plans import Plan, ProviderLike, plans
 from limify.core.rate import RateSpec, parse_rates
+from limify.core.resilience import check_policy
 from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
 
@@ -38,16 +39,21 @@ __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "Asy
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def configure(*, storage: StorageLike) -> None:
-    """Set the process-wide default storage used by limits declared without ``storage=``.
+def configure(*, storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
+    """Set process-wide defaults for limits declared without them.
 
-    Limits already declared pick the new default up on their next call, so
+    Limits already declared pick the new defaults up on their next call, so
     ``configure`` may run at application start-up, after modules were imported.
 
     Args:
         storage: a URL (``"memory://"``, ``"redis://host:6379/0"``) or an adapter.
+        on_storage_error: ``"fail_open"``, ``"fail_closed"`` (the initial default) or
+            ``"local"``: what limits answer while their storage is unreachable
+            (see :mod:`limify.core.resilience`).
     """
-    configure_default(storage)
+    if storage is None and on_storage_error is None:
+        raise TypeError("configure() needs storage=... and/or on_storage_error=...")
+    configure_default(storage, on_storage_error)
 
 
 def get_default_storage() -> StorageLike:
@@ -260,6 +266,7 @@ def rate_limit(
     plan: str | Plan | None = None,
     plan_provider: str | ProviderLike | None = None,
     refund_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    on_storage_error: str | None = None,
 ) -> Callable[[F], F]:
     """Rate-limit a sync or async callable.
 
@@ -288,6 +295,9 @@ def rate_limit(
             None`` callable) asked at each call; ``None`` from it means the inline
             rate (or ``plan``). Its context is a :class:`~limify.core.function_limit.CallContext`.
         refund_on: exception class(es); when the call raises one, its cost is given back.
+        on_storage_error: ``"fail_open"``, ``"fail_closed"`` or ``"local"``: what to
+            answer while the storage is unreachable (``None``: the process default,
+            see :func:`configure`).
 
     Every invalid argument, unknown plan or provider name raises ``ValueError`` or
     ``TypeError`` here, at decoration time, never at call time.
@@ -296,6 +306,8 @@ def rate_limit(
     algorithm_classes(algorithm)
     refund_errors = _check_options(limits, cost, on_exceeded, max_wait, name, refund_on)
     provider = None if plan_provider is None else plans.resolver(plan_provider)
+    if on_storage_error is not None:
+        check_policy(on_storage_error)
     if storage is not None:
         check_storage(storage)
     if key is not None and not (isinstance(key, str) or callable(key)):
@@ -321,6 +333,7 @@ def rate_limit(
             scope=name or f"{getattr(target, '__module__', None) or '?'}.{display_name(fn)}",
             provider=provider,
             refund_on=refund_errors,
+            on_storage_error=on_storage_error,
         )
         wrapper = _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
         return wrapper  # type: ignore[no-any-return]

@@ -77,6 +77,7 @@ class FunctionLimit:
         scope: str,
         provider: ResolvePlan | None,
         refund_on: tuple[type[BaseException], ...],
+        on_storage_error: str | None = None,
     ) -> None:
         self.function = function
         self.is_async = is_async
@@ -97,18 +98,29 @@ class FunctionLimit:
         self.leases = bool(getattr(sync_class.spec, "lease", False))
         #: Whether anything must run after the call (release or refund).
         self.has_epilogue = self.leases or bool(refund_on)
-        self._follows_default = storage is None
+        self._storage = storage
+        self._on_storage_error = on_storage_error
+        self._follows_default = storage is None or on_storage_error is None
         self._default_version = -1
         self._algorithm: Any = None
         if storage is not None:
-            self._algorithm = self._algorithm_class(adapter_for(storage, is_async=is_async))
+            adapter_for(storage, is_async=is_async)  # a sync-only adapter on async code: TypeError now
+        if not self._follows_default:
+            self._algorithm = self._algorithm_class(
+                adapter_for(storage, is_async=is_async, on_storage_error=on_storage_error)
+            )
 
     def algorithm(self) -> Any:
-        """The algorithm shell on the current storage (the process default may change)."""
+        """The algorithm shell on the current storage (the process defaults may change)."""
         if self._follows_default:
-            version, storage = default_storage()
+            version, storage, policy = default_storage()
             if version != self._default_version:
-                self._algorithm = self._algorithm_class(adapter_for(storage, is_async=self.is_async))
+                adapter = adapter_for(
+                    self._storage if self._storage is not None else storage,
+                    is_async=self.is_async,
+                    on_storage_error=self._on_storage_error or policy,
+                )
+                self._algorithm = self._algorithm_class(adapter)
                 self._default_version = version
         return self._algorithm
 
