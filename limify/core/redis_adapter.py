@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.plans import Plan
-from limify.core.redis_clients import async_client, check_url, sync_client
+from limify.core.redis_clients import async_client, check_url, close_async, close_sync, sync_client
 from limify.errors import StorageError
 
 __all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript"]
@@ -168,6 +168,10 @@ class RedisSyncAdapter(_ScriptBook):
             raise
         return self._outcome(reply)
 
+    def close(self) -> None:
+        """Close the client (and, for Sentinel URLs, the connections to the sentinels)."""
+        close_sync(self.client)
+
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
@@ -231,7 +235,7 @@ async def _close_at_loop_shutdown(client: Any) -> Any:
     try:
         yield
     finally:
-        await client.aclose()
+        await close_async(client)
 
 
 class RedisAsyncAdapter(_ScriptBook):

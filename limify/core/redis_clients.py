@@ -20,7 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["CLIENT_DEFAULTS", "SCHEMES", "RedisURL", "parse_redis_url", "sync_client", "async_client"]
+__all__ = [
+    "CLIENT_DEFAULTS",
+    "SCHEMES",
+    "RedisURL",
+    "parse_redis_url",
+    "check_url",
+    "sync_client",
+    "async_client",
+    "close_sync",
+    "close_async",
+]
+
+# Clients built here may own more connections than their own pool (a Sentinel
+# client owns its connections to the sentinels); they are listed on the client
+# under this attribute and closed with it by close_sync / close_async.
+_OWNED = "_limify_owned_clients"
 
 #: Options of the clients Limify builds from a URL. The standalone pool blocks
 #: (up to ``timeout`` seconds) rather than fail when every connection is busy, and
@@ -134,7 +149,9 @@ def sync_client(url: str, **overrides: Any) -> Any:
         return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
     timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
     sentinel = redis.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(parsed.service, **options)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(parsed.service, **options)  # type: ignore[no-untyped-call]
+    setattr(client, _OWNED, list(sentinel.sentinels))
+    return client
 
 
 def async_client(url: str, **overrides: Any) -> Any:
@@ -156,4 +173,20 @@ def async_client(url: str, **overrides: Any) -> Any:
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
     timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
     sentinel = redis.asyncio.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(parsed.service, **options)
+    client = sentinel.master_for(parsed.service, **options)
+    setattr(client, _OWNED, list(sentinel.sentinels))
+    return client
+
+
+def close_sync(client: Any) -> None:
+    """Close a client built by :func:`sync_client` and whatever it owns."""
+    client.close()
+    for owned in getattr(client, _OWNED, ()):
+        owned.close()
+
+
+async def close_async(client: Any) -> None:
+    """Close a client built by :func:`async_client` and whatever it owns."""
+    await client.aclose()
+    for owned in getattr(client, _OWNED, ()):
+        await owned.aclose()
