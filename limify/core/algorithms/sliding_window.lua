@@ -49,7 +49,7 @@ local function first_admission(state, at, plan, cost)
     if guess + 1 < hi and admits(state, guess + 1, period, limit, cost) then hi = guess + 1 end
   end
   while hi - lo > 1 do
-    local mid = math.floor((lo + hi) / 2)
+    local mid = lo + math.floor((hi - lo) / 2)
     if admits(state, mid, period, limit, cost) then hi = mid else lo = mid end
   end
   return hi

@@ -125,7 +125,7 @@ def _first_admission(state: State | None, at: int, plan: Plan, cost: int) -> int
         if guess + 1 < hi and _admits(state, guess + 1, period, limit, cost):
             hi = guess + 1
     while hi - lo > 1:
-        mid = (lo + hi) // 2
+        mid = lo + (hi - lo) // 2  # not (lo + hi) // 2: that sum may pass 2**53 in Lua
         if _admits(state, mid, period, limit, cost):
             hi = mid
         else:
