@@ -13,25 +13,29 @@ from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND
+from limify.core.algorithms.fixed_window import FIXED_WINDOW
+from limify.core.algorithms.quota import QUOTA
+from limify.core.algorithms.sliding_window import SLIDING_WINDOW
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
-from tests.strategies import gaps_us, plans
+from tests.strategies import gaps_us, instants_us, month_plans, plans
 
-SPECS = [TOKEN_BUCKET]
+SPECS = [TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, QUOTA]
 
 
 @given(
     data=st.data(),
     spec=st.sampled_from(SPECS),
-    limits=st.lists(plans, min_size=1, max_size=3),
+    limits=st.lists(plans | month_plans, min_size=1, max_size=3),
+    start=st.just(ManualClock().now_us()) | instants_us,
 )
 def test_python_and_lua_agree_on_every_decision(
-    redis_client: redis.Redis, data: st.DataObject, spec: object, limits: list[Plan]
+    redis_client: redis.Redis, data: st.DataObject, spec: object, limits: list[Plan], start: int
 ) -> None:
     """Random (key, cost, gap, mode) sequences, refunds included, give identical outcomes."""
     redis_client.flushdb()
-    limits = [Plan(f"p{i}", p.limit, p.period_seconds) for i, p in enumerate(limits)]
-    clock = ManualClock()
+    limits = [Plan(f"p{i}", p.limit, p.period_seconds, p.calendar) for i, p in enumerate(limits)]
+    clock = ManualClock(start)
     memory = InMemoryAdapter(clock=clock)
     remote = RedisSyncAdapter(redis_client, clock=clock)
     smallest = min(p.limit for p in limits)
