@@ -63,40 +63,10 @@ def sentinel_servers() -> Iterator[SentinelServers]:
         servers = SentinelServers().start()
     except (RuntimeError, OSError) as exc:
         pytest.fail(f"could not start Redis Sentinel: {exc}\n{INSTALL_HINT}", pytrace=False)
-    _warm_up_async_sentinel(servers.url)
     try:
         yield servers
     finally:
         servers.stop()
-
-
-def _warm_up_async_sentinel(url: str) -> None:
-    """Make the first redis.asyncio Sentinel round trip here, and collect what it leaks.
-
-    redis-py's asyncio Sentinel client sometimes leaves one unclosed connection
-    behind on its very first master discovery after the sentinels start (seen
-    with redis-py 8.1; not Limify's connections, which close with their loop).
-    Doing that first discovery here keeps the upstream leak out of the tests.
-    """
-    import gc
-    import sys
-
-    import anyio
-
-    from limify.core.redis_clients import async_client, close_async
-
-    async def round_trip() -> None:
-        client = async_client(url)
-        await client.ping()
-        await close_async(client)
-
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        anyio.run(round_trip)
-        gc.collect()
-    finally:
-        sys.unraisablehook = previous
 
 
 @pytest.fixture

@@ -222,20 +222,24 @@ class _ClientPerLoop:
         entry = self._clients.get(loop)
         if entry is None:
             client = async_client(self.url, **self._options)
-            closer = _close_at_loop_shutdown(client)
+            closer = self._close_at_loop_shutdown(client, loop)
             await closer.__anext__()
             entry = self._clients[loop] = (client, closer)
         return entry[0]
+
+    async def _close_at_loop_shutdown(self, client: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        try:
+            yield
+        finally:
+            # Forget the loop's client before closing it, so nothing of it outlives the loop.
+            self._clients.pop(loop, None)
+            await close_async(client)
 
     def __repr__(self) -> str:
         return f"<redis.asyncio clients for {self.url!r}>"
 
 
-async def _close_at_loop_shutdown(client: Any) -> Any:
-    try:
-        yield
-    finally:
-        await close_async(client)
+
 
 
 class RedisAsyncAdapter(_ScriptBook):

@@ -187,6 +187,8 @@ def close_sync(client: Any) -> None:
 
 async def close_async(client: Any) -> None:
     """Close a client built by :func:`async_client` and whatever it owns."""
-    await client.aclose()
-    for owned in getattr(client, _OWNED, ()):
-        await owned.aclose()
+    try:
+        await client.aclose()
+    finally:
+        for owned in getattr(client, _OWNED, ()):
+            await owned.aclose()
