@@ -7,12 +7,14 @@ their (sync, async) shell classes.
 from __future__ import annotations
 
 from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 
 __all__ = ["ALGORITHMS", "algorithm_classes"]
 
 ALGORITHMS: dict[str, tuple[type[SyncAlgorithm], type[AsyncAlgorithm]]] = {
     "token_bucket": (TokenBucketAlgorithm, AsyncTokenBucketAlgorithm),
+    "concurrency": (ConcurrencyAlgorithm, AsyncConcurrencyAlgorithm),
 }
 
 
