@@ -226,7 +226,7 @@ def test_redis_state_is_one_sorted_set_expiring_with_its_last_lease(
 
 
 def test_redis_work_per_call_does_not_grow_with_leases_held(redis_client: redis.Redis) -> None:
-    """An acquire, a release and a refusal (3 leases short) run the same commands with 5 or 495 leases held."""
+    """An acquire, a release and a refusal (3 short) run the same commands with 5 or 495 leases held."""
     limiter = ConcurrencyAlgorithm(RedisSyncAdapter(redis_client))
     plan = Plan("p", 500, 60)
 

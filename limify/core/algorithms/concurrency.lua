@@ -49,7 +49,7 @@ local function last_expiry(key, except)
 end
 
 -- Everything a decision needs: the cost held by live leases, the token's live
--- cost, the expired members to drop and the total after dropping them.
+-- cost, and the members of the expired leases (to drop on the next save).
 local function survey(key, now, token)
   local held_raw = redis.call('ZSCORE', key, 'H')
   local held = held_raw and -tonumber(held_raw) or 0

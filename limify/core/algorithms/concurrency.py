@@ -145,7 +145,9 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
         need = others + cost - limit
         freed = 0
         retry = period  # not reached: the other leases hold at least `need`
-        for expiry, holder in state.order[first_live:]:
+        order = state.order
+        for index in range(first_live, len(order)):
+            expiry, holder = order[index]
             if holder == token:
                 continue
             freed += state.by_token[holder][1]
