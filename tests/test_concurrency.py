@@ -131,9 +131,8 @@ def test_acquire_with_a_held_token_renews_without_double_counting() -> None:
     plan = Plan("p", 3, 10)
     first = transition(None, LEASE_START, plan, 2, "a")
     assert first[:2] == (True, 1)
-    renewed = transition(
-        first[4], LEASE_START + 4_000_000, plan, 3, "a"
-    )  # cost 2 -> 3: fits, as 2 is its own
+    # From cost 2 to 3 fits a limit of 3: the 2 already held are this token's own.
+    renewed = transition(first[4], LEASE_START + 4_000_000, plan, 3, "a")
     assert renewed[:3] == (True, 0, 10_000_000)
     assert not transition(renewed[4], LEASE_START + 13_000_000, plan, 1, "b")[0]  # renewed lease still held
     refused = transition(renewed[4], LEASE_START + 5_000_000, plan, 4, "a")
