@@ -22,7 +22,7 @@ from tests.strategies import gaps_us, plans
 
 SPECS = [TOKEN_BUCKET, CONCURRENCY]
 #: Few tokens, so that the same one comes back (renewals, releases, double releases).
-TOKENS = st.sampled_from(["", "a", "b", "c", "d"])
+TOKENS = st.sampled_from(["", "a", "b", "c"])
 
 
 @given(
