@@ -49,7 +49,6 @@ lease_plans = st.builds(
     period_seconds=st.sampled_from([0.001, 0.25, 1, 60, 3600]),
 )
 
-
 #: Release targets: "@k" is the token of the k-th latest admitted acquire; others as they are.
 LEASE_RELEASES = st.one_of(st.sampled_from(["@0", "@0", "@1", "@2"]), LEASE_TOKENS)
 
@@ -104,5 +103,6 @@ class LeaseTimeline:
         return self.admitted[-1 - back] if back < len(self.admitted) else "gone"
 
     def record(self, kind: str, token: str, allowed: bool) -> None:
+        """Remember an admitted acquire, for later "@k" tokens."""
         if kind == "acquire" and allowed:
             self.admitted.append(token)
