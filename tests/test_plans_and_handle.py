@@ -235,3 +235,53 @@ async def test_async_compound_on_redis(anyio_backend: str, redis_url: str, clock
     with pytest.raises(RateLimitExceeded) as info:
         await call()
     assert info.value.result.limit == 3
+
+
+def test_concurrency_on_the_decorator_releases_when_the_call_ends(storage: object) -> None:
+    """algorithm='concurrency': at most `limit` calls inside at once; slots free on return and on error."""
+    refused: list[RateLimitExceeded] = []
+
+    @rate_limit("2/minute", algorithm="concurrency", storage=storage, name="conc")
+    def work(depth: int = 0, fail: bool = False) -> None:
+        if fail:
+            raise RuntimeError("boom")
+        if depth == 1:  # two slots are held right now (this call and its caller)
+            try:
+                work()
+            except RateLimitExceeded as exc:
+                refused.append(exc)
+        elif depth:
+            work(depth - 1)
+
+    work(2)
+    assert len(refused) == 1 and refused[0].result.remaining == 0
+    with pytest.raises(RuntimeError):
+        work(fail=True)
+    work(2)  # every slot came back, on return and on error: the same again
+    assert len(refused) == 2
+    assert work.rate_limit.peek().remaining == 1
+
+
+@pytest.mark.anyio
+async def test_async_concurrency_on_the_decorator(anyio_backend: str) -> None:
+    """Async callables under 'concurrency' hold a slot while awaited and release it after."""
+    import anyio
+
+    @rate_limit("3/minute", algorithm="concurrency", storage=InMemoryAdapter(), name="aconc")
+    async def work() -> None:
+        await anyio.sleep(0.01)
+
+    refused = 0
+
+    async def attempt() -> None:
+        nonlocal refused
+        try:
+            await work()
+        except RateLimitExceeded:
+            refused += 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(attempt)
+    assert refused == 2
+    assert (await work.rate_limit.peek()).remaining == 2

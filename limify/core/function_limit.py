@@ -95,7 +95,7 @@ class FunctionLimit:
         sync_class, async_class = algorithm_classes(algorithm)
         self._algorithm_class: type[Any] = async_class if is_async else sync_class
         #: Concurrency slots are leases: every admitted call releases its own.
-        self.leases = bool(getattr(sync_class.spec, "lease", False))
+        self.leases = sync_class.spec.lease
         #: Whether anything must run after the call (release or refund).
         self.has_epilogue = self.leases or bool(refund_on)
         self._storage = storage

@@ -10,6 +10,7 @@ from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.fixed_window import AsyncFixedWindowAlgorithm, FixedWindowAlgorithm
 from limify.core.algorithms.quota import AsyncQuotaAlgorithm, QuotaAlgorithm
 from limify.core.algorithms.sliding_window import AsyncSlidingWindowAlgorithm, SlidingWindowAlgorithm
+from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 
 __all__ = ["ALGORITHMS", "algorithm_classes"]
@@ -19,6 +20,7 @@ ALGORITHMS: dict[str, tuple[type[SyncAlgorithm], type[AsyncAlgorithm]]] = {
     "fixed_window": (FixedWindowAlgorithm, AsyncFixedWindowAlgorithm),
     "sliding_window": (SlidingWindowAlgorithm, AsyncSlidingWindowAlgorithm),
     "quota": (QuotaAlgorithm, AsyncQuotaAlgorithm),
+    "concurrency": (ConcurrencyAlgorithm, AsyncConcurrencyAlgorithm),
 }
 
 

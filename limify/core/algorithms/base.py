@@ -95,6 +95,9 @@ class AlgorithmSpec:
     lua_resource: str
     #: The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]`` ... (all numbers).
     script_args: Callable[[Plan], tuple[int, ...]] = field(default=lambda plan: (plan.limit, plan.period_us))
+    #: True when an admitted call holds its cost until it gives it back (a lease
+    #: named by the call's token): ``@rate_limit`` then releases it when the call ends.
+    lease: bool = False
 
     @cached_property
     def script(self) -> str:
