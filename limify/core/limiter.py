@@ -94,6 +94,9 @@ def build_keys(rule: Rule, plans: Sequence[Plan], identity: Identity) -> tuple[s
 
 
 def _as_plans(found: Any, rule: Rule) -> tuple[Plan, ...]:
+    if inspect.iscoroutine(found):
+        found.close()
+        raise TypeError(f"rule {rule.id!r}: an async plan provider needs the async limiter (Limify.async_limiter)")
     if found is None:
         return rule.plans
     if isinstance(found, Plan):
