@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from limify.core.clock import Clock, ManualClock, SystemClock
 from limify.core.context import RequestContext
-from limify.core.limiter import UNLIMITED
 from limify.core.limify import Limify
+from limify.core.limiter import UNLIMITED
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import Plan
 from limify.core.rate import parse_rate

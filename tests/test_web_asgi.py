@@ -38,7 +38,9 @@ async def hello(websocket: WebSocket) -> None:
     await websocket.close()
 
 
-def build(clock: ManualClock, *, rules: list[Rule] = RULES, trusted: list[str] | None = None, **options: Any) -> Starlette:
+def build(
+    clock: ManualClock, *, rules: list[Rule] = RULES, trusted: list[str] | None = None, **options: Any
+) -> Starlette:
     """A Starlette app limited by LimifyMiddleware on an in-memory store."""
     config = LimifyConfig(rules, trusted_proxies=trusted or [])
     limify = Limify(config=config, storage=InMemoryAdapter(clock=clock))

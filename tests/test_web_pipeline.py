@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 import limify
-from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, RequestContext, Rule, StorageError
+from limify import (
+    InMemoryAdapter,
+    Limify,
+    LimifyConfig,
+    ManualClock,
+    Plan,
+    RequestContext,
+    Rule,
+    StorageError,
+)
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 from limify.core.client_ip import resolve_client_ip
 from limify.core.limiter import AsyncLimiter, SyncLimiter, build_keys
@@ -56,9 +65,7 @@ def test_path_patterns(pattern: str, path: str, expected: bool) -> None:
 
 def test_methods_match_case_insensitively_and_star_matches_any() -> None:
     """A rule's method is matched case-insensitively; '*' and lists work."""
-    config = LimifyConfig(
-        [Rule("writes", ["POST", "put"], "/x", "1/s"), Rule("any", "*", "/y", "1/s")]
-    )
+    config = LimifyConfig([Rule("writes", ["POST", "put"], "/x", "1/s"), Rule("any", "*", "/y", "1/s")])
     assert config.match("put", "/x").id == "writes"  # type: ignore[union-attr]
     assert config.match("GET", "/x") is None
     assert config.match("DELETE", "/y").id == "any"  # type: ignore[union-attr]
@@ -149,7 +156,7 @@ identity_values = st.one_of(st.text(), st.binary(), st.integers()).filter(lambda
 
 @given(a=identity_values, b=identity_values)
 def test_different_identities_never_share_a_key(a: Any, b: Any) -> None:
-    """Values with ':', braces, '*', spaces or newlines cannot make two identities collide; keys stay short."""
+    """Values with ':', braces, '*', spaces or newlines never make two identities collide; keys stay short."""
     rule = Rule("r", rate="1/s")
     key_a = build_keys(rule, rule.plans, ("user", a))[0]
     key_b = build_keys(rule, rule.plans, ("user", b))[0]
@@ -175,7 +182,10 @@ def test_compound_rates_use_hash_tagged_keys_in_one_slot(clock: ManualClock) -> 
     limiter = make([Rule("api", rate="2/second;3/minute")], clock).sync_limiter
     context = RequestContext("GET", "/x", user_id="a:b{c}")
     decision = limiter.decide(context)
-    assert decision.keys == ("limify:{api:default:user:a%3Ab%7Bc%7D}:1s", "limify:{api:default:user:a%3Ab%7Bc%7D}:60s")
+    assert decision.keys == (
+        "limify:{api:default:user:a%3Ab%7Bc%7D}:1s",
+        "limify:{api:default:user:a%3Ab%7Bc%7D}:60s",
+    )
     assert len({key_slot(key.encode()) for key in decision.keys}) == 1
     assert limiter.check(context).allowed
     assert not limiter.check(context).allowed  # the per-second limit refuses ...
@@ -262,7 +272,9 @@ def test_limify_picks_sync_or_async_from_the_algorithm(clock: ManualClock) -> No
     both = Limify(AsyncTokenBucketAlgorithm(memory), config)
     assert isinstance(both.limiter, AsyncLimiter)
     assert both.sync_limiter.check(RequestContext("GET", "/", user_id=1)).allowed
-    assert not Limify(config=config, storage=memory).limiter.check(RequestContext("GET", "/", user_id=1)).allowed
+    assert (
+        not Limify(config=config, storage=memory).limiter.check(RequestContext("GET", "/", user_id=1)).allowed
+    )
     with pytest.raises(TypeError, match="not both"):
         Limify(TokenBucketAlgorithm(memory), config, storage="memory://")
     with pytest.raises(TypeError, match="LimifyConfig"):
@@ -280,9 +292,9 @@ def nets(*cidrs: str) -> list[Any]:
 def test_forwarding_headers_are_ignored_from_untrusted_peers() -> None:
     """A client sending X-Forwarded-For or Forwarded cannot change its identity."""
     for header, value in [("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]:
-        assert resolve_client_ip("203.0.113.9", [value], trusted_proxies=nets("10.0.0.0/8"), header=header) == (
-            "203.0.113.9"
-        )
+        assert resolve_client_ip(
+            "203.0.113.9", [value], trusted_proxies=nets("10.0.0.0/8"), header=header
+        ) == ("203.0.113.9")
         assert resolve_client_ip("203.0.113.9", [value], trusted_proxies=[], header=header) == "203.0.113.9"
 
 

@@ -46,8 +46,8 @@ from limify.adapters.http import (
     rate_limit_headers,
 )
 from limify.core.context import RequestContext
-from limify.core.limiter import Decision
 from limify.core.limify import Limify
+from limify.core.limiter import Decision
 from limify.core.rules import LimifyConfig, Rule
 from limify.errors import RateLimitExceeded
 
@@ -62,7 +62,11 @@ class _Setup:
     """What a request needs from ``settings.LIMIFY``."""
 
     def __init__(
-        self, limify: Limify, identify: Callable[[HttpRequest], Any] | None, headers: bool, draft_headers: bool
+        self,
+        limify: Limify,
+        identify: Callable[[HttpRequest], Any] | None,
+        headers: bool,
+        draft_headers: bool,
     ) -> None:
         self.limify = limify
         self.identify = identify
@@ -147,7 +151,9 @@ def _refusal(decision: Decision, setup: _Setup) -> HttpResponse | None:
     status = decision.status
     if status == 200:
         return None
-    response = HttpResponse(error_body(status, decision.result), status=status, content_type="application/json")
+    response = HttpResponse(
+        error_body(status, decision.result), status=status, content_type="application/json"
+    )
     for name, value in rate_limit_headers(decision, headers=setup.headers, draft_headers=setup.draft_headers):
         response[name] = value
     return response
@@ -202,7 +208,9 @@ class LimifyMiddleware:
         return _exceeded(exception) if isinstance(exception, RateLimitExceeded) else None
 
 
-def limit_view(id: str, rate: Any, *, limify: Limify | None = None, **rule_options: Any) -> Callable[[Any], Any]:
+def limit_view(
+    id: str, rate: Any, *, limify: Limify | None = None, **rule_options: Any
+) -> Callable[[Any], Any]:
     """Limit one view (sync or async) with its own rule.
 
     Args:

@@ -37,8 +37,8 @@ from limify.adapters.http import (
     limify_from_settings,
     rate_limit_headers,
 )
-from limify.core.limiter import Decision, SyncLimiter
 from limify.core.limify import Limify
+from limify.core.limiter import Decision, SyncLimiter
 from limify.errors import RateLimitExceeded
 
 __all__ = ["LimifyFlask"]
@@ -119,7 +119,9 @@ class LimifyFlask:
                 if name.startswith(_PREFIX) and name[len(_PREFIX) :] not in ("HEADERS", "DRAFT_HEADERS")
             }
             limify = limify_from_settings(settings, "Flask config LIMIFY_*")
-        app.extensions["limify"] = _AppState(limify.sync_limiter, self.identify, self.headers, self.draft_headers)
+        app.extensions["limify"] = _AppState(
+            limify.sync_limiter, self.identify, self.headers, self.draft_headers
+        )
         app.before_request(_before_request)
         app.after_request(_after_request)
         app.register_error_handler(RateLimitExceeded, _rate_limit_exceeded)
@@ -147,7 +149,9 @@ def _after_request(response: Response) -> Response:
     decision: Decision | None = g.get("_limify_decision")
     if decision is not None and decision.status == 200:
         state = _state()
-        for name, value in rate_limit_headers(decision, headers=state.headers, draft_headers=state.draft_headers):
+        for name, value in rate_limit_headers(
+            decision, headers=state.headers, draft_headers=state.draft_headers
+        ):
             response.headers[name] = value
     return response
 

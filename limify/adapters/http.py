@@ -29,8 +29,8 @@ from typing import Any
 from limify.core.client_ip import resolve_client_ip
 from limify.core.context import RequestContext
 from limify.core.keys import encode_part
-from limify.core.limiter import Decision
 from limify.core.limify import Limify
+from limify.core.limiter import Decision
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, window_name
@@ -85,7 +85,9 @@ def _draft_headers(decision: Decision) -> list[tuple[str, str]]:
     ]
 
 
-def rate_limit_headers(decision: Decision, *, headers: bool = True, draft_headers: bool = False) -> list[tuple[str, str]]:
+def rate_limit_headers(
+    decision: Decision, *, headers: bool = True, draft_headers: bool = False
+) -> list[tuple[str, str]]:
     """The headers to add to the response of a decided request (see module docs)."""
     if not decision.limited or decision.status == 503:
         return []

@@ -17,8 +17,7 @@ from limify.core.algorithms import ALGORITHMS, algorithm_classes
 from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
 from limify.core.limiter import AsyncLimiter, KeyResolver, Limiter, PlanResolver, SyncLimiter
 from limify.core.rules import LimifyConfig
-from limify.core.storage import StorageLike, adapter_for, check_storage
-from limify.decorator import get_default_storage
+from limify.core.storage import StorageLike, check_storage
 
 __all__ = ["Limify"]
 
@@ -32,7 +31,8 @@ def _plan_resolver(provider: Any) -> PlanResolver | None:
     if callable(provider):
         return provider  # type: ignore[no-any-return]
     raise TypeError(
-        f"plan_provider must have resolve(context, rule) -> Plan | None (or be such a callable), got {provider!r}"
+        "plan_provider must have resolve(context, rule) -> Plan | None (or be such a callable), "
+        f"got {provider!r}"
     )
 
 
@@ -59,8 +59,8 @@ class Limify:
         key_resolver: ``(context) -> (identity_type, value) | None`` to count a
             request under another identity than the built-in priority
             (user, org, API key, IP, anonymous); ``None`` falls back to it.
-        storage: a URL or adapter; ``None`` for the process default
-            (:func:`limify.configure`), looked up on the first check.
+        storage: a URL or adapter; ``None`` follows the process default
+            (:func:`limify.configure`), which may change after set-up.
     """
 
     def __init__(
@@ -75,9 +75,13 @@ class Limify:
         if isinstance(config, Mapping):
             config = LimifyConfig(**config)
         if not isinstance(config, LimifyConfig):
-            raise TypeError(f"config must be a limify.LimifyConfig (or a dict of its arguments), got {config!r}")
+            raise TypeError(
+                f"config must be a limify.LimifyConfig (or a dict of its arguments), got {config!r}"
+            )
         if key_resolver is not None and not callable(key_resolver):
-            raise TypeError(f"key_resolver must be a callable (context) -> (type, value) | None, got {key_resolver!r}")
+            raise TypeError(
+                f"key_resolver must be a callable (context) -> (type, value) | None, got {key_resolver!r}"
+            )
         self.config = config
         self.plan_resolver = _plan_resolver(plan_provider)
         self.key_resolver = key_resolver
@@ -98,10 +102,6 @@ class Limify:
             self.storage = storage
             self.is_async = False
 
-    def _adapter(self, is_async: bool) -> Any:
-        storage = self.storage if self.storage is not None else get_default_storage()
-        return adapter_for(storage, is_async=is_async)
-
     def _build(self, limiter_class: type[Limiter]) -> Any:
         is_async = limiter_class.is_async
         shell = self._shell
@@ -112,7 +112,7 @@ class Limify:
             shell = None
         return limiter_class(
             self.config,
-            adapter=lambda: self._adapter(is_async),
+            storage=self.storage,
             algorithm=self.algorithm_name,
             plan_resolver=self.plan_resolver,
             key_resolver=self.key_resolver,

@@ -40,6 +40,8 @@ from limify.core.keys import PREFIX, encode_part
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule, window_name
+from limify.core.storage import StorageLike, adapter_for, check_storage
+from limify.decorator import get_default_storage
 from limify.errors import StorageError
 
 __all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "build_keys"]
@@ -86,7 +88,12 @@ def build_keys(rule: Rule, plans: Sequence[Plan], identity: Identity) -> tuple[s
     """The storage keys of one check (see module docs)."""
     identity_type, identity_value = identity
     common = ":".join(
-        (encode_part(rule.id), encode_part(plans[0].id), encode_part(identity_type), encode_part(identity_value))
+        (
+            encode_part(rule.id),
+            encode_part(plans[0].id),
+            encode_part(identity_type),
+            encode_part(identity_value),
+        )
     )
     if len(plans) == 1:
         return (f"{PREFIX}:{common}",)
@@ -96,7 +103,9 @@ def build_keys(rule: Rule, plans: Sequence[Plan], identity: Identity) -> tuple[s
 def _as_plans(found: Any, rule: Rule) -> tuple[Plan, ...]:
     if inspect.iscoroutine(found):
         found.close()
-        raise TypeError(f"rule {rule.id!r}: an async plan provider needs the async limiter (Limify.async_limiter)")
+        raise TypeError(
+            f"rule {rule.id!r}: an async plan provider needs the async limiter (Limify.async_limiter)"
+        )
     if found is None:
         return rule.plans
     if isinstance(found, Plan):
@@ -115,7 +124,7 @@ class Limiter:
         self,
         config: LimifyConfig,
         *,
-        adapter: Callable[[], Any],
+        storage: StorageLike | None = None,
         algorithm: str = "token_bucket",
         plan_resolver: PlanResolver | None = None,
         key_resolver: KeyResolver | None = None,
@@ -123,25 +132,38 @@ class Limiter:
     ) -> None:
         if not isinstance(config, LimifyConfig):
             raise TypeError(f"config must be a limify.LimifyConfig, got {config!r}")
+        if storage is not None:
+            check_storage(storage)
         self.config = config
         self.algorithm = algorithm
         self.plan_resolver = plan_resolver
         self.key_resolver = key_resolver
-        self._adapter_source = adapter
+        self.storage = storage
         # `shell`: an algorithm instance the caller built, used for rules naming no algorithm.
+        self._given_shell = shell
+        self._bound_to: Any = None
         self._shells: dict[str, Any] = {}
-        if shell is not None:
-            self._shells[algorithm] = shell
-        else:
+        if shell is None:
             algorithm_classes(algorithm)
 
     def _shell(self, rule: Rule) -> Any:
+        storage = self.storage
+        if storage is None:
+            # Follow the process default, like @rate_limit: configure() applies on the next check.
+            storage = get_default_storage()
+            if storage is not self._bound_to:
+                self._shells = {}
+                self._bound_to = storage
         name = rule.algorithm or self.algorithm
         shell = self._shells.get(name)
         if shell is None:
-            sync_class, async_class = algorithm_classes(name)
-            shell_class = async_class if self.is_async else sync_class
-            shell = self._shells[name] = shell_class(self._adapter_source())
+            if self._given_shell is not None and name == self.algorithm:
+                shell = self._given_shell
+            else:
+                sync_class, async_class = algorithm_classes(name)
+                shell_class = async_class if self.is_async else sync_class
+                shell = shell_class(adapter_for(storage, is_async=self.is_async))
+            self._shells[name] = shell
         return shell
 
     def identity(self, context: RequestContext) -> Identity:
@@ -149,7 +171,9 @@ class Limiter:
         if self.key_resolver is not None:
             found = self.key_resolver(context)
             if found is not None:
-                if not (isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], str) and found[0]):
+                if not (
+                    isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], str) and found[0]
+                ):
                     raise TypeError(f"key_resolver must return (identity_type, value) or None, got {found!r}")
                 return found
         return context.identity()
@@ -158,8 +182,12 @@ class Limiter:
         """The storage keys ``context`` uses under ``rule`` and ``plans``."""
         return build_keys(rule, plans, self.identity(context))
 
-    def _failed(self, rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], exc: StorageError) -> Decision:
-        logger.warning("limify: storage unreachable for rule %r (%s): %s", rule.id, rule.on_storage_error, exc)
+    def _failed(
+        self, rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], exc: StorageError
+    ) -> Decision:
+        logger.warning(
+            "limify: storage unreachable for rule %r (%s): %s", rule.id, rule.on_storage_error, exc
+        )
         if rule.on_storage_error == "fail_open":
             return Decision(UNLIMITED, rule, plans, keys, exc)
         refused = LimitationResult(False, 0, plans[0].limit, 0.0, 0.0)

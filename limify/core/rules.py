@@ -59,7 +59,9 @@ def parse_rates(rate: RateLike, *, plan_id: str = "default") -> tuple[Plan, ...]
     elif isinstance(rate, Sequence) and rate:
         parts = list(rate)
     else:
-        raise TypeError(f"rate must be a str like '10/minute;1000/day', a Plan or a list of them, got {rate!r}")
+        raise TypeError(
+            f"rate must be a str like '10/minute;1000/day', a Plan or a list of them, got {rate!r}"
+        )
     plans = tuple(part if isinstance(part, Plan) else parse_rate(part, plan_id=plan_id) for part in parts)
     windows = [window_name(plan) for plan in plans]
     if len(set(windows)) != len(windows):
@@ -102,7 +104,9 @@ def _compile_path(rule_id: str, path: Any) -> tuple[tuple[str, ...], bool]:
 def _compile_methods(rule_id: str, method: Any) -> frozenset[str] | None:
     methods = [method] if isinstance(method, str) else method
     if not isinstance(methods, Iterable) or isinstance(methods, (bytes, Mapping)):
-        raise TypeError(f"rule {rule_id!r}: method must be an HTTP method, '*' or a list of them, got {method!r}")
+        raise TypeError(
+            f"rule {rule_id!r}: method must be an HTTP method, '*' or a list of them, got {method!r}"
+        )
     names = list(methods)
     if not names:
         raise ValueError(f"rule {rule_id!r}: method list is empty")
@@ -202,7 +206,9 @@ class Rule:
         parts = [segment for segment in path.split("/") if segment]
         if len(parts) < len(wanted) or (len(parts) > len(wanted) and not self._rest):
             return False
-        return all(pattern == _ONE_SEGMENT or pattern == part for pattern, part in zip(wanted, parts))
+        return all(
+            pattern == _ONE_SEGMENT or pattern == part for pattern, part in zip(wanted, parts, strict=False)
+        )
 
 
 def _networks(trusted: Any) -> tuple[Network, ...]:

@@ -21,7 +21,7 @@ admitted one gets the headers on its response and the dependency's value is the
 # RateLimit.__call__ at run time, and string annotations on a callable instance
 # could not be resolved.
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -29,8 +29,8 @@ from starlette.responses import JSONResponse, Response
 
 from limify.adapters.fastapi.middleware import Identify, async_limiter_of, context_from_scope
 from limify.adapters.http import UNAVAILABLE, error_body, exceeded_headers, rate_limit_headers
-from limify.core.limiter import AsyncLimiter
 from limify.core.limify import Limify
+from limify.core.limiter import AsyncLimiter
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
 from limify.errors import RateLimitExceeded
@@ -58,7 +58,7 @@ class RateLimit:
         rate: Any,
         *,
         limify: Union[Limify, AsyncLimiter, None] = None,
-        identify: Optional[Identify] = None,
+        identify: Identify | None = None,
         headers: bool = True,
         draft_headers: bool = False,
         **rule_options: Any,

@@ -23,10 +23,16 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from limify.adapters.http import IDENTITY_FIELDS, build_context, error_body, exceeded_headers, rate_limit_headers
+from limify.adapters.http import (
+    IDENTITY_FIELDS,
+    build_context,
+    error_body,
+    exceeded_headers,
+    rate_limit_headers,
+)
 from limify.core.context import RequestContext
-from limify.core.limiter import AsyncLimiter
 from limify.core.limify import Limify
+from limify.core.limiter import AsyncLimiter
 from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded
 
@@ -148,7 +154,9 @@ class LimifyMiddleware:
             return
         await self._call_app(scope, receive, send, [(n.lower().encode(), v.encode()) for n, v in extra])
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+    async def _call_app(
+        self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> None:
         started = False
 
         async def send_with_headers(message: Message) -> None:
