@@ -10,8 +10,8 @@ from limify.core.context import RequestContext
 from limify.core.limify import Limify
 from limify.core.limiter import UNLIMITED
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.plans import Plan
-from limify.core.rate import parse_rate
+from limify.core.plans import Plan, PlanProvider, PlanRegistry, plans
+from limify.core.rate import GlobalLimit, parse_rate, parse_rates
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
 from limify.decorator import configure, get_default_storage, rate_limit
@@ -22,7 +22,12 @@ __all__ = [
     "configure",
     "get_default_storage",
     "parse_rate",
+    "parse_rates",
+    "GlobalLimit",
     "Plan",
+    "PlanRegistry",
+    "PlanProvider",
+    "plans",
     "LimitationResult",
     "InMemoryAdapter",
     "RateLimitExceeded",

@@ -73,11 +73,18 @@ class RedisServer:
         finally:
             client.close()
 
+    def restart(self) -> RedisServer:
+        """Start the server again on the same port (after kill or stop), empty."""
+        self.kill()
+        return self.start()
+
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
 
     def stop(self) -> None:
         """Terminate the server and remove its directory."""

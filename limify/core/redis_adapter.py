@@ -17,19 +17,35 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.plans import Plan
 from limify.errors import StorageError
 
-__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS"]
+__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS", "is_unreachable", "is_noscript"]
 
-#: What a dead or unreachable server raises in redis-py (and in valkey-py, its fork).
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Errors are recognised by class name so that redis-py and valkey-py (its API-
+# compatible fork, with its own exception classes) are handled alike.
+_CLIENT_PACKAGES = ("redis", "valkey")
+_UNREACHABLE = frozenset(
+    {"ConnectionError", "TimeoutError", "ClusterDownError", "MasterNotFoundError", "SlaveNotFoundError"}
+)
+
+
+def _client_error_names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__ if cls.__module__.split(".")[0] in _CLIENT_PACKAGES}
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when ``error`` means the server could not be reached (not a bad command)."""
+    return isinstance(error, OSError) or bool(_client_error_names(error) & _UNREACHABLE)
+
+
+def is_noscript(error: BaseException) -> bool:
+    """True when ``error`` is the server's NOSCRIPT answer."""
+    return "NoScriptError" in _client_error_names(error)
 
 #: Options of the clients Limify builds from a URL; URL query parameters and
 #: ``from_url(**client_options)`` override them. The pool blocks (up to
@@ -45,6 +61,19 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 
 def _pool_options(client_options: dict[str, Any]) -> dict[str, Any]:
     return {**CLIENT_DEFAULTS, **client_options}
+
+
+def _describe(client: Any) -> str:
+    """A short description of a client for logs: where it connects, not its whole state."""
+    url = getattr(client, "url", None)
+    if isinstance(url, str):
+        return repr(url)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict) and "host" in kwargs:
+        return f"'{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}'"
+    if isinstance(kwargs, dict) and "path" in kwargs:
+        return f"'unix:{kwargs['path']}'"
+    return type(client).__name__
 
 
 class _ScriptBook:
@@ -93,7 +122,7 @@ class _ScriptBook:
 
     def __repr__(self) -> str:
         clock = "server TIME" if self.clock is None else repr(self.clock)
-        return f"{type(self).__name__}({self.client!r}, clock={clock})"
+        return f"{type(self).__name__}({_describe(self.client)}, clock={clock})"
 
 
 class RedisSyncAdapter(_ScriptBook):
@@ -123,9 +152,12 @@ class RedisSyncAdapter(_ScriptBook):
         """Run a loaded script, loading it again first if the server lost it."""
         try:
             return self.client.evalsha(sha, num_keys, *keys_and_args)
-        except NoScriptError:
-            self.client.script_load(self._source(sha))
-            return self.client.evalsha(sha, num_keys, *keys_and_args)
+        except Exception as error:
+            if not is_noscript(error):
+                raise
+            # EVAL runs the source and caches it again in one step: no window in
+            # which a concurrent SCRIPT FLUSH could strike between load and call.
+            return self.client.eval(self._source(sha), num_keys, *keys_and_args)
 
     def execute(
         self,
@@ -144,8 +176,10 @@ class RedisSyncAdapter(_ScriptBook):
         argv = self._argv(spec, plans, cost, mode, token)
         try:
             reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except UNREACHABLE as exc:
-            raise StorageError(f"Redis unreachable: {exc}") from exc
+        except Exception as error:
+            if is_unreachable(error):
+                raise StorageError(f"Redis unreachable: {error}") from error
+            raise
         return self._outcome(reply)
 
     def clear(self, keys: Sequence[str]) -> None:
@@ -153,8 +187,10 @@ class RedisSyncAdapter(_ScriptBook):
         if keys:
             try:
                 self.client.delete(*keys)
-            except UNREACHABLE as exc:
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            except Exception as error:
+                if is_unreachable(error):
+                    raise StorageError(f"Redis unreachable: {error}") from error
+                raise
 
 
 class _ClientPerLoop:
@@ -245,9 +281,10 @@ class RedisAsyncAdapter(_ScriptBook):
         client = await self._client()
         try:
             return await client.evalsha(sha, num_keys, *keys_and_args)
-        except NoScriptError:
-            await client.script_load(self._source(sha))
-            return await client.evalsha(sha, num_keys, *keys_and_args)
+        except Exception as error:
+            if not is_noscript(error):
+                raise
+            return await client.eval(self._source(sha), num_keys, *keys_and_args)
 
     async def execute_async(
         self,
@@ -266,8 +303,10 @@ class RedisAsyncAdapter(_ScriptBook):
         argv = self._argv(spec, plans, cost, mode, token)
         try:
             reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except UNREACHABLE as exc:
-            raise StorageError(f"Redis unreachable: {exc}") from exc
+        except Exception as error:
+            if is_unreachable(error):
+                raise StorageError(f"Redis unreachable: {error}") from error
+            raise
         return self._outcome(reply)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
@@ -275,5 +314,7 @@ class RedisAsyncAdapter(_ScriptBook):
         if keys:
             try:
                 await (await self._client()).delete(*keys)
-            except UNREACHABLE as exc:
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            except Exception as error:
+                if is_unreachable(error):
+                    raise StorageError(f"Redis unreachable: {error}") from error
+                raise

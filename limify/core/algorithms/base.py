@@ -230,6 +230,20 @@ class SyncAlgorithm:
             )
         self.adapter = adapter
 
+    def decide(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> tuple[LimitationResult, int]:
+        """Like :meth:`check_all`, also returning the index of the deciding limit."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
+        return to_result(outcome, plans), outcome[4]
+
     def check_all(
         self,
         keys: Sequence[str],
@@ -239,9 +253,7 @@ class SyncAlgorithm:
         token: str = "",
     ) -> LimitationResult:
         """Run one mode over several limits at once (see the module docs)."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        return to_result(self.adapter.execute(self.spec, keys, plans, cost, mode, token), plans)
+        return self.decide(keys, plans, cost, mode, token)[0]
 
     def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
@@ -259,6 +271,10 @@ class SyncAlgorithm:
         """Forget ``key``'s state: its next call sees a fresh limit."""
         self.adapter.clear((key,))
 
+    def reset_all(self, keys: Sequence[str]) -> None:
+        """Forget the state of every key in ``keys``."""
+        self.adapter.clear(keys)
+
 
 class AsyncAlgorithm:
     """Asynchronous shell: ``await check(key, plan, cost)`` on an :class:`AsyncStorage`."""
@@ -273,6 +289,20 @@ class AsyncAlgorithm:
             )
         self.adapter = adapter
 
+    async def decide(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> tuple[LimitationResult, int]:
+        """Like :meth:`check_all`, also returning the index of the deciding limit."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
+        return to_result(outcome, plans), outcome[4]
+
     async def check_all(
         self,
         keys: Sequence[str],
@@ -282,10 +312,7 @@ class AsyncAlgorithm:
         token: str = "",
     ) -> LimitationResult:
         """Run one mode over several limits at once (see the module docs)."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
-        return to_result(outcome, plans)
+        return (await self.decide(keys, plans, cost, mode, token))[0]
 
     async def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
@@ -302,3 +329,7 @@ class AsyncAlgorithm:
     async def reset(self, key: str) -> None:
         """Forget ``key``'s state: its next call sees a fresh limit."""
         await self.adapter.clear_async((key,))
+
+    async def reset_all(self, keys: Sequence[str]) -> None:
+        """Forget the state of every key in ``keys``."""
+        await self.adapter.clear_async(keys)
