@@ -158,8 +158,8 @@ identity_values = st.one_of(st.text(), st.binary(), st.integers()).filter(lambda
 def test_different_identities_never_share_a_key(a: Any, b: Any) -> None:
     """Values with ':', braces, '*', spaces or newlines never make two identities collide; keys stay short."""
     rule = Rule("r", rate="1/s")
-    key_a = build_keys(rule, rule.plans, ("user", a))[0]
-    key_b = build_keys(rule, rule.plans, ("user", b))[0]
+    key_a = build_keys(rule, rule.plans, rule.shared, ("user", a))[0]
+    key_b = build_keys(rule, rule.plans, rule.shared, ("user", b))[0]
     same = limify.core.keys.identity_text(a) == limify.core.keys.identity_text(b)
     assert (key_a == key_b) is same
     assert len(key_a) < 200 and "{" not in key_a and " " not in key_a
@@ -169,10 +169,10 @@ def test_crafted_values_do_not_collide() -> None:
     """An identity value cannot impersonate another type, plan or rule by embedding separators."""
     rule = Rule("r", rate="1/s")
     keys = {
-        build_keys(rule, rule.plans, ("user", "1:ip:2"))[0],
-        build_keys(rule, rule.plans, ("user", "1"))[0],
-        build_keys(rule, rule.plans, ("ip", "2"))[0],
-        build_keys(Rule("r:default:user", rate="1/s"), rule.plans, ("user", "1"))[0],
+        build_keys(rule, rule.plans, rule.shared, ("user", "1:ip:2"))[0],
+        build_keys(rule, rule.plans, rule.shared, ("user", "1"))[0],
+        build_keys(rule, rule.plans, rule.shared, ("ip", "2"))[0],
+        build_keys(Rule("r:default:user", rate="1/s"), rule.plans, rule.shared, ("user", "1"))[0],
     }
     assert len(keys) == 4
 
@@ -183,8 +183,8 @@ def test_compound_rates_use_hash_tagged_keys_in_one_slot(clock: ManualClock) -> 
     context = RequestContext("GET", "/x", user_id="a:b{c}")
     decision = limiter.decide(context)
     assert decision.keys == (
-        "limify:{api:default:user:a%3Ab%7Bc%7D}:1s",
-        "limify:{api:default:user:a%3Ab%7Bc%7D}:60s",
+        "limify:{api:user:a%3Ab%7Bc%7D}:default.1s",
+        "limify:{api:user:a%3Ab%7Bc%7D}:default.60s",
     )
     assert len({key_slot(key.encode()) for key in decision.keys}) == 1
     assert limiter.check(context).allowed
@@ -238,7 +238,7 @@ def test_plan_provider_and_fallback_to_the_rule_rate(clock: ManualClock) -> None
 async def test_async_limiter_awaits_async_plan_providers(clock: ManualClock) -> None:
     """An async limiter awaits a provider returning an awaitable (e.g. a database lookup)."""
 
-    async def provider(context: RequestContext, rule: Rule) -> Plan:
+    async def provider(context: RequestContext) -> Plan:
         return Plan("gold", 2, 60)
 
     limify_ = make([Rule("items", rate="1/minute")], clock, plan_provider=provider)
@@ -327,11 +327,12 @@ def doomed_redis() -> Iterator[RedisServer]:
 
 
 def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) -> None:
-    """With Redis stopped, fail_open rules admit unlimited and fail_closed rules raise StorageError."""
+    """With Redis stopped: fail_open admits unlimited, fail_closed (the default) refuses, local counts in process."""
     config = LimifyConfig(
         [
-            Rule("open", path="/open", rate="1/minute"),
-            Rule("closed", path="/closed", rate="1/minute", on_storage_error="fail_closed"),
+            Rule("open", path="/open", rate="1/minute", on_storage_error="fail_open"),
+            Rule("closed", path="/closed", rate="1/minute"),
+            Rule("local", path="/local", rate="1/minute", on_storage_error="local"),
         ]
     )
     limiter = Limify(config=config, storage=RedisSyncAdapter.from_url(doomed_redis.url)).sync_limiter
@@ -341,8 +342,10 @@ def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) ->
     for _ in range(2):
         opened = limiter.decide(RequestContext("GET", "/open", user_id=1))
         assert opened.status == 200 and opened.result is limify.UNLIMITED
-        assert isinstance(opened.storage_error, StorageError)
     closed = limiter.decide(RequestContext("GET", "/closed", user_id=1))
     assert closed.status == 503 and not closed.result.allowed
+    assert isinstance(closed.storage_error, StorageError)
     with pytest.raises(StorageError):
         limiter.check(RequestContext("GET", "/closed", user_id=1))
+    local = [limiter.decide(RequestContext("GET", "/local", user_id=1)).status for _ in range(2)]
+    assert local == [200, 429]

@@ -28,12 +28,12 @@ from typing import Any
 
 from limify.core.client_ip import resolve_client_ip
 from limify.core.context import RequestContext
-from limify.core.keys import encode_part
+from limify.core.keys import encode_part, period_tag
 from limify.core.limify import Limify
 from limify.core.limiter import Decision
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
-from limify.core.rules import LimifyConfig, window_name
+from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded
 
 __all__ = [
@@ -66,7 +66,7 @@ def retry_after_seconds(result: LimitationResult) -> int:
 
 def _policy_name(rule_id: str, plans: tuple[Plan, ...], plan: Plan) -> str:
     name = encode_part(rule_id)
-    return name if len(plans) == 1 else f"{name}-{window_name(plan)}"
+    return name if len(plans) == 1 else f"{name}-{period_tag(plan.period_us)}"
 
 
 def _draft_headers(decision: Decision) -> list[tuple[str, str]]:

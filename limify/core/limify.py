@@ -16,6 +16,7 @@ from typing import Any
 from limify.core.algorithms import ALGORITHMS, algorithm_classes
 from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
 from limify.core.limiter import AsyncLimiter, KeyResolver, Limiter, PlanResolver, SyncLimiter
+from limify.core.plans import plans
 from limify.core.rules import LimifyConfig
 from limify.core.storage import StorageLike, check_storage
 
@@ -25,11 +26,14 @@ __all__ = ["Limify"]
 def _plan_resolver(provider: Any) -> PlanResolver | None:
     if provider is None:
         return None
+    if isinstance(provider, str):
+        return plans.provider(provider)  # registered with limify.plans.register_provider()
     resolve = getattr(provider, "resolve", None)
     if callable(resolve):
         return resolve  # type: ignore[no-any-return]
     if callable(provider):
-        return provider  # type: ignore[no-any-return]
+        # A plain callable takes the context alone, as in limify.plans.register_provider().
+        return lambda context, rule: provider(context)
     raise TypeError(
         "plan_provider must have resolve(context, rule) -> Plan | None (or be such a callable), "
         f"got {provider!r}"
@@ -52,10 +56,12 @@ class Limify:
             ``AsyncTokenBucketAlgorithm(RedisAsyncAdapter(client))``, which then
             also sets the storage and whether :attr:`limiter` is sync or async.
         config: a :class:`~limify.LimifyConfig` (or a dict of its arguments).
-        plan_provider: an object with ``resolve(context, rule) -> Plan | None``
-            (a plain callable of the same signature also works; async limiters
-            await it when it returns an awaitable). ``None`` from it, or no
-            provider, means the rule's own rate under the plan id ``default``.
+        plan_provider: an object with ``resolve(context, rule)``, a callable
+            ``(context)``, or the name of a provider registered with
+            ``limify.plans.register_provider``. It returns a Plan, a registered
+            plan name, a list of plans, or ``None`` for the rule's own rate under
+            the plan id ``default``. Async limiters await it when it returns an
+            awaitable.
         key_resolver: ``(context) -> (identity_type, value) | None`` to count a
             request under another identity than the built-in priority
             (user, org, API key, IP, anonymous); ``None`` falls back to it.
@@ -105,18 +111,19 @@ class Limify:
     def _build(self, limiter_class: type[Limiter]) -> Any:
         is_async = limiter_class.is_async
         shell = self._shell
-        if shell is not None and isinstance(shell, AsyncAlgorithm) != is_async:
-            if self.algorithm_name not in ALGORITHMS:
+        custom_class = None
+        if shell is not None and self.algorithm_name not in ALGORITHMS:
+            if isinstance(shell, AsyncAlgorithm) != is_async:
                 kind = "async" if is_async else "sync"
                 raise TypeError(f"{shell!r} is not registered in ALGORITHMS, so it has no {kind} twin")
-            shell = None
+            custom_class = type(shell)
         return limiter_class(
             self.config,
             storage=self.storage,
             algorithm=self.algorithm_name,
             plan_resolver=self.plan_resolver,
             key_resolver=self.key_resolver,
-            shell=shell,
+            algorithm_class=custom_class,
         )
 
     @cached_property

@@ -11,13 +11,16 @@ Each part goes through :func:`~limify.core.keys.encode_part`, so no two rules,
 plans or identities share a key whatever characters they contain, and huge values
 are hashed. A compound rate (``"10/second;1000/day"``) checks one key per limit in
 one atomic step; Redis Cluster requires those keys to live in one hash slot, so
-the common part becomes a hash tag and each limit adds its period::
+they follow :func:`~limify.core.keys.limit_keys` like ``@rate_limit``'s: rule and
+identity form a hash tag and each limit adds its plan and period::
 
-    limify:{items:default:user:42}:1s
-    limify:{items:default:user:42}:86400s
+    limify:{items:user:42}:default.1s
+    limify:{items:user:42}:default.86400s
 
-Encoded parts never contain braces, so a compound key can never equal a
-single-limit key, and the hash tag is exactly the common part.
+A :class:`~limify.GlobalLimit` in a rule's rate is one bucket for every identity
+(``limify:{items}:default.1s``), and then every key of the rule shares the tag.
+Encoded parts never contain braces, so a compound key never equals a
+single-limit key.
 
 Sync and async
 --------------
@@ -29,30 +32,29 @@ an awaitable of one. :class:`~limify.Limify` builds whichever a framework needs.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from limify.core.algorithms import algorithm_classes
 from limify.core.context import Identity, RequestContext
-from limify.core.keys import PREFIX, encode_part
+from limify.core.keys import encode_part, limit_keys
 from limify.core.plans import Plan
+from limify.core.plans import plans as plan_registry
 from limify.core.result import LimitationResult
-from limify.core.rules import LimifyConfig, Rule, window_name
-from limify.core.storage import StorageLike, adapter_for, check_storage
-from limify.decorator import get_default_storage
+from limify.core.rules import LimifyConfig, Rule
+from limify.core.storage import StorageLike, adapter_for, check_storage, default_storage
 from limify.errors import StorageError
 
 __all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "build_keys"]
 
-logger = logging.getLogger("limify")
-
 #: The result for a request no rule limits (and for fail-open storage failures):
 #: admitted, ``limit == 0`` (no real plan has a zero limit).
 UNLIMITED = LimitationResult(allowed=True, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
+# The result carried by a 503 decision (storage unreachable under fail_closed).
+_REFUSED_BY_STORAGE = LimitationResult(allowed=False, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
 
-#: ``(context, rule) -> Plan | Sequence[Plan] | None`` (awaitable for async limiters).
+#: ``(context, rule) -> Plan | plan name | Sequence[Plan] | None`` (awaitable for async limiters).
 PlanResolver = Callable[[RequestContext, Rule], Any]
 #: ``(context) -> (identity_type, identity_value) | None``
 KeyResolver = Callable[[RequestContext], "Identity | None"]
@@ -63,7 +65,8 @@ class Decision:
     """Everything a framework adapter needs to answer one request.
 
     ``status`` is 200 (admitted), 429 (over the limit) or 503 (storage
-    unreachable under a ``fail_closed`` rule).
+    unreachable under a ``fail_closed`` rule; ``storage_error`` says why). A
+    request admitted because storage failed open has :data:`UNLIMITED` as result.
     """
 
     result: LimitationResult
@@ -74,45 +77,53 @@ class Decision:
 
     @property
     def status(self) -> int:
-        if self.storage_error is not None and self.rule is not None:
-            return 503 if self.rule.on_storage_error == "fail_closed" else 200
+        if self.storage_error is not None:
+            return 503
         return 200 if self.result.allowed else 429
 
     @property
     def limited(self) -> bool:
-        """False when no limit was applied (no rule, or storage failed open)."""
-        return self.result is not UNLIMITED
+        """False when no limit counted this request (no rule, storage failed either way)."""
+        return self.result is not UNLIMITED and self.storage_error is None
 
 
-def build_keys(rule: Rule, plans: Sequence[Plan], identity: Identity) -> tuple[str, ...]:
+def build_keys(
+    rule: Rule, plans: Sequence[Plan], shared: Sequence[bool], identity: Identity
+) -> tuple[str, ...]:
     """The storage keys of one check (see module docs)."""
     identity_type, identity_value = identity
-    common = ":".join(
-        (
-            encode_part(rule.id),
-            encode_part(plans[0].id),
-            encode_part(identity_type),
-            encode_part(identity_value),
-        )
+    return limit_keys(
+        encode_part(rule.id),
+        [encode_part(plan.id) for plan in plans],
+        [plan.period_us for plan in plans],
+        shared,
+        f"{encode_part(identity_type)}:{encode_part(identity_value)}",
     )
-    if len(plans) == 1:
-        return (f"{PREFIX}:{common}",)
-    return tuple(f"{PREFIX}:{{{common}}}:{window_name(plan)}" for plan in plans)
 
 
-def _as_plans(found: Any, rule: Rule) -> tuple[Plan, ...]:
+def _limits(found: Any, rule: Rule) -> tuple[tuple[Plan, ...], tuple[bool, ...]]:
+    """The plans of one check and which are shared: the provider's, plus the rule's global limits."""
     if inspect.iscoroutine(found):
         found.close()
         raise TypeError(
             f"rule {rule.id!r}: an async plan provider needs the async limiter (Limify.async_limiter)"
         )
     if found is None:
-        return rule.plans
+        return rule.plans, rule.shared
+    if isinstance(found, str):
+        found = plan_registry.plan_for(found)
     if isinstance(found, Plan):
-        return (found,)
-    if isinstance(found, Sequence) and found and all(isinstance(plan, Plan) for plan in found):
-        return tuple(found)
-    raise TypeError(f"plan provider returned {found!r} for rule {rule.id!r}; expected a Plan, plans or None")
+        chosen: tuple[Plan, ...] = (found,)
+    elif isinstance(found, Sequence) and found and all(isinstance(plan, Plan) for plan in found):
+        chosen = tuple(found)
+    else:
+        raise TypeError(
+            f"plan provider returned {found!r} for rule {rule.id!r}; "
+            "expected a Plan, a plan name, a list of plans or None"
+        )
+    # The provider's plans replace the per-identity limits; global ones stay.
+    kept = tuple(plan for plan, shared in zip(rule.plans, rule.shared, strict=True) if shared)
+    return chosen + kept, (False,) * len(chosen) + (True,) * len(kept)
 
 
 class Limiter:
@@ -128,43 +139,43 @@ class Limiter:
         algorithm: str = "token_bucket",
         plan_resolver: PlanResolver | None = None,
         key_resolver: KeyResolver | None = None,
-        shell: Any = None,
+        algorithm_class: type[Any] | None = None,
     ) -> None:
         if not isinstance(config, LimifyConfig):
             raise TypeError(f"config must be a limify.LimifyConfig, got {config!r}")
         if storage is not None:
             check_storage(storage)
+        if algorithm_class is None:
+            algorithm_classes(algorithm)
         self.config = config
         self.algorithm = algorithm
         self.plan_resolver = plan_resolver
         self.key_resolver = key_resolver
         self.storage = storage
-        # `shell`: an algorithm instance the caller built, used for rules naming no algorithm.
-        self._given_shell = shell
-        self._bound_to: Any = None
-        self._shells: dict[str, Any] = {}
-        if shell is None:
-            algorithm_classes(algorithm)
+        # A custom shell class the caller built an instance of, for rules naming no algorithm.
+        self._algorithm_class = algorithm_class
+        self._default_version = -1
+        self._shells: dict[tuple[str, str], Any] = {}
 
-    def _shell(self, rule: Rule) -> Any:
-        storage = self.storage
-        if storage is None:
-            # Follow the process default, like @rate_limit: configure() applies on the next check.
-            storage = get_default_storage()
-            if storage is not self._bound_to:
-                self._shells = {}
-                self._bound_to = storage
+    def _shell(self, rule: Rule) -> tuple[Any, str]:
+        """The algorithm shell for ``rule`` on its guarded storage, and the failure policy applied."""
+        version, default, default_policy = default_storage()
+        if version != self._default_version:
+            # Follow the process defaults, like @rate_limit: configure() applies on the next check.
+            self._shells = {}
+            self._default_version = version
+        policy = rule.on_storage_error or default_policy
         name = rule.algorithm or self.algorithm
-        shell = self._shells.get(name)
+        shell = self._shells.get((name, policy))
         if shell is None:
-            if self._given_shell is not None and name == self.algorithm:
-                shell = self._given_shell
+            if self._algorithm_class is not None and name == self.algorithm:
+                shell_class = self._algorithm_class
             else:
-                sync_class, async_class = algorithm_classes(name)
-                shell_class = async_class if self.is_async else sync_class
-                shell = shell_class(adapter_for(storage, is_async=self.is_async))
-            self._shells[name] = shell
-        return shell
+                shell_class = algorithm_classes(name)[1 if self.is_async else 0]
+            storage = self.storage if self.storage is not None else default
+            shell = shell_class(adapter_for(storage, is_async=self.is_async, on_storage_error=policy))
+            self._shells[(name, policy)] = shell
+        return shell, policy
 
     def identity(self, context: RequestContext) -> Identity:
         """The identity ``context`` is counted under."""
@@ -178,24 +189,22 @@ class Limiter:
                 return found
         return context.identity()
 
-    def keys(self, context: RequestContext, rule: Rule, plans: Sequence[Plan]) -> tuple[str, ...]:
-        """The storage keys ``context`` uses under ``rule`` and ``plans``."""
-        return build_keys(rule, plans, self.identity(context))
+    def _prepare(
+        self, context: RequestContext, rule: Rule, found: Any
+    ) -> tuple[tuple[Plan, ...], tuple[str, ...]]:
+        plans, shared = _limits(found, rule)
+        return plans, build_keys(rule, plans, shared, self.identity(context))
 
-    def _failed(
-        self, rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], exc: StorageError
-    ) -> Decision:
-        logger.warning(
-            "limify: storage unreachable for rule %r (%s): %s", rule.id, rule.on_storage_error, exc
-        )
-        if rule.on_storage_error == "fail_open":
-            return Decision(UNLIMITED, rule, plans, keys, exc)
-        refused = LimitationResult(False, 0, plans[0].limit, 0.0, 0.0)
-        return Decision(refused, rule, plans, keys, exc)
+    @staticmethod
+    def _decided(rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], result: LimitationResult,
+                 shell: Any, policy: str) -> Decision:  # fmt: skip
+        if policy == "fail_open" and not getattr(shell.adapter, "healthy", True):
+            result = UNLIMITED  # admitted without counting: claim no limit in headers
+        return Decision(result, rule, plans, keys)
 
     @staticmethod
     def _result(decision: Decision) -> LimitationResult:
-        if decision.status == 503 and decision.storage_error is not None:
+        if decision.storage_error is not None:
             raise decision.storage_error
         return decision.result
 
@@ -216,13 +225,13 @@ class SyncLimiter(Limiter):
         if rule is None:
             return Decision(UNLIMITED)
         found = self.plan_resolver(context, rule) if self.plan_resolver is not None else None
-        plans = _as_plans(found, rule)
-        keys = self.keys(context, rule, plans)
+        plans, keys = self._prepare(context, rule, found)
+        shell, policy = self._shell(rule)
         try:
-            result = self._shell(rule).check_all(keys, plans, rule.cost)
+            result = shell.check_all(keys, plans, rule.cost)
         except StorageError as exc:
-            return self._failed(rule, plans, keys, exc)
-        return Decision(result, rule, plans, keys)
+            return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
+        return self._decided(rule, plans, keys, result, shell, policy)
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:
         """The :class:`~limify.LimitationResult` of :meth:`decide`.
@@ -246,13 +255,13 @@ class AsyncLimiter(Limiter):
         found = self.plan_resolver(context, rule) if self.plan_resolver is not None else None
         if inspect.isawaitable(found):
             found = await found
-        plans = _as_plans(found, rule)
-        keys = self.keys(context, rule, plans)
+        plans, keys = self._prepare(context, rule, found)
+        shell, policy = self._shell(rule)
         try:
-            result = await self._shell(rule).check_all(keys, plans, rule.cost)
+            result = await shell.check_all(keys, plans, rule.cost)
         except StorageError as exc:
-            return self._failed(rule, plans, keys, exc)
-        return Decision(result, rule, plans, keys)
+            return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
+        return self._decided(rule, plans, keys, result, shell, policy)
 
     async def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:
         """Awaitable twin of :meth:`SyncLimiter.check`."""

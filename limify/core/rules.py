@@ -26,55 +26,18 @@ from typing import Any, Union
 
 from limify.core.algorithms import algorithm_classes
 from limify.core.plans import Plan
-from limify.core.rate import parse_rate
+from limify.core.rate import RateSpec, parse_rates
+from limify.core.resilience import check_policy
 
-__all__ = ["Rule", "LimifyConfig", "parse_rates", "STORAGE_ERROR_POLICIES", "FORWARDED_HEADERS"]
+__all__ = ["Rule", "LimifyConfig", "FORWARDED_HEADERS"]
 
-#: ``fail_open``: admit the request unlimited; ``fail_closed``: answer 503.
-STORAGE_ERROR_POLICIES = ("fail_open", "fail_closed")
 #: Headers a trusted proxy may report the client address in.
 FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
-
-RateLike = Union[str, Plan, Sequence[Union[str, Plan]]]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method is an RFC 9110 token
 _ONE_SEGMENT = "*"
 _REST = "**"
-
-
-def parse_rates(rate: RateLike, *, plan_id: str = "default") -> tuple[Plan, ...]:
-    """Parse one rate or a compound one (``"10/second;1000/day"``) into plans named ``plan_id``.
-
-    Also accepts a :class:`Plan` or a sequence of rate strings and plans.
-
-    Raises:
-        ValueError: a part is not a valid rate, or two parts share a period.
-    """
-    parts: Sequence[str | Plan]
-    if isinstance(rate, str):
-        parts = [part for part in rate.split(";") if part.strip()] or [rate]
-    elif isinstance(rate, Plan):
-        parts = [rate]
-    elif isinstance(rate, Sequence) and rate:
-        parts = list(rate)
-    else:
-        raise TypeError(
-            f"rate must be a str like '10/minute;1000/day', a Plan or a list of them, got {rate!r}"
-        )
-    plans = tuple(part if isinstance(part, Plan) else parse_rate(part, plan_id=plan_id) for part in parts)
-    windows = [window_name(plan) for plan in plans]
-    if len(set(windows)) != len(windows):
-        raise ValueError(f"rate {rate!r} has two limits over the same period; keep the smaller one")
-    return plans
-
-
-def window_name(plan: Plan) -> str:
-    """The suffix telling a compound rate's limits apart in storage keys (``1s``, ``86400s``)."""
-    if plan.calendar is not None:
-        return plan.calendar
-    seconds, micro = divmod(plan.period_us, 1_000_000)
-    return f"{seconds}s" if micro == 0 else f"{plan.period_us}us"
 
 
 def _compile_path(rule_id: str, path: Any) -> tuple[tuple[str, ...], bool]:
@@ -127,12 +90,16 @@ class Rule:
         method: an HTTP method, ``"*"`` for any, or a list of methods.
         path: a path pattern (see the module docs); ``"/**"`` matches every path.
         rate: ``"10/minute"``, a compound ``"10/second;1000/day"`` (all limits must
-            admit a request, which then counts against all of them), or plans.
+            admit a request, which then counts against all of them), plans, or a
+            list mixing them with :class:`~limify.GlobalLimit` (one bucket shared
+            by every identity under the rule).
         priority: among matching rules the highest applies.
         algorithm: an algorithm name; ``None`` uses the :class:`~limify.Limify`'s.
         cost: what one request spends.
-        on_storage_error: ``"fail_open"`` (admit, unlimited) or ``"fail_closed"``
-            (refuse with 503) when the storage is unreachable.
+        on_storage_error: when the storage is unreachable, ``"fail_open"`` (admit,
+            unlimited), ``"fail_closed"`` (refuse; adapters answer 503) or
+            ``"local"`` (count in process meanwhile); ``None`` follows
+            :func:`limify.configure` (``"fail_closed"`` initially).
 
     Every argument is validated here; errors name the rule.
     """
@@ -140,13 +107,15 @@ class Rule:
     id: str
     method: str | Sequence[str] = "*"
     path: str = "/**"
-    rate: RateLike | None = None
+    rate: RateSpec | None = None
     priority: int = 0
     algorithm: str | None = None
     cost: int = 1
-    on_storage_error: str = "fail_open"
-    #: The rule's own plans, named ``default``; a plan provider may override them.
+    on_storage_error: str | None = None
+    #: The rule's own plans, named ``default``; a plan provider may override the per-identity ones.
     plans: tuple[Plan, ...] = field(init=False, repr=False, compare=False)
+    #: For each plan, whether it is a :class:`~limify.GlobalLimit` shared by every identity.
+    shared: tuple[bool, ...] = field(init=False, repr=False, compare=False)
     _methods: frozenset[str] | None = field(init=False, repr=False, compare=False)
     _segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _rest: bool = field(init=False, repr=False, compare=False)
@@ -158,9 +127,10 @@ class Rule:
         if self.rate is None:
             raise ValueError(f"rule {rule_id!r}: needs a rate such as '10/minute'")
         try:
-            plans = parse_rates(self.rate)
+            limits = parse_rates(self.rate)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"rule {rule_id!r}: {exc}") from None
+        plans = tuple(plan for plan, _ in limits)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"rule {rule_id!r}: priority must be an int, got {self.priority!r}")
         if self.algorithm is not None:
@@ -171,13 +141,14 @@ class Rule:
         cost, smallest = self.cost, min(plan.limit for plan in plans)
         if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= smallest:
             raise ValueError(f"rule {rule_id!r}: cost must be an int from 1 to {smallest}, got {cost!r}")
-        if self.on_storage_error not in STORAGE_ERROR_POLICIES:
-            raise ValueError(
-                f"rule {rule_id!r}: on_storage_error must be 'fail_open' or 'fail_closed', "
-                f"got {self.on_storage_error!r}"
-            )
+        if self.on_storage_error is not None:
+            try:
+                check_policy(self.on_storage_error)
+            except ValueError as exc:
+                raise ValueError(f"rule {rule_id!r}: {exc}") from None
         segments, rest = _compile_path(rule_id, self.path)
         object.__setattr__(self, "plans", plans)
+        object.__setattr__(self, "shared", tuple(shared for _, shared in limits))
         object.__setattr__(self, "_methods", _compile_methods(rule_id, self.method))
         object.__setattr__(self, "_segments", segments)
         object.__setattr__(self, "_rest", rest)
