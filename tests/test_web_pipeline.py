@@ -327,7 +327,7 @@ def doomed_redis() -> Iterator[RedisServer]:
 
 
 def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) -> None:
-    """With Redis stopped: fail_open admits unlimited, fail_closed (the default) refuses, local counts in process."""
+    """Redis stopped: fail_open admits unlimited, fail_closed (default) refuses, local counts in process."""
     config = LimifyConfig(
         [
             Rule("open", path="/open", rate="1/minute", on_storage_error="fail_open"),
