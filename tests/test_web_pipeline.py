@@ -349,3 +349,28 @@ def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) ->
         limiter.check(RequestContext("GET", "/closed", user_id=1))
     local = [limiter.decide(RequestContext("GET", "/local", user_id=1)).status for _ in range(2)]
     assert local == [200, 429]
+
+
+def test_registered_provider_and_plan_names(clock: ManualClock) -> None:
+    """A provider named in limify.plans may answer with a registered plan name."""
+    registry = limify.plans
+    registry.register("web-gold", "3/minute")
+    registry.register_provider("web-tiers", lambda context: "web-gold" if context.user_id == "vip" else None)
+    limiter = make([Rule("items", rate="1/minute")], clock, plan_provider="web-tiers").sync_limiter
+    vip = RequestContext("GET", "/", user_id="vip")
+    assert limiter.decide(vip).keys == ("limify:items:web-gold:user:vip",)
+    assert [limiter.check(vip).allowed for _ in range(3)] == [True, True, False]
+    with pytest.raises(ValueError, match="unknown plan provider"):
+        Limify(config=LimifyConfig(), plan_provider="no-such-provider")
+
+
+def test_global_limit_in_a_rule_is_shared_by_every_identity(clock: ManualClock) -> None:
+    """A GlobalLimit in a rule's rate is one bucket for all identities, checked with each one's own."""
+    rule = Rule("search", rate=["2/minute", limify.GlobalLimit("3/minute")])
+    limiter = make([rule], clock).sync_limiter
+    first = limiter.decide(RequestContext("GET", "/", user_id="a"))
+    assert first.keys == ("limify:{search}:default.60s:user:a", "limify:{search}:default.60s")
+    assert limiter.check(RequestContext("GET", "/", user_id="a")).allowed
+    assert limiter.check(RequestContext("GET", "/", user_id="b")).allowed
+    refused = limiter.check(RequestContext("GET", "/", user_id="c"))
+    assert not refused.allowed and refused.limit == 3
