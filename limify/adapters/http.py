@@ -46,6 +46,7 @@ __all__ = [
     "IDENTITY_FIELDS",
     "build_context",
     "limify_from_settings",
+    "SETTINGS",
 ]
 
 TOO_MANY_REQUESTS = "Too Many Requests"
