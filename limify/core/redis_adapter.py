@@ -47,7 +47,6 @@ def is_noscript(error: BaseException) -> bool:
     """True when ``error`` is the server's NOSCRIPT answer."""
     return "NoScriptError" in _client_error_names(error)
 
-
 #: Options of the clients Limify builds from a URL; URL query parameters and
 #: ``from_url(**client_options)`` override them. The pool blocks (up to
 #: ``timeout`` seconds) rather than fail when every connection is busy, and no
