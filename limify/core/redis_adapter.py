@@ -22,9 +22,10 @@ from redis.exceptions import NoScriptError
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.plans import Plan
+from limify.core.redis_clients import async_client, check_url, sync_client
 from limify.errors import StorageError
 
-__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS", "is_unreachable", "is_noscript"]
+__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript"]
 
 # Errors are recognised by class name so that redis-py and valkey-py (its API-
 # compatible fork, with its own exception classes) are handled alike.
@@ -46,22 +47,6 @@ def is_unreachable(error: BaseException) -> bool:
 def is_noscript(error: BaseException) -> bool:
     """True when ``error`` is the server's NOSCRIPT answer."""
     return "NoScriptError" in _client_error_names(error)
-
-#: Options of the clients Limify builds from a URL; URL query parameters and
-#: ``from_url(**client_options)`` override them. The pool blocks (up to
-#: ``timeout`` seconds) rather than fail when every connection is busy, and no
-#: socket operation waits forever on a dead server.
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "max_connections": 50,
-    "timeout": 5.0,
-    "socket_connect_timeout": 2.0,
-    "socket_timeout": 2.0,
-}
-
-
-def _pool_options(client_options: dict[str, Any]) -> dict[str, Any]:
-    return {**CLIENT_DEFAULTS, **client_options}
-
 
 def _describe(client: Any) -> str:
     """A short description of a client for logs: where it connects, not its whole state."""
@@ -136,11 +121,12 @@ class RedisSyncAdapter(_ScriptBook):
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisSyncAdapter:
-        """Build an adapter with its own ``redis.Redis.from_url(url, **client_options)``."""
-        import redis
+        """Build an adapter with its own client for ``url``.
 
-        pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(client_options))
-        return cls(redis.Redis.from_pool(pool), clock=clock)
+        Any URL of :mod:`limify.core.redis_clients` works: ``redis://``, ``rediss://``,
+        ``unix://``, ``redis+sentinel://``, ``redis+cluster://``.
+        """
+        return cls(sync_client(url, **client_options), clock=clock)
 
     def script_load(self, script: str) -> str:
         """Load ``script`` into the server and return its SHA-1."""
@@ -204,6 +190,7 @@ class _ClientPerLoop:
     """
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
+        check_url(url)
         self.url = url
         self._options = options
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
@@ -227,13 +214,10 @@ class _ClientPerLoop:
 
     async def open(self) -> Any:
         """Create this loop's client and arrange for it to close with the loop."""
-        import redis.asyncio
-
         loop = self._loop()
         entry = self._clients.get(loop)
         if entry is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **self._options)
-            client = redis.asyncio.Redis.from_pool(pool)
+            client = async_client(self.url, **self._options)
             closer = _close_at_loop_shutdown(client)
             await closer.__anext__()
             entry = self._clients[loop] = (client, closer)
@@ -261,8 +245,11 @@ class RedisAsyncAdapter(_ScriptBook):
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisAsyncAdapter:
-        """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop."""
-        return cls(_ClientPerLoop(url, _pool_options(client_options)), clock=clock)
+        """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop.
+
+        Any URL of :mod:`limify.core.redis_clients` works.
+        """
+        return cls(_ClientPerLoop(url, client_options), clock=clock)
 
     async def _client(self) -> Any:
         client = self.client

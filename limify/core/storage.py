@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from limify.core.algorithms.base import AsyncStorage, SyncStorage
 from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
+from limify.core.redis_clients import check_url
 from limify.core.resilience import check_policy, guarded
 
 __all__ = [
@@ -29,7 +31,7 @@ __all__ = [
 #: What ``storage=`` accepts: a URL, or an adapter instance.
 StorageLike = Union[str, SyncStorage, AsyncStorage]
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", *REDIS_SCHEMES)
 
 
 class StorageURL:
@@ -44,6 +46,8 @@ class StorageURL:
                 f"unsupported storage URL {url!r}: expected one of "
                 + ", ".join(f"'{s}://...'" for s in SCHEMES)
             )
+        if scheme != "memory":
+            check_url(url)
         self.url = url
         self.scheme = scheme
         self._lock = threading.Lock()
