@@ -59,7 +59,5 @@ class Plan:
                 f"Plan {self.id!r}: period_seconds must be at least one microsecond, got {period!r}"
             )
         if self.calendar not in CALENDARS:
-            raise ValueError(
-                f"Plan {self.id!r}: calendar must be one of {CALENDARS}, got {self.calendar!r}"
-            )
+            raise ValueError(f"Plan {self.id!r}: calendar must be one of {CALENDARS}, got {self.calendar!r}")
         object.__setattr__(self, "period_us", period_us)

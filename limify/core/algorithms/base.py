@@ -104,7 +104,6 @@ class AlgorithmSpec:
         return "\n".join(here.joinpath(part).read_text(encoding="utf-8") for part in parts)
 
 
-
 def _more_restrictive(step: Step, best: Step) -> bool:
     # A refusal beats an admission; among refusals the longest wait wins; among
     # admissions the smallest remaining wins. Ties keep the earlier limit.
