@@ -66,7 +66,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # "-0000": UTC with no claim about local time
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=timezone.utc)  # noqa: UP017 (datetime.UTC is 3.11+)
     return max(0.0, when.timestamp() - now)
 
 
