@@ -186,8 +186,9 @@ def test_bad_retry_options_fail_early(app: Celery) -> None:
 
     def body() -> None: ...
 
+    app.task(base=LimifyTask, limify_jitter="wide", shared=False)(body)
     with pytest.raises(TypeError, match="jitter"):
-        app.task(base=LimifyTask, limify_jitter="wide", shared=False)(body).run
+        app.finalize()  # builds the task classes declared so far
 
 
 @given(
