@@ -21,7 +21,11 @@ from limify.contrib.celery import LimifyTask, retry_countdown, retry_when_limite
 
 @pytest.fixture
 def app() -> Iterator[Celery]:
-    """A Celery app that never touches a broker (tasks run with apply() or direct calls)."""
+    """A Celery app that never touches a broker (tasks run with apply() or direct calls).
+
+    Tasks here are declared with shared=False: shared tasks would be added to every
+    app finalized later in the session.
+    """
     celery_app = Celery("limify-tests", set_as_current=False)
     yield celery_app
     celery_app.close()
@@ -49,7 +53,7 @@ def countdowns() -> Iterator[list[float]]:
 def test_key_from_task_arguments(app: Celery, memory: InMemoryAdapter) -> None:
     """@app.task over @rate_limit(key=<param>): one bucket per argument value, by position or keyword."""
 
-    @app.task
+    @app.task(shared=False)
     @rate_limit("1/minute", key="tenant", storage=memory)
     def sync_tenant(tenant: str, full: bool = False) -> str:
         return tenant
@@ -70,12 +74,12 @@ def test_bound_task_key_callable_receives_the_task(app: Celery, memory: InMemory
         seen.append(task)
         return tenant
 
-    @app.task(bind=True)
+    @app.task(shared=False, bind=True)
     @rate_limit("1/minute", key=key, storage=memory)
     def bound(self: Any, tenant: str) -> str:
         return f"{self.name}:{tenant}"
 
-    @app.task(bind=True)
+    @app.task(shared=False, bind=True)
     @rate_limit("1/minute", key="tenant", storage=memory)
     def by_name(self: Any, tenant: str) -> int:
         return int(self.request.retries)
@@ -93,7 +97,7 @@ def test_limify_task_retries_with_jittered_countdowns_then_fails(
     """A refused LimifyTask retries max_retries times, never sooner than retry_after, then fails."""
     attempts: list[int] = []
 
-    @app.task(base=LimifyTask, limify_max_retries=4)
+    @app.task(shared=False, base=LimifyTask, limify_max_retries=4)
     @rate_limit("1/minute", storage=memory)
     def job() -> None:
         attempts.append(1)
@@ -118,7 +122,7 @@ def test_limify_task_admitted_on_retry_succeeds(
     def time_passes(**_: Any) -> None:
         clock.advance(countdowns[-1])
 
-    @app.task(bind=True, base=LimifyTask, limify_jitter=0)
+    @app.task(shared=False, bind=True, base=LimifyTask, limify_jitter=0)
     @rate_limit("1/minute", storage=memory)
     def job(self: Any) -> int:
         return int(self.request.retries)
@@ -136,13 +140,13 @@ def test_retry_when_limited_on_plain_and_bound_tasks(
 ) -> None:
     """The decorator form retries the running task, bound or not, up to its cap."""
 
-    @app.task
+    @app.task(shared=False)
     @retry_when_limited(max_retries=2)
     @rate_limit("1/minute", key="n", storage=memory)
     def plain(n: int) -> int:
         return n
 
-    @app.task(bind=True)
+    @app.task(shared=False, bind=True)
     @retry_when_limited(max_retries=3)
     @rate_limit("1/minute", key="n", storage=memory, name="bound")
     def bound(self: Any, n: int) -> int:
@@ -158,7 +162,7 @@ def test_retry_when_limited_on_plain_and_bound_tasks(
 def test_outside_a_task_the_exception_propagates(app: Celery, memory: InMemoryAdapter) -> None:
     """Called directly, a LimifyTask or retry_when_limited body raises RateLimitExceeded, not Retry."""
 
-    @app.task(base=LimifyTask)
+    @app.task(shared=False, base=LimifyTask)
     @rate_limit("1/minute", storage=memory, name="direct")
     def job() -> str:
         return "done"
