@@ -39,7 +39,7 @@ def test_outbound_transports_example_waits_out_each_429() -> None:
     statuses = [line[-1] for line in lines if line[0] == "GET"]
     assert statuses == ["200", "200", "200", "429", "200"] * 3
     waits = [float(line[1].rstrip("s")) for line in lines if line[0] == "GET"]
-    assert all(waits[i + 4] - waits[i + 3] >= 1.0 for i in (0, 5, 10))
+    assert all(waits[i + 4] - waits[i + 3] >= 0.99 for i in (0, 5, 10))  # printed to 0.01 s
 
 
 @pytest.mark.slow
