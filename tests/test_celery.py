@@ -159,6 +159,25 @@ def test_retry_when_limited_on_plain_and_bound_tasks(
     assert len(countdowns) == 5 and min(countdowns) >= 60.0
 
 
+def test_async_helper_refused_inside_a_sync_task_is_retried(
+    app: Celery, memory: InMemoryAdapter, countdowns: list[float]
+) -> None:
+    """The documented async pattern: a limited async def under asyncio.run; a refusal retries the task."""
+    import asyncio
+
+    @rate_limit("1/minute", key="url", storage=memory)
+    async def fetch(url: str) -> str:
+        return url
+
+    @app.task(shared=False, base=LimifyTask, limify_max_retries=1)
+    def crawl(url: str) -> str:
+        return asyncio.run(fetch(url))
+
+    assert crawl.apply(("https://a.example",)).get() == "https://a.example"
+    result = crawl.apply(("https://a.example",))
+    assert isinstance(result.result, RateLimitExceeded) and len(countdowns) == 1
+
+
 def test_outside_a_task_the_exception_propagates(app: Celery, memory: InMemoryAdapter) -> None:
     """Called directly, a LimifyTask or retry_when_limited body raises RateLimitExceeded, not Retry."""
 
