@@ -159,7 +159,10 @@ class RedisClusterServers:
     """A real Redis Cluster: ``masters`` redis-server processes joined by redis-cli --cluster create."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.nodes = [RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000") for _ in range(masters)]
+        self.nodes = [
+            RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+            for _ in range(masters)
+        ]
 
     @property
     def url(self) -> str:
@@ -167,7 +170,11 @@ class RedisClusterServers:
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
-            node.extra_args = (*node.extra_args, "--cluster-config-file", os.path.join(node.dir, "nodes.conf"))
+            node.extra_args = (
+                *node.extra_args,
+                "--cluster-config-file",
+                os.path.join(node.dir, "nodes.conf"),
+            )
             node.start()
         cli = shutil.which("redis-cli")
         if cli is None:
@@ -225,8 +232,10 @@ class SentinelServers:
             self.sentinels.append(sentinel)
         probe = redis.Redis(port=self.sentinels[0].port)
         _wait_for(
-            lambda: int(probe.sentinel_master(self.service).get("num-other-sentinels", 0)) >= 2
-            and int(probe.sentinel_master(self.service).get("num-slaves", 0)) >= 1,
+            lambda: (
+                int(probe.sentinel_master(self.service).get("num-other-sentinels", 0)) >= 2
+                and int(probe.sentinel_master(self.service).get("num-slaves", 0)) >= 1
+            ),
             30,
             "sentinels to discover each other and the replica",
         )

@@ -86,7 +86,13 @@ def test_distinct_identities_never_share_a_key(values: list[Any]) -> None:
         assert not set(part) & set(":{}* \n\t\r")
 
 
-@given(name=st.text(), plan_id=st.text(min_size=1), identity=identities, compound=st.booleans(), shared=st.booleans())
+@given(
+    name=st.text(),
+    plan_id=st.text(min_size=1),
+    identity=identities,
+    compound=st.booleans(),
+    shared=st.booleans(),
+)
 def test_keys_stay_under_the_documented_length(
     name: str, plan_id: str, identity: Any, compound: bool, shared: bool
 ) -> None:

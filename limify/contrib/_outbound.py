@@ -34,6 +34,7 @@ from limify.core.plans import Plan
 from limify.core.rate import parse_rate
 from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, adapter_for
+from limify.core.validation import check_wait_options
 from limify.decorator import get_default_storage
 from limify.errors import RateLimitExceeded
 
@@ -73,15 +74,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 def _check_options(
     on_exceeded: Any, max_wait: Any, pause_on: Any, max_pause: Any, name: Any, key: Any
 ) -> tuple[int, ...]:
-    if on_exceeded not in ("raise", "wait"):
-        raise ValueError(f"on_exceeded must be 'raise' or 'wait', got {on_exceeded!r}")
-    if max_wait is not None:
-        if on_exceeded != "wait":
-            raise ValueError("max_wait only applies with on_exceeded='wait'")
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
-            raise TypeError(f"max_wait must be a number of seconds or None, got {max_wait!r}")
-        if not (max_wait >= 0 and math.isfinite(max_wait)):
-            raise ValueError(f"max_wait must be a finite number of seconds >= 0, got {max_wait!r}")
+    check_wait_options(on_exceeded, max_wait)
     if isinstance(pause_on, (str, bytes)) or not isinstance(pause_on, Iterable):
         raise TypeError(f"pause_on must be a collection of HTTP status codes, got {pause_on!r}")
     statuses = tuple(pause_on)

@@ -48,6 +48,7 @@ def is_noscript(error: BaseException) -> bool:
     """True when ``error`` is the server's NOSCRIPT answer."""
     return "NoScriptError" in _client_error_names(error)
 
+
 def _describe(client: Any) -> str:
     """A short description of a client for logs: where it connects, not its whole state."""
     url = getattr(client, "url", None)
@@ -237,9 +238,6 @@ class _ClientPerLoop:
 
     def __repr__(self) -> str:
         return f"<redis.asyncio clients for {self.url!r}>"
-
-
-
 
 
 class RedisAsyncAdapter(_ScriptBook):

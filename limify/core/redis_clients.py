@@ -96,11 +96,15 @@ def parse_redis_url(url: str) -> RedisURL:
     for host_port in hosts.split(","):
         host, _, port = host_port.strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"invalid storage URL {url!r}: expected host:port[,host:port...], got {host_port!r}")
+            raise ValueError(
+                f"invalid storage URL {url!r}: expected host:port[,host:port...], got {host_port!r}"
+            )
         nodes.append((host.strip("[]"), int(port)))
     service = unquote(path.strip("/"))
     if scheme == "redis+sentinel" and not service:
-        raise ValueError(f"invalid storage URL {url!r}: name the Sentinel service, e.g. {scheme}://host:26379/mymaster")
+        raise ValueError(
+            f"invalid storage URL {url!r}: name the Sentinel service, e.g. {scheme}://host:26379/mymaster"
+        )
     return RedisURL(
         scheme=scheme,
         nodes=tuple(nodes),

@@ -7,10 +7,10 @@ their (sync, async) shell classes.
 from __future__ import annotations
 
 from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.algorithms.fixed_window import AsyncFixedWindowAlgorithm, FixedWindowAlgorithm
 from limify.core.algorithms.quota import AsyncQuotaAlgorithm, QuotaAlgorithm
 from limify.core.algorithms.sliding_window import AsyncSlidingWindowAlgorithm, SlidingWindowAlgorithm
-from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 
 __all__ = ["ALGORITHMS", "algorithm_classes"]
