@@ -7,26 +7,27 @@ exactly: admission, remaining, reset and retry to the microsecond.
 
 from __future__ import annotations
 
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec
+from limify.core.algorithms.gcra import GCRA
+from limify.core.algorithms.leaky_bucket import LEAKY_BUCKET
+from limify.core.algorithms.sliding_log import SLIDING_LOG
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
 from tests.strategies import gaps_us, plans
 
-SPECS = [TOKEN_BUCKET]
+SPECS = [TOKEN_BUCKET, SLIDING_LOG, LEAKY_BUCKET, GCRA]
 
 
-@given(
-    data=st.data(),
-    spec=st.sampled_from(SPECS),
-    limits=st.lists(plans, min_size=1, max_size=3),
-)
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+@given(data=st.data(), limits=st.lists(plans, min_size=1, max_size=3))
 def test_python_and_lua_agree_on_every_decision(
-    redis_client: redis.Redis, data: st.DataObject, spec: object, limits: list[Plan]
+    redis_client: redis.Redis, spec: AlgorithmSpec, data: st.DataObject, limits: list[Plan]
 ) -> None:
     """Random (key, cost, gap, mode) sequences, refunds included, give identical outcomes."""
     redis_client.flushdb()
@@ -50,6 +51,6 @@ def test_python_and_lua_agree_on_every_decision(
     for key_index, cost, gap, mode in calls:
         clock.advance(us=gap)
         keys = [f"limify:diff:p{i}:{key_index}" for i in range(len(limits))]
-        expected = memory.execute(spec, keys, limits, cost, mode)  # type: ignore[arg-type]
-        actual = remote.execute(spec, keys, limits, cost, mode)  # type: ignore[arg-type]
+        expected = memory.execute(spec, keys, limits, cost, mode)
+        actual = remote.execute(spec, keys, limits, cost, mode)
         assert actual == expected, (key_index, cost, gap, mode)
