@@ -14,10 +14,10 @@ at most one period: the burst tolerance is ``period - T``, so a fresh key can
 spend ``limit`` at once and then one unit every ``T``. A refused call changes
 nothing.
 
-* ``remaining``: the largest ``n`` a call could spend right now, about
-  ``floor((period - (max(tat, now) - now)) / T)``;
+* ``remaining = floor((period - (max(tat, now) - now)) / T)`` after the call:
+  the largest cost a call could spend right now;
 * ``retry_us = ceil(new_tat) - period - now``: at that instant the same call
-  computes the same ``new_tat`` and fits;
+  computes the same ``new_tat`` and fits, one microsecond earlier it does not;
 * ``reset_us`` (and the TTL) is ``ceil(tat) - now``: afterwards the state
   means the same as no state;
 * a refund moves ``tat`` back by ``c * T``, never before ``now``.
@@ -26,21 +26,22 @@ Invariants:
 
 * over any window of ``w`` microseconds the admitted cost is at most
   ``limit + w / T`` (the burst plus what the steady rate allows);
-* a clock that steps backwards gains nothing: ``tat`` never moves back except
-  by a refund.
+* a clock that steps backwards gains nothing: ``tat`` only moves back by a
+  refund.
 
-Precision. ``tat`` is an absolute time near ``1.7e15`` µs, where a double only
-resolves a quarter of a microsecond, while ``T`` may be any fraction
-(``3/2s`` gives ``666666.67``). Rounding each new ``tat`` to the double grid
-would drift by up to 1/8 µs per call and make a burst of ``limit`` fail (or
-overshoot at high rates). So ``tat`` is held as whole microseconds plus a
-fraction in ``[0, 1)``: the whole part is an exact integer, and sums of ``T``
-are only ever added to the small fraction. ``c * T`` is capped at ``period``:
-``c <= limit`` makes the exact value at most ``period``, and the cap stops a
-rounded-up product from refusing a fresh key's full burst. Python floats and
-Lua doubles run the same operations in the same order, so both agree bit for
-bit. On Redis the state is the string ``"<whole>+<fraction>"`` (one number:
-their sum).
+Exact arithmetic. ``T`` is rarely a whole number of microseconds (``3/2s``
+gives 666666.67) and ``tat`` sits near ``1.7e15`` µs, where a double resolves a
+quarter of a microsecond; sums of a float ``T`` drift, and a sum that should be
+exactly ``period`` lands a hair past it, so a fresh ``1001/month`` key would
+lose the last unit of its burst. So nothing here is a float: with
+``q, r = divmod(period, limit)``, ``T = q + r / limit`` exactly, and ``tat`` is
+held as ``whole_us + k / limit`` with an integer ``0 <= k < limit``. Adding
+``c * T`` is integer arithmetic (``c * r`` split by ``divmod`` into whole
+microseconds and a new ``k``). Python's integers are exact; the Lua twin's
+doubles are exact below 2**53 and it multiplies bit by bit when ``c * r``
+would not fit. On Redis the state is the string ``"<whole>+<k>/<limit>"``
+(one number, read as written). A state written under another limit (the plan
+changed) is rounded up to its next whole microsecond.
 """
 
 from __future__ import annotations
@@ -52,51 +53,53 @@ from limify.core.plans import Plan
 
 __all__ = ["transition", "refund", "GCRA", "GCRAAlgorithm", "AsyncGCRAAlgorithm"]
 
-#: ``(whole_us, fraction)``: the theoretical arrival time ``whole_us + fraction``.
-State = tuple[int, float]
+#: ``(whole_us, k, limit)``: the theoretical arrival time ``whole_us + k / limit``.
+State = tuple[int, int, int]
 
 
-def _shift(whole: int, fraction: float, amount: float) -> State:
-    """``(whole + fraction) + amount``, renormalised so the fraction is in [0, 1)."""
-    x = fraction + amount
-    carry = math.floor(x)
-    fraction = x - carry
-    if fraction >= 1.0:  # x a hair below an integer: x - floor(x) rounded up to 1
-        carry += 1
-        fraction = 0.0
-    return whole + carry, fraction
+def _arrival(state: State, limit: int) -> tuple[int, int]:
+    """``(whole_us, k)`` of ``state`` in units of ``1 / limit`` µs."""
+    whole, k, denominator = state
+    if denominator != limit:
+        return whole + (1 if k else 0), 0
+    return whole, k
 
 
-def _ceil_ahead(whole: int, fraction: float, now: int) -> int:
+def _add(whole: int, k: int, cost: int, plan: Plan, sign: int = 1) -> tuple[int, int]:
+    """``(whole + k / limit) + sign * cost * T``, normalised so that ``0 <= k < limit``."""
+    limit = plan.limit
+    q, r = divmod(plan.period_us, limit)
+    carry, part = divmod(cost * r, limit)
+    whole += sign * (cost * q + carry)
+    k += sign * part
+    if k >= limit:
+        k -= limit
+        whole += 1
+    elif k < 0:
+        k += limit
+        whole -= 1
+    return whole, k
+
+
+def _ceil_ahead(whole: int, k: int, now: int) -> int:
     """``ceil(tat) - now`` in whole microseconds."""
-    return whole + (1 if fraction > 0.0 else 0) - now
+    return whole + (1 if k else 0) - now
 
 
-def _base(state: State | None, now: int) -> State:
-    """``max(tat, now)``."""
-    if state is None or state[0] < now:
-        return now, 0.0
-    return state
+def _fits(whole: int, k: int, now: int, cost: int, plan: Plan) -> bool:
+    return _ceil_ahead(*_add(whole, k, cost, plan), now) <= plan.period_us
 
 
-def _increment(cost: int, interval: float, period: int) -> float:
-    return min(period, cost * interval)
-
-
-def _fits(base: State, now: int, cost: int, interval: float, period: int) -> bool:
-    whole, fraction = _shift(base[0], base[1], _increment(cost, interval, period))
-    return _ceil_ahead(whole, fraction, now) <= period
-
-
-def _room(base: State, now: int, limit: int, interval: float, period: int) -> int:
-    """The largest cost (0 to ``limit``) that fits on top of ``base`` at ``now``."""
-    ahead = (base[0] - now) + base[1]
-    guess = min(limit, max(0, math.floor((period - ahead) / interval)))
-    # The estimate may be one off either way after rounding: settle it with the
-    # very test a call would run.
-    while guess < limit and _fits(base, now, guess + 1, interval, period):
+def _room(whole: int, k: int, now: int, plan: Plan) -> int:
+    """The largest cost (0 to ``limit``) that fits on top of ``whole + k / limit`` at ``now``."""
+    limit = plan.limit
+    period = plan.period_us
+    ahead = (whole - now) + k / limit
+    guess = min(limit, max(0, math.floor((period - ahead) * limit / period)))
+    # The float estimate may be one off either way: the exact test settles it.
+    while guess < limit and _fits(whole, k, now, guess + 1, plan):
         guess += 1
-    while guess > 0 and not _fits(base, now, guess, interval, period):
+    while guess > 0 and not _fits(whole, k, now, guess, plan):
         guess -= 1
     return guess
 
@@ -105,28 +108,29 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     """The GCRA transition (twin of ``gcra.lua``)."""
     limit = plan.limit
     period = plan.period_us
-    interval = period / limit
-    base = _base(state, now)
-    whole, fraction = _shift(base[0], base[1], _increment(cost, interval, period))
-    reach = _ceil_ahead(whole, fraction, now)
+    base_whole, base_k = now, 0
+    if state is not None:
+        whole, k = _arrival(state, limit)
+        if whole >= now:
+            base_whole, base_k = whole, k
+    new_whole, new_k = _add(base_whole, base_k, cost, plan)
+    reach = _ceil_ahead(new_whole, new_k, now)
     if reach <= period:
-        left = _room((whole, fraction), now, limit, interval, period)
-        return True, left, reach, 0, (whole, fraction), reach
-    reset = _ceil_ahead(base[0], base[1], now)
-    return False, _room(base, now, limit, interval, period), reset, reach - period, state, reset
+        left = _room(new_whole, new_k, now, plan)
+        return True, left, reach, 0, (new_whole, new_k, limit), reach
+    reset = _ceil_ahead(base_whole, base_k, now)
+    return False, _room(base_whole, base_k, now, plan), reset, reach - period, state, reset
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
     """Move the arrival time back by ``cost * T``, not before ``now`` (twin of ``refund`` in the Lua)."""
     if state is None:
         return None, 0
-    period = plan.period_us
-    interval = period / plan.limit
-    whole, fraction = _shift(state[0], state[1], -_increment(cost, interval, period))
-    ttl = _ceil_ahead(whole, fraction, now)
+    whole, k = _add(*_arrival(state, plan.limit), cost, plan, -1)
+    ttl = _ceil_ahead(whole, k, now)
     if ttl <= 0:
         return None, 0  # back at or before now: the same as a fresh key
-    return (whole, fraction), ttl
+    return (whole, k, plan.limit), ttl
 
 
 GCRA = AlgorithmSpec("gcra", transition, refund, "gcra.lua")
