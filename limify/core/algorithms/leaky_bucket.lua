@@ -16,6 +16,9 @@ local function drain_wait(level, last, now, target, rate)
     wait = wait + step
     step = step * 2
   end
+  while wait > 1 and level_at(level, last, now + wait - 1, rate) <= target do
+    wait = wait - 1
+  end
   return wait
 end
 

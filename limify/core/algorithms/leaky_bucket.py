@@ -21,9 +21,9 @@ Invariants:
 * over any window of length ``w`` the admitted cost is at most
   ``limit + w * rate`` (a full bucket plus what drained meanwhile);
 * ``remaining`` is the largest cost a call could pour in right now;
-* ``retry_us`` is exact: the same call at ``now + retry_us`` finds room (the
-  wait is checked with the same level function the next call uses, so rounding
-  can only lengthen it, never shorten it);
+* ``retry_us`` is exact: the same call finds room at ``now + retry_us`` and not
+  a microsecond earlier (the wait is settled with the very level function the
+  next call uses; float rounding may put it a microsecond past the ideal);
 * ``reset_us`` (and the TTL) is when the bucket is empty again, after which the
   state means the same as no state;
 * a clock that steps backwards drains nothing and never moves ``last`` back;
@@ -66,6 +66,9 @@ def _drain_wait(level: float, last: int, now: int, target: int, rate: float) -> 
     while _level(level, last, now + wait, rate) > target:
         wait += step
         step *= 2
+    # ... or a hair low, making the estimate long: settle on the first microsecond that works.
+    while wait > 1 and _level(level, last, now + wait - 1, rate) <= target:
+        wait -= 1
     return wait
 
 

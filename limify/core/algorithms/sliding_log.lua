@@ -67,9 +67,12 @@ local function transition(state, now, plan, cost, token)
     newest_stamp = tonumber(top[2])
   end
   local base = newest_cum -- cum before the first live entry
+  local first_stamp, first_cum
   if newest_stamp ~= nil and newest_stamp > floor then
-    local first = redis.call('ZRANGEBYSCORE', key, '(' .. us(floor), '+inf', 'LIMIT', 0, 1)
-    local first_cum, first_cost = decode(first[1])
+    local first = redis.call('ZRANGEBYSCORE', key, '(' .. us(floor), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local first_cost
+    first_cum, first_cost = decode(first[1])
+    first_stamp = tonumber(first[2])
     base = first_cum - first_cost
   end
   local used = newest_cum - base
@@ -86,17 +89,21 @@ local function transition(state, now, plan, cost, token)
     local changes = {key = key, floor = floor, add = {stamp, encode(cum, cost)}, rebase = rebase}
     return true, limit - used - cost, reset, 0, changes, reset
   end
-  -- Refused: find the first live entry whose cum covers the excess (binary search by rank).
+  -- Refused: the first live entry whose cum covers the excess ages out first. Most
+  -- often that is the oldest live entry; otherwise binary search by rank.
   local target = base + used + cost - limit
-  local lo = redis.call('ZCOUNT', key, '-inf', us(floor))
-  local hi = redis.call('ZCARD', key) - 1
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    local cum = decode(redis.call('ZRANGE', key, mid, mid)[1])
-    if cum >= target then hi = mid else lo = mid + 1 end
+  local needed_stamp = first_stamp
+  if first_cum < target then
+    local lo = redis.call('ZCOUNT', key, '-inf', us(floor)) + 1
+    local hi = redis.call('ZCARD', key) - 1
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      local cum = decode(redis.call('ZRANGE', key, mid, mid)[1])
+      if cum >= target then hi = mid else lo = mid + 1 end
+    end
+    needed_stamp = tonumber(redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')[2])
   end
-  local oldest_needed = redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')
-  local retry = tonumber(oldest_needed[2]) + period - now
+  local retry = needed_stamp + period - now
   local reset = newest_stamp + period - now
   return false, limit - used, reset, retry, state, reset
 end
