@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import anyio
 import pytest
 import redis
 
-from limify import InMemoryAdapter, ManualClock, Plan
+from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
 from limify.core.algorithms.base import SyncAlgorithm
 from limify.core.algorithms.gcra import GCRAAlgorithm
 from limify.core.algorithms.leaky_bucket import LeakyBucketAlgorithm
@@ -72,3 +73,35 @@ def test_threads_on_redis_with_skewed_client_clocks_admit_exactly_the_limit(
         return bool(local.algorithm.check("limify:t:default", PLAN).allowed)
 
     assert hammer(check) == 500
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """redis.asyncio needs asyncio."""
+    return "asyncio"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", [cls.spec.name for cls in ALGORITHMS])
+async def test_asyncio_tasks_on_redis_admit_exactly_the_limit(redis_url: str, name: str) -> None:
+    """200 concurrent tasks x 40 attempts through the decorator (algorithm by name) admit exactly 500."""
+
+    @rate_limit("500/day", algorithm=name, storage=redis_url)
+    async def guarded() -> None:
+        return None
+
+    admitted = 0
+
+    async def worker() -> None:
+        nonlocal admitted
+        for _ in range(40):
+            try:
+                await guarded()
+                admitted += 1
+            except RateLimitExceeded:
+                pass
+
+    async with anyio.create_task_group() as group:
+        for _ in range(200):
+            group.start_soon(worker)
+    assert admitted == 500

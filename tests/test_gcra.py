@@ -192,13 +192,16 @@ def test_redis_state_is_the_arrival_time_with_its_ttl(redis_client: redis.Redis,
     assert 1000 < redis_client.pttl("k") <= 2000
 
 
-def test_a_changed_limit_rounds_the_old_state_up(clock: ManualClock) -> None:
+def test_a_changed_limit_rounds_the_old_state_up(sync_storage: Any, clock: ManualClock) -> None:
     """A key written under another limit keeps its arrival time, rounded up to a whole microsecond."""
     now = clock.now_us()
     state = transition(None, now, Plan("default", 3, 2), 1)[4]
     assert state == (now + 666_666, 2, 3)
-    step = transition(state, now, Plan("default", 4, 2), 1)  # T = 500000 µs
-    assert step[0] and step[4] == (now + 1_166_667, 0, 4)
+    assert transition(state, now, Plan("default", 4, 2), 1)[4] == (now + 1_166_667, 0, 4)  # T = 0.5 s
+    algorithm = GCRAAlgorithm(sync_storage)
+    algorithm.check("k", Plan("default", 3, 2))
+    after = algorithm.check("k", Plan("default", 4, 2), cost=2)  # from 0.666667 s ahead, + 2 x 0.5 s
+    assert after.allowed and after.remaining == 0 and after.reset_after == pytest.approx(1.666667)
 
 
 @settings(max_examples=25)

@@ -206,6 +206,17 @@ def test_successive_calls_share_one_list() -> None:
     assert [entry[1] for entry in state[0][state[1] : state[2]]] == list(range(1, 201))
 
 
+def test_a_lowered_limit_applies_to_the_existing_log(sync_storage: Any, clock: ManualClock) -> None:
+    """When a plan's limit drops below what the log holds, calls wait until enough entries age out."""
+    algorithm = SlidingLogAlgorithm(sync_storage)
+    for _ in range(5):
+        algorithm.check("k", Plan("default", 5, 60))
+        clock.advance(1)
+    refused = algorithm.check("k", Plan("default", 3, 60))
+    assert not refused.allowed and refused.remaining == 0
+    assert refused.retry_after == pytest.approx(57.0)  # now is 5 s; the third entry (2 s) ages out at 62 s
+
+
 @pytest.mark.parametrize("storage", ["memory", "redis"])
 def test_decorator_accepts_the_name(storage: str, request: pytest.FixtureRequest, clock: ManualClock) -> None:
     """`algorithm="sliding_log"` limits a decorated function exactly, in memory and on Redis."""

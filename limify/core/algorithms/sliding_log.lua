@@ -105,7 +105,7 @@ local function transition(state, now, plan, cost, token)
   end
   local retry = needed_stamp + period - now
   local reset = newest_stamp + period - now
-  return false, limit - used, reset, retry, state, reset
+  return false, math.max(0, limit - used), reset, retry, state, reset
 end
 
 local function refund(state, now, plan, cost, token)

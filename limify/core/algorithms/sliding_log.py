@@ -133,7 +133,7 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     oldest_needed = bisect_left(entries, base + used + cost - limit, live, end, key=_cum)
     retry = entries[oldest_needed][0] + period - now
     reset = entries[end - 1][0] + period - now
-    return False, limit - used, reset, retry, state, reset
+    return False, max(0, limit - used), reset, retry, state, reset  # used > limit if the limit shrank
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
