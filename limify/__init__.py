@@ -6,10 +6,14 @@ The everyday names live here; see README.rst for a tour.
 from __future__ import annotations
 
 from limify.core.clock import Clock, ManualClock, SystemClock
+from limify.core.context import RequestContext
+from limify.core.limify import Limify
+from limify.core.limiter import UNLIMITED
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.plans import Plan
-from limify.core.rate import parse_rate
+from limify.core.plans import Plan, PlanProvider, PlanRegistry, plans
+from limify.core.rate import GlobalLimit, parse_rate, parse_rates
 from limify.core.result import LimitationResult
+from limify.core.rules import LimifyConfig, Rule
 from limify.decorator import configure, get_default_storage, rate_limit
 from limify.errors import LimifyError, RateLimitExceeded, StorageError
 
@@ -18,7 +22,12 @@ __all__ = [
     "configure",
     "get_default_storage",
     "parse_rate",
+    "parse_rates",
+    "GlobalLimit",
     "Plan",
+    "PlanRegistry",
+    "PlanProvider",
+    "plans",
     "LimitationResult",
     "InMemoryAdapter",
     "RateLimitExceeded",
@@ -27,6 +36,11 @@ __all__ = [
     "Clock",
     "SystemClock",
     "ManualClock",
+    "Limify",
+    "LimifyConfig",
+    "Rule",
+    "RequestContext",
+    "UNLIMITED",
 ]
 
 __version__ = "0.1.0"

@@ -1,26 +1,24 @@
 """``@rate_limit``: any sync or async callable as a rate-limited endpoint.
 
-Everything that can be settled is settled at decoration time: the rate is
-parsed, sync vs async is decided, the key extractor is bound to the signature,
-the algorithm and the storage adapter are picked. A call only extracts its key,
-runs one check and, when refused, raises or waits.
+Everything that can be settled is settled at decoration time: the rates are
+parsed, plan and provider names are looked up, sync vs async is decided, the
+key extractor is bound to the signature, the algorithm and the storage adapter
+are picked (see :class:`~limify.core.function_limit.FunctionLimit`).
+
+The decorated callable carries a handle, ``fn.rate_limit`` (:class:`LimitHandle`
+or :class:`AsyncLimitHandle`), to peek at or reset the limit a call would use.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
-import anyio
 import wrapt
 
 from limify._callables import (
-    call_arguments,
     display_name,
     is_async_callable,
     key_getter,
@@ -28,194 +26,150 @@ from limify._callables import (
     takes_bound_instance,
 )
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
-from limify.core.keys import PREFIX, encode_part
-from limify.core.plans import Plan
-from limify.core.rate import parse_rate
+from limify.core.function_limit import FunctionLimit
+from limify.core.plans import Plan, ProviderLike, plans
+from limify.core.rate import RateSpec, parse_rates
+from limify.core.resilience import check_policy
 from limify.core.result import LimitationResult
-from limify.core.storage import StorageLike, adapter_for, check_storage
-from limify.errors import RateLimitExceeded
+from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
+from limify.core.validation import check_wait_options
 
-__all__ = ["rate_limit", "configure", "get_default_storage"]
+__all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_ON_EXCEEDED = ("raise", "wait")
 
+def configure(*, storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
+    """Set process-wide defaults for limits declared without them.
 
-class _Defaults:
-    """The process-wide default storage; ``version`` moves at each :func:`configure`."""
-
-    def __init__(self) -> None:
-        self.storage: StorageLike = "memory://"
-        self.version = 0
-        self.lock = threading.Lock()
-
-
-_defaults = _Defaults()
-
-
-def configure(*, storage: StorageLike) -> None:
-    """Set the process-wide default storage used by limits declared without ``storage=``.
-
-    Limits already declared pick the new default up on their next call, so
+    Limits already declared pick the new defaults up on their next call, so
     ``configure`` may run at application start-up, after modules were imported.
 
     Args:
         storage: a URL (``"memory://"``, ``"redis://host:6379/0"``) or an adapter.
+        on_storage_error: ``"fail_open"``, ``"fail_closed"`` (the initial default) or
+            ``"local"``: what limits answer while their storage is unreachable
+            (see :mod:`limify.core.resilience`).
     """
-    check_storage(storage)
-    with _defaults.lock:
-        _defaults.storage = storage
-        _defaults.version += 1
+    if storage is None and on_storage_error is None:
+        raise TypeError("configure() needs storage=... and/or on_storage_error=...")
+    configure_default(storage, on_storage_error)
 
 
 def get_default_storage() -> StorageLike:
     """The storage set by the last :func:`configure` (``"memory://"`` initially)."""
-    return _defaults.storage
+    return default_storage()[1]
 
 
-def _plan_from(rate: Any) -> Plan:
-    if isinstance(rate, Plan):
-        return rate
-    if rate is None:
-        raise ValueError("rate_limit() needs a rate such as '10/minute' (or a Plan); got None")
-    if callable(rate):
-        raise TypeError(
-            f"rate_limit() takes the rate first: write @rate_limit('10/minute'), "
-            f"not @rate_limit on {display_name(rate)}"
-        )
-    return parse_rate(rate)
+class LimitHandle:
+    """``fn.rate_limit`` for a sync callable: inspect or clear the limit a call would use.
+
+    Pass the arguments a call would receive; they pick the key (and plan) the same
+    way the call would.
+    """
+
+    __slots__ = ("_limit", "_instance")
+
+    def __init__(self, limit: FunctionLimit, instance: Any = None) -> None:
+        self._limit = limit
+        self._instance = instance
+
+    @property
+    def plans(self) -> tuple[Plan, ...]:
+        """The limits declared on the callable (before any plan provider)."""
+        return self._limit.plans
+
+    def keys(self, *args: Any, **kwargs: Any) -> tuple[str, ...]:
+        """The storage keys a call with these arguments uses."""
+        return self._limit.resolve(self._instance, args, kwargs).keys
+
+    def peek(self, *args: Any, **kwargs: Any) -> LimitationResult:
+        """The decision a call with these arguments would get now, consuming nothing."""
+        return self._limit.peek(self._instance, args, kwargs)
+
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        """Forget the state of the key a call with these arguments uses.
+
+        A limit shared by every key (:class:`~limify.GlobalLimit`) is left alone
+        unless the callable has no ``key``.
+        """
+        self._limit.reset(self._instance, args, kwargs)
 
 
-def _check_options(plan: Plan, cost: Any, on_exceeded: Any, max_wait: Any, name: Any) -> None:
-    if callable(cost):
-        pass
-    elif isinstance(cost, bool) or not isinstance(cost, int):
-        raise TypeError(f"cost must be an int >= 1 or a callable, got {cost!r}")
-    elif not 1 <= cost <= plan.limit:
-        raise ValueError(
-            f"cost must be between 1 and the plan's limit ({plan.limit}), got {cost!r}: "
-            "a larger cost could never be admitted"
-        )
-    if on_exceeded not in _ON_EXCEEDED:
-        raise ValueError(f"on_exceeded must be 'raise' or 'wait', got {on_exceeded!r}")
-    if max_wait is not None:
-        if on_exceeded != "wait":
-            raise ValueError("max_wait only applies with on_exceeded='wait'")
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
-            raise TypeError(f"max_wait must be a number of seconds or None, got {max_wait!r}")
-        if not (max_wait >= 0 and math.isfinite(max_wait)):
-            raise ValueError(f"max_wait must be a finite number of seconds >= 0, got {max_wait!r}")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise TypeError(f"name must be a non-empty str or None, got {name!r}")
+class AsyncLimitHandle(LimitHandle):
+    """``fn.rate_limit`` for an async callable: ``await fn.rate_limit.peek(...)``."""
+
+    __slots__ = ()
+
+    async def peek(self, *args: Any, **kwargs: Any) -> LimitationResult:  # type: ignore[override]
+        """The decision a call with these arguments would get now, consuming nothing."""
+        return await self._limit.peek_async(self._instance, args, kwargs)
+
+    async def reset(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Forget the state of the key a call with these arguments uses (see :class:`LimitHandle`)."""
+        await self._limit.reset_async(self._instance, args, kwargs)
 
 
-class _Limit:
-    """One decorated callable's limit: key building, the check, raise-or-wait."""
+def _handle(limit: FunctionLimit, instance: Any = None) -> LimitHandle:
+    return (AsyncLimitHandle if limit.is_async else LimitHandle)(limit, instance)
 
-    def __init__(
-        self,
-        *,
-        plan: Plan,
-        algorithm: str,
-        storage: StorageLike | None,
-        is_async: bool,
-        get_key: Callable[[Any, tuple[Any, ...], dict[str, Any]], Any] | None,
-        with_instance: bool,
-        cost: Any,
-        on_exceeded: str,
-        max_wait: float | None,
-        scope: str,
-    ) -> None:
-        self.plan = plan
-        self.is_async = is_async
-        self.get_key = get_key
-        self.with_instance = with_instance
-        self.cost = cost
-        self.wait = on_exceeded == "wait"
-        self.max_wait = max_wait
-        self.prefix = f"{PREFIX}:{encode_part(scope)}:{encode_part(plan.id)}"
-        sync_class, async_class = algorithm_classes(algorithm)
-        self._algorithm_class: type[Any] = async_class if is_async else sync_class
-        self._storage = storage
-        self._follows_default = storage is None
-        self._version = -1
-        self._algorithm: Any = None
-        if storage is not None:
-            self._algorithm = self._algorithm_class(adapter_for(storage, is_async=is_async))
 
-    def algorithm(self) -> Any:
-        """The algorithm shell bound to the current storage."""
-        if self._follows_default and self._version != _defaults.version:
-            version, storage = _defaults.version, _defaults.storage
-            self._algorithm = self._algorithm_class(adapter_for(storage, is_async=self.is_async))
-            self._version = version
-        return self._algorithm
+class _BoundLimited(wrapt.BoundFunctionWrapper[..., Any]):
+    @property
+    def rate_limit(self) -> LimitHandle:
+        instance = self._self_instance
+        if instance is None and self._self_binding == "classmethod":
+            instance = self._self_owner
+        return _handle(self._self_parent._self_limit, instance)
 
-    def key(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        if self.get_key is None:
-            return self.prefix
-        return f"{self.prefix}:{encode_part(self.get_key(instance, args, kwargs))}"
 
-    def cost_of(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        cost = self.cost
-        if not callable(cost):
-            return int(cost)
-        value = cost(*call_arguments(self.with_instance, instance, args), **kwargs)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.plan.limit:
-            raise ValueError(
-                f"the cost callable returned {value!r}; expected an int between 1 and "
-                f"the plan's limit ({self.plan.limit})"
-            )
+class _Limited(wrapt.FunctionWrapper[..., Any]):
+    """The wrapper ``@rate_limit`` returns: the callable plus its ``rate_limit`` handle."""
+
+    __bound_function_wrapper__ = _BoundLimited
+
+    def __init__(self, wrapped: Any, wrapper: Any, limit: FunctionLimit) -> None:
+        super().__init__(wrapped, wrapper)
+        self._self_limit = limit
+
+    @property
+    def rate_limit(self) -> LimitHandle:
+        return _handle(self._self_limit)
+
+
+def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
+    def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        admission = limit.enter(instance, args, kwargs)
+        if not limit.has_epilogue:
+            return wrapped(*args, **kwargs)
+        try:
+            value = wrapped(*args, **kwargs)
+        except BaseException as error:
+            limit.leave(admission, error)
+            raise
+        limit.leave(admission, None)
         return value
 
-    def _refuse_or_sleep(self, result: LimitationResult, key: str, waited: float) -> float:
-        """Raise, or return how long to sleep before trying again."""
-        if not self.wait:
-            raise RateLimitExceeded(result, key)
-        if self.max_wait is not None and waited + result.retry_after > self.max_wait:
-            raise RateLimitExceeded(result, key)
-        return result.retry_after
-
-    def enter(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LimitationResult:
-        """Admit one sync call (consuming its cost), wait for it, or raise."""
-        key = self.key(instance, args, kwargs)
-        cost = self.cost_of(instance, args, kwargs)
-        algorithm: SyncAlgorithm = self.algorithm()
-        waited = 0.0
-        while True:
-            result = algorithm.check(key, self.plan, cost)
-            if result.allowed:
-                return result
-            pause = self._refuse_or_sleep(result, key, waited)
-            time.sleep(pause)
-            waited += pause
-
-    async def enter_async(
-        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> LimitationResult:
-        """Admit one async call (consuming its cost), wait for it, or raise."""
-        key = self.key(instance, args, kwargs)
-        cost = self.cost_of(instance, args, kwargs)
-        algorithm: AsyncAlgorithm = self.algorithm()
-        waited = 0.0
-        while True:
-            result = await algorithm.check(key, self.plan, cost)
-            if result.allowed:
-                return result
-            pause = self._refuse_or_sleep(result, key, waited)
-            await anyio.sleep(pause)
-            waited += pause
+    return _Limited(fn, guarded, limit)
 
 
-def _wrap_sync(fn: Any, limit: _Limit) -> Any:
-    @wrapt.decorator
-    def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        limit.enter(instance, args, kwargs)
-        return wrapped(*args, **kwargs)
-
-    return guarded(fn)
+async def _run_async(
+    limit: FunctionLimit,
+    call: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    admission = await limit.enter_async(instance, args, kwargs)
+    if not limit.has_epilogue:
+        return await call(*args, **kwargs)
+    try:
+        value = await call(*args, **kwargs)
+    except BaseException as error:
+        await limit.leave_async(admission, error)
+        raise
+    await limit.leave_async(admission, None)
+    return value
 
 
 def _is_function_like(fn: Any) -> bool:
@@ -224,33 +178,75 @@ def _is_function_like(fn: Any) -> bool:
     return inspect.isfunction(fn) or inspect.ismethod(fn) or isinstance(fn, (classmethod, staticmethod))
 
 
-def _wrap_async(fn: Any, limit: _Limit) -> Any:
+def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
     if _is_function_like(fn):
 
-        @wrapt.decorator
         async def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            await limit.enter_async(instance, args, kwargs)
-            return await wrapped(*args, **kwargs)
+            return await _run_async(limit, wrapped, instance, args, kwargs)
 
-        return guarded(fn)
+        return _Limited(fn, guarded, limit)
 
     # An object with an async __call__ (or a partial of a coroutine function): a
     # wrapt proxy of it would not look like a coroutine function to inspect, so
     # wrap it in a real `async def` instead.
     async def guarded_call(*args: Any, **kwargs: Any) -> Any:
-        await limit.enter_async(None, args, kwargs)
-        return await fn(*args, **kwargs)
+        return await _run_async(limit, fn, None, args, kwargs)
 
     functools.update_wrapper(guarded_call, fn, assigned=("__module__", "__doc__"), updated=())
     guarded_call.__name__ = getattr(fn, "__name__", type(fn).__name__)
     guarded_call.__qualname__ = getattr(fn, "__qualname__", type(fn).__qualname__)
     guarded_call.__wrapped__ = fn  # type: ignore[attr-defined]
+    guarded_call.rate_limit = _handle(limit)  # type: ignore[attr-defined]
     return guarded_call
 
 
-@overload
+def _limits_from(rate: Any, plan: Any) -> list[tuple[Plan, bool]]:
+    if rate is not None and callable(rate) and not isinstance(rate, Plan):
+        raise TypeError(
+            f"rate_limit() takes the rate first: write @rate_limit('10/minute'), "
+            f"not @rate_limit on {display_name(rate)}"
+        )
+    if plan is not None:
+        if rate is not None:
+            raise ValueError("give rate_limit() a rate or a plan, not both")
+        return [
+            (plans.plan_for(plan) if isinstance(plan, str) and "/" not in plan else _plan_object(plan), False)
+        ]
+    if rate is None:
+        raise ValueError("rate_limit() needs a rate such as '10/minute' (or plan='name'); got None")
+    return parse_rates(rate)
+
+
+def _plan_object(plan: Any) -> Plan:
+    if isinstance(plan, Plan):
+        return plan
+    raise TypeError(f"plan must be a registered plan name or a Plan, got {plan!r}")
+
+
+def _check_options(
+    limits: list[tuple[Plan, bool]], cost: Any, on_exceeded: Any, max_wait: Any, name: Any, refund_on: Any
+) -> tuple[type[BaseException], ...]:
+    smallest = min(plan.limit for plan, _ in limits)
+    if callable(cost):
+        pass
+    elif isinstance(cost, bool) or not isinstance(cost, int):
+        raise TypeError(f"cost must be an int >= 1 or a callable, got {cost!r}")
+    elif not 1 <= cost <= smallest:
+        raise ValueError(
+            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
+            "a larger cost could never be admitted"
+        )
+    check_wait_options(on_exceeded, max_wait)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"name must be a non-empty str or None, got {name!r}")
+    errors = refund_on if isinstance(refund_on, tuple) else (refund_on,) if refund_on is not None else ()
+    if not all(isinstance(error, type) and issubclass(error, BaseException) for error in errors):
+        raise TypeError(f"refund_on must be an exception class or a tuple of them, got {refund_on!r}")
+    return errors
+
+
 def rate_limit(
-    rate: str | Plan | None = None,
+    rate: RateSpec | None = None,
     *,
     key: str | Callable[..., Any] | None = None,
     storage: StorageLike | None = None,
@@ -259,35 +255,25 @@ def rate_limit(
     on_exceeded: str = "raise",
     max_wait: float | None = None,
     name: str | None = None,
-) -> Callable[[F], F]: ...
-
-
-@overload
-def rate_limit(rate: F) -> F: ...
-
-
-def rate_limit(
-    rate: Any = None,
-    *,
-    key: str | Callable[..., Any] | None = None,
-    storage: StorageLike | None = None,
-    algorithm: str = "token_bucket",
-    cost: int | Callable[..., int] = 1,
-    on_exceeded: str = "raise",
-    max_wait: float | None = None,
-    name: str | None = None,
-) -> Any:
+    plan: str | Plan | None = None,
+    plan_provider: str | ProviderLike | None = None,
+    refund_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    on_storage_error: str | None = None,
+) -> Callable[[F], F]:
     """Rate-limit a sync or async callable.
 
     Args:
-        rate: ``"<limit>/<unit>"`` (e.g. ``"10/minute"``) or a :class:`~limify.Plan`.
+        rate: ``"<limit>/<unit>"`` (e.g. ``"10/minute"``), several joined by ``;``
+            (``"10/second;1000/day"``: every one must admit), a :class:`~limify.Plan`,
+            a :class:`~limify.GlobalLimit` (one bucket shared by every key), or a
+            list of those.
         key: ``None`` for one bucket shared by every call; the name of a parameter
             (its argument picks the bucket, whether passed by position, by keyword
             or left to its default); or a callable receiving the same arguments as
             the function (``self``/``cls`` first for methods) and returning the key.
         storage: ``None`` for the process default (see :func:`configure`), a URL
             (``"memory://"``, ``"redis://host:6379/0"``) or an adapter instance.
-        algorithm: the algorithm's name (``"token_bucket"``).
+        algorithm: the algorithm's name (see ``limify.core.algorithms.ALGORITHMS``).
         cost: how much one call spends: an int, or a callable of the call's arguments.
         on_exceeded: ``"raise"`` raises :class:`~limify.RateLimitExceeded`; ``"wait"``
             sleeps (``time.sleep`` or ``anyio.sleep``) until the call is admitted.
@@ -295,13 +281,25 @@ def rate_limit(
             :class:`~limify.RateLimitExceeded` instead (``None``: no bound).
         name: the limit's name in storage keys (default: the callable's
             ``module.qualname``). Two callables with one name share their buckets.
+        plan: a plan registered in :data:`limify.plans` (by name) or a Plan, instead of ``rate``.
+        plan_provider: a provider name registered in :data:`limify.plans`, or a
+            provider (``resolve(context, rule)`` object or ``(context) -> Plan | str |
+            None`` callable) asked at each call; ``None`` from it means the inline
+            rate (or ``plan``). Its context is a :class:`~limify.core.function_limit.CallContext`.
+        refund_on: exception class(es); when the call raises one, its cost is given back.
+        on_storage_error: ``"fail_open"``, ``"fail_closed"`` or ``"local"``: what to
+            answer while the storage is unreachable (``None``: the process default,
+            see :func:`configure`).
 
-    Every invalid argument raises ``ValueError`` or ``TypeError`` here, at
-    decoration time, never at call time.
+    Every invalid argument, unknown plan or provider name raises ``ValueError`` or
+    ``TypeError`` here, at decoration time, never at call time.
     """
-    plan = _plan_from(rate)
+    limits = _limits_from(rate, plan)
     algorithm_classes(algorithm)
-    _check_options(plan, cost, on_exceeded, max_wait, name)
+    refund_errors = _check_options(limits, cost, on_exceeded, max_wait, name, refund_on)
+    provider = None if plan_provider is None else plans.resolver(plan_provider)
+    if on_storage_error is not None:
+        check_policy(on_storage_error)
     if storage is not None:
         check_storage(storage)
     if key is not None and not (isinstance(key, str) or callable(key)):
@@ -313,18 +311,21 @@ def rate_limit(
         reject_generators(fn)
         is_async = is_async_callable(fn)
         target = fn.__func__ if isinstance(fn, (classmethod, staticmethod)) else fn
-        scope = name or f"{getattr(target, '__module__', None) or '?'}.{display_name(fn)}"
-        limit = _Limit(
-            plan=plan,
+        limit = FunctionLimit(
+            function=fn,
+            limits=limits,
             algorithm=algorithm,
             storage=storage,
             is_async=is_async,
             get_key=key_getter(fn, key),
             with_instance=takes_bound_instance(fn),
             cost=cost,
-            on_exceeded=on_exceeded,
+            wait=on_exceeded == "wait",
             max_wait=max_wait,
-            scope=scope,
+            scope=name or f"{getattr(target, '__module__', None) or '?'}.{display_name(fn)}",
+            provider=provider,
+            refund_on=refund_errors,
+            on_storage_error=on_storage_error,
         )
         wrapper = _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
         return wrapper  # type: ignore[no-any-return]

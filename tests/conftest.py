@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
-from tests.servers import INSTALL_HINT, RedisServer
+from tests.servers import INSTALL_HINT, RedisClusterServers, RedisServer, SentinelServers
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -41,6 +41,32 @@ def redis_server_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster for this session, as a redis+cluster:// URL."""
+    try:
+        cluster = RedisClusterServers().start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"could not start a Redis Cluster: {exc}\n{INSTALL_HINT}", pytrace=False)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers() -> Iterator[SentinelServers]:
+    """A real master + replica + 3 sentinels for this session."""
+    try:
+        servers = SentinelServers().start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"could not start Redis Sentinel: {exc}\n{INSTALL_HINT}", pytrace=False)
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 @pytest.fixture

@@ -24,11 +24,32 @@ INSTALL_HINT = (
 )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    With ``cluster_bus``, port + 10000 (a cluster node's bus port) is free too and
+    within range.
+    """
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not cluster_bus:
+            return port
+        if port <= 55535 and _port_is_free(port + 10000):
+            return port
+        if 20000 < port - 20000 <= 55535 and _port_is_free(port - 20000) and _port_is_free(port - 10000):
+            return port - 20000
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisServer:
@@ -39,8 +60,12 @@ class RedisServer:
         if binary is None:
             raise RuntimeError(INSTALL_HINT)
         self.binary = binary
-        self.port = port or free_port()
+        self._fixed_port = port is not None
+        self._cluster = "--cluster-enabled" in extra_args
+        self.port = port or free_port(cluster_bus=self._cluster)
         self.extra_args = extra_args
+        #: Arguments placed before the options, e.g. a config file and --sentinel.
+        self.binary_args: tuple[str, ...] = ()
         self.dir = tempfile.mkdtemp(prefix="limify-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,8 +74,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server; a port taken meanwhile by someone else is replaced by a fresh one."""
+        for attempt in range(5):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError as exc:
+                if self._fixed_port or "in use" not in str(exc) or attempt == 4:
+                    raise
+                self.port = free_port(cluster_bus=self._cluster)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> RedisServer:
         command = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary, *self.binary_args, "--port", str(self.port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", self.dir,
             "--logfile", os.path.join(self.dir, "redis.log"), *self.extra_args,
         ]  # fmt: skip
@@ -61,7 +97,7 @@ class RedisServer:
             while True:
                 if self.process.poll() is not None:
                     stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start: {stderr.strip()}")
+                    raise RuntimeError(f"redis-server exited at start: {stderr.strip()} {self._log_tail()}")
                 try:
                     if client.ping():
                         return self
@@ -73,11 +109,26 @@ class RedisServer:
         finally:
             client.close()
 
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis.log")) as log:
+                return " | ".join(log.read().strip().splitlines()[-3:])
+        except OSError:
+            return ""
+
+    def restart(self) -> RedisServer:
+        """Start the server again on the same port (after kill or stop), empty."""
+        self.kill()
+        self._fixed_port = True
+        return self.start()
+
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
 
     def stop(self) -> None:
         """Terminate the server and remove its directory."""
@@ -90,3 +141,115 @@ class RedisServer:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+class RedisClusterServers:
+    """A real Redis Cluster: ``masters`` redis-server processes joined by redis-cli --cluster create."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> RedisClusterServers:
+        for node in self.nodes:
+            node.extra_args = (
+                *node.extra_args,
+                "--cluster-config-file",
+                os.path.join(node.dir, "nodes.conf"),
+            )
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli was not found on PATH; it comes with redis-server (redis-tools)")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            _wait_for(lambda c=client: c.cluster("info")["cluster_state"] == "ok", 30, "cluster state ok")  # type: ignore[misc]
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class SentinelServers:
+    """One master, one replica and three sentinels, all real processes on loopback."""
+
+    service = "limify-test"
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.sentinels: list[RedisServer] = []
+
+    @property
+    def url(self) -> str:
+        nodes = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{nodes}/{self.service}"
+
+    def start(self) -> SentinelServers:
+        self.master.start()
+        self.replica.extra_args = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replica.start()
+        for _ in range(3):
+            sentinel = RedisServer()
+            config = os.path.join(sentinel.dir, "sentinel.conf")
+            with open(config, "w") as handle:
+                handle.write(
+                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+                    f"sentinel down-after-milliseconds {self.service} 1000\n"
+                    f"sentinel failover-timeout {self.service} 5000\n"
+                    f"sentinel parallel-syncs {self.service} 1\n"
+                )
+            sentinel.binary_args = (config, "--sentinel")
+            sentinel.start()
+            self.sentinels.append(sentinel)
+        probe = redis.Redis(port=self.sentinels[0].port)
+        _wait_for(
+            lambda: (
+                int(probe.sentinel_master(self.service).get("num-other-sentinels", 0)) >= 2
+                and int(probe.sentinel_master(self.service).get("num-slaves", 0)) >= 1
+            ),
+            30,
+            "sentinels to discover each other and the replica",
+        )
+        probe.close()
+        return self
+
+    def master_port(self) -> int:
+        """The port of the current master, as the sentinels see it."""
+        probe = redis.Redis(port=self.sentinels[0].port)
+        try:
+            return int(probe.sentinel_get_master_addr_by_name(self.service)[1])
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.replica, self.master):
+            server.stop()

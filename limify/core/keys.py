@@ -17,13 +17,25 @@ is unambiguous and its length bounded (see :data:`MAX_PART_LENGTH`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["encode_part", "identity_text", "MAX_PART_LENGTH", "PREFIX"]
+__all__ = [
+    "encode_part",
+    "identity_text",
+    "limit_keys",
+    "period_tag",
+    "MAX_PART_LENGTH",
+    "MAX_KEY_LENGTH",
+    "PREFIX",
+]
 
 PREFIX = "limify"
 #: Longest encoded part kept verbatim; longer ones become ``%%`` + 64 hex digits.
 MAX_PART_LENGTH = 128
+#: Longest storage key :func:`limit_keys` can build: prefix, braces, three parts of
+#: at most MAX_PART_LENGTH, separators and a period tag of at most 20 characters.
+MAX_KEY_LENGTH = 420
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+=,!~<>/-")
 _ESCAPES = [chr(b) if b in _SAFE else f"%{b:02X}" for b in range(256)]
@@ -52,3 +64,38 @@ def encode_part(value: Any) -> str:
         if len(encoded) <= MAX_PART_LENGTH:
             return encoded
     return "%%" + hashlib.sha256(raw).hexdigest()
+
+
+def period_tag(period_us: int) -> str:
+    """A period as it appears in compound keys: ``1s``, ``86400s``, ``1500000us``."""
+    seconds, micros = divmod(period_us, 1_000_000)
+    return f"{seconds}s" if not micros else f"{period_us}us"
+
+
+def limit_keys(
+    scope: str,
+    plan_ids: Sequence[str],
+    periods_us: Sequence[int],
+    shared: Sequence[bool],
+    identity: str | None,
+) -> tuple[str, ...]:
+    """The storage keys of one call's limits; all parts already encoded.
+
+    One limit keeps the seed's layout, ``limify:<scope>:<plan>[:<identity>]``.
+    Several limits run in one script, so their keys share a Redis Cluster hash
+    slot through a hash tag: ``limify:{<scope>:<identity>}:<plan>.<period>`` when
+    every limit is per key, or ``limify:{<scope>}:<plan>.<period>[:<identity>]``
+    when one is shared by every key (which pins the callable to one slot).
+    """
+    if len(plan_ids) == 1:
+        base = f"{PREFIX}:{scope}:{plan_ids[0]}"
+        return (base if identity is None or shared[0] else f"{base}:{identity}",)
+    tags = [f"{plan_id}.{period_tag(period)}" for plan_id, period in zip(plan_ids, periods_us, strict=True)]
+    if identity is not None and not any(shared):
+        return tuple(f"{PREFIX}:{{{scope}:{identity}}}:{tag}" for tag in tags)
+    return tuple(
+        f"{PREFIX}:{{{scope}}}:{tag}"
+        if is_shared or identity is None
+        else f"{PREFIX}:{{{scope}}}:{tag}:{identity}"
+        for tag, is_shared in zip(tags, shared, strict=True)
+    )

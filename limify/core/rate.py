@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Union
 
 from limify.core.plans import MONTH_SECONDS, Plan
 
-__all__ = ["parse_rate", "UNITS", "RATE_FORMAT"]
+__all__ = ["parse_rate", "parse_rates", "GlobalLimit", "RateSpec", "UNITS", "RATE_FORMAT"]
 
 #: Unit names and aliases accepted after the slash, in seconds.
 UNITS: dict[str, int] = {
@@ -47,3 +50,64 @@ def parse_rate(rate: str, *, plan_id: str = "default") -> Plan:
         return Plan(plan_id, limit, unit, calendar=_CALENDAR_UNITS.get(match.group(2).lower()))
     except ValueError as exc:
         raise ValueError(f"invalid rate {rate!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class GlobalLimit:
+    """A limit shared by every key of a decorated callable.
+
+    ``@rate_limit(["10/second", GlobalLimit("500/second")], key="user_id")``
+    admits a call only when both the caller's own bucket and the bucket shared by
+    all callers admit it, atomically.
+    """
+
+    plan: Plan
+
+    def __init__(self, rate: str | Plan) -> None:
+        object.__setattr__(self, "plan", rate if isinstance(rate, Plan) else parse_rate(rate))
+
+
+#: What ``rate_limit(rate=...)`` accepts: a rate string (``;`` separates compound
+#: limits), a Plan, a GlobalLimit, or a list of those.
+RateSpec = Union[str, Plan, GlobalLimit, Sequence[Union[str, Plan, GlobalLimit]]]
+
+
+def parse_rates(rates: RateSpec) -> list[tuple[Plan, bool]]:
+    """Parse one or several limits into ``(plan, shared_by_all_keys)`` pairs.
+
+    ``"10/second;1000/day"``, ``["10/second", "1000/day"]``, ``Plan(...)`` and
+    ``GlobalLimit(...)`` items are accepted and may be mixed.
+
+    Raises:
+        ValueError: a rate is malformed, the list is empty, or two limits of the
+            same kind would share a storage key (same plan id and period).
+        TypeError: an item is of another type.
+    """
+    items = [rates] if isinstance(rates, (str, Plan, GlobalLimit)) else rates
+    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
+        raise TypeError(f"rate must be a rate string, a Plan, a GlobalLimit or a list of them, got {rates!r}")
+    limits: list[tuple[Plan, bool]] = []
+    for item in items:
+        if isinstance(item, str):
+            parts = item.split(";")
+            if len(parts) > 1 and not all(part.strip() for part in parts):
+                raise ValueError(f"invalid rate {item!r}: empty limit between ';'; expected {RATE_FORMAT}")
+            limits.extend((parse_rate(part.strip() if len(parts) > 1 else part), False) for part in parts)
+        elif isinstance(item, Plan):
+            limits.append((item, False))
+        elif isinstance(item, GlobalLimit):
+            limits.append((item.plan, True))
+        else:
+            raise TypeError(f"each rate must be a rate string, a Plan or a GlobalLimit, got {item!r}")
+    if not limits:
+        raise ValueError(f"no limit given in {rates!r}; expected {RATE_FORMAT}")
+    seen: set[tuple[str, int, bool]] = set()
+    for plan, shared in limits:
+        slot = (plan.id, plan.period_us, shared)
+        if slot in seen:
+            raise ValueError(
+                f"two limits in {rates!r} have plan id {plan.id!r} and the same period; "
+                "give them distinct periods or plan ids"
+            )
+        seen.add(slot)
+    return limits

@@ -17,34 +17,49 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.plans import Plan
+from limify.core.redis_clients import async_client, check_url, close_async, close_sync, sync_client
 from limify.errors import StorageError
 
-__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "CLIENT_DEFAULTS"]
+__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript"]
 
-#: What a dead or unreachable server raises in redis-py (and in valkey-py, its fork).
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-
-#: Options of the clients Limify builds from a URL; URL query parameters and
-#: ``from_url(**client_options)`` override them. The pool blocks (up to
-#: ``timeout`` seconds) rather than fail when every connection is busy, and no
-#: socket operation waits forever on a dead server.
-CLIENT_DEFAULTS: dict[str, Any] = {
-    "max_connections": 50,
-    "timeout": 5.0,
-    "socket_connect_timeout": 2.0,
-    "socket_timeout": 2.0,
-}
+# Errors are recognised by class name so that redis-py and valkey-py (its API-
+# compatible fork, with its own exception classes) are handled alike.
+_CLIENT_PACKAGES = ("redis", "valkey")
+_UNREACHABLE = frozenset(
+    {"ConnectionError", "TimeoutError", "ClusterDownError", "MasterNotFoundError", "SlaveNotFoundError"}
+)
 
 
-def _pool_options(client_options: dict[str, Any]) -> dict[str, Any]:
-    return {**CLIENT_DEFAULTS, **client_options}
+def _client_error_names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__ if cls.__module__.split(".")[0] in _CLIENT_PACKAGES}
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when ``error`` means the server could not be reached (not a bad command)."""
+    return isinstance(error, OSError) or bool(_client_error_names(error) & _UNREACHABLE)
+
+
+def is_noscript(error: BaseException) -> bool:
+    """True when ``error`` is the server's NOSCRIPT answer."""
+    return "NoScriptError" in _client_error_names(error)
+
+
+def _describe(client: Any) -> str:
+    """A short description of a client for logs: where it connects, not its whole state."""
+    url = getattr(client, "url", None)
+    if isinstance(url, str):
+        return repr(url)
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if isinstance(kwargs, dict) and "host" in kwargs:
+        return f"'{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}'"
+    if isinstance(kwargs, dict) and "path" in kwargs:
+        return f"'unix:{kwargs['path']}'"
+    return type(client).__name__
 
 
 class _ScriptBook:
@@ -93,7 +108,7 @@ class _ScriptBook:
 
     def __repr__(self) -> str:
         clock = "server TIME" if self.clock is None else repr(self.clock)
-        return f"{type(self).__name__}({self.client!r}, clock={clock})"
+        return f"{type(self).__name__}({_describe(self.client)}, clock={clock})"
 
 
 class RedisSyncAdapter(_ScriptBook):
@@ -107,11 +122,12 @@ class RedisSyncAdapter(_ScriptBook):
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisSyncAdapter:
-        """Build an adapter with its own ``redis.Redis.from_url(url, **client_options)``."""
-        import redis
+        """Build an adapter with its own client for ``url``.
 
-        pool = redis.BlockingConnectionPool.from_url(url, **_pool_options(client_options))
-        return cls(redis.Redis.from_pool(pool), clock=clock)
+        Any URL of :mod:`limify.core.redis_clients` works: ``redis://``, ``rediss://``,
+        ``unix://``, ``redis+sentinel://``, ``redis+cluster://``.
+        """
+        return cls(sync_client(url, **client_options), clock=clock)
 
     def script_load(self, script: str) -> str:
         """Load ``script`` into the server and return its SHA-1."""
@@ -123,9 +139,12 @@ class RedisSyncAdapter(_ScriptBook):
         """Run a loaded script, loading it again first if the server lost it."""
         try:
             return self.client.evalsha(sha, num_keys, *keys_and_args)
-        except NoScriptError:
-            self.client.script_load(self._source(sha))
-            return self.client.evalsha(sha, num_keys, *keys_and_args)
+        except Exception as error:
+            if not is_noscript(error):
+                raise
+            # EVAL runs the source and caches it again in one step: no window in
+            # which a concurrent SCRIPT FLUSH could strike between load and call.
+            return self.client.eval(self._source(sha), num_keys, *keys_and_args)
 
     def execute(
         self,
@@ -144,17 +163,25 @@ class RedisSyncAdapter(_ScriptBook):
         argv = self._argv(spec, plans, cost, mode, token)
         try:
             reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except UNREACHABLE as exc:
-            raise StorageError(f"Redis unreachable: {exc}") from exc
+        except Exception as error:
+            if is_unreachable(error):
+                raise StorageError(f"Redis unreachable: {error}") from error
+            raise
         return self._outcome(reply)
+
+    def close(self) -> None:
+        """Close the client (and, for Sentinel URLs, the connections to the sentinels)."""
+        close_sync(self.client)
 
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
             try:
                 self.client.delete(*keys)
-            except UNREACHABLE as exc:
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            except Exception as error:
+                if is_unreachable(error):
+                    raise StorageError(f"Redis unreachable: {error}") from error
+                raise
 
 
 class _ClientPerLoop:
@@ -168,6 +195,7 @@ class _ClientPerLoop:
     """
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
+        check_url(url)
         self.url = url
         self._options = options
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
@@ -191,27 +219,25 @@ class _ClientPerLoop:
 
     async def open(self) -> Any:
         """Create this loop's client and arrange for it to close with the loop."""
-        import redis.asyncio
-
         loop = self._loop()
         entry = self._clients.get(loop)
         if entry is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **self._options)
-            client = redis.asyncio.Redis.from_pool(pool)
-            closer = _close_at_loop_shutdown(client)
+            client = async_client(self.url, **self._options)
+            closer = self._close_at_loop_shutdown(client, loop)
             await closer.__anext__()
             entry = self._clients[loop] = (client, closer)
         return entry[0]
 
+    async def _close_at_loop_shutdown(self, client: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        try:
+            yield
+        finally:
+            # Forget the loop's client before closing it, so nothing of it outlives the loop.
+            self._clients.pop(loop, None)
+            await close_async(client)
+
     def __repr__(self) -> str:
         return f"<redis.asyncio clients for {self.url!r}>"
-
-
-async def _close_at_loop_shutdown(client: Any) -> Any:
-    try:
-        yield
-    finally:
-        await client.aclose()
 
 
 class RedisAsyncAdapter(_ScriptBook):
@@ -225,8 +251,11 @@ class RedisAsyncAdapter(_ScriptBook):
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisAsyncAdapter:
-        """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop."""
-        return cls(_ClientPerLoop(url, _pool_options(client_options)), clock=clock)
+        """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop.
+
+        Any URL of :mod:`limify.core.redis_clients` works.
+        """
+        return cls(_ClientPerLoop(url, client_options), clock=clock)
 
     async def _client(self) -> Any:
         client = self.client
@@ -245,9 +274,10 @@ class RedisAsyncAdapter(_ScriptBook):
         client = await self._client()
         try:
             return await client.evalsha(sha, num_keys, *keys_and_args)
-        except NoScriptError:
-            await client.script_load(self._source(sha))
-            return await client.evalsha(sha, num_keys, *keys_and_args)
+        except Exception as error:
+            if not is_noscript(error):
+                raise
+            return await client.eval(self._source(sha), num_keys, *keys_and_args)
 
     async def execute_async(
         self,
@@ -266,8 +296,10 @@ class RedisAsyncAdapter(_ScriptBook):
         argv = self._argv(spec, plans, cost, mode, token)
         try:
             reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except UNREACHABLE as exc:
-            raise StorageError(f"Redis unreachable: {exc}") from exc
+        except Exception as error:
+            if is_unreachable(error):
+                raise StorageError(f"Redis unreachable: {error}") from error
+            raise
         return self._outcome(reply)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
@@ -275,5 +307,7 @@ class RedisAsyncAdapter(_ScriptBook):
         if keys:
             try:
                 await (await self._client()).delete(*keys)
-            except UNREACHABLE as exc:
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            except Exception as error:
+                if is_unreachable(error):
+                    raise StorageError(f"Redis unreachable: {error}") from error
+                raise

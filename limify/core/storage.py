@@ -13,13 +13,25 @@ from urllib.parse import urlsplit
 
 from limify.core.algorithms.base import AsyncStorage, SyncStorage
 from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
+from limify.core.redis_clients import check_url
+from limify.core.resilience import check_policy, guarded
 
-__all__ = ["StorageLike", "StorageURL", "storage_from_url", "adapter_for", "check_storage", "SCHEMES"]
+__all__ = [
+    "StorageLike",
+    "StorageURL",
+    "storage_from_url",
+    "adapter_for",
+    "check_storage",
+    "configure_default",
+    "default_storage",
+    "SCHEMES",
+]
 
 #: What ``storage=`` accepts: a URL, or an adapter instance.
 StorageLike = Union[str, SyncStorage, AsyncStorage]
 
-SCHEMES = ("memory", "redis", "rediss", "unix")
+SCHEMES = ("memory", *REDIS_SCHEMES)
 
 
 class StorageURL:
@@ -34,6 +46,8 @@ class StorageURL:
                 f"unsupported storage URL {url!r}: expected one of "
                 + ", ".join(f"'{s}://...'" for s in SCHEMES)
             )
+        if scheme != "memory":
+            check_url(url)
         self.url = url
         self.scheme = scheme
         self._lock = threading.Lock()
@@ -91,8 +105,11 @@ def check_storage(storage: Any) -> None:
         )
 
 
-def adapter_for(storage: Any, *, is_async: bool) -> Any:
+def adapter_for(storage: Any, *, is_async: bool, on_storage_error: str | None = None) -> Any:
     """The adapter that serves a sync (or async) callable from ``storage``.
+
+    With ``on_storage_error``, the adapter comes behind that failure policy
+    (see :mod:`limify.core.resilience`); in-memory adapters never need one.
 
     Raises:
         TypeError: ``storage`` cannot serve that kind of callable, e.g. a
@@ -102,7 +119,8 @@ def adapter_for(storage: Any, *, is_async: bool) -> Any:
     if isinstance(storage, str):
         storage = storage_from_url(storage)
     if isinstance(storage, StorageURL):
-        return storage.for_async() if is_async else storage.for_sync()
+        adapter: Any = storage.for_async() if is_async else storage.for_sync()
+        return adapter if on_storage_error is None else guarded(adapter, on_storage_error)
     if is_async and not isinstance(storage, AsyncStorage):
         raise TypeError(
             f"{storage!r} only serves sync callables; an async function needs an async adapter "
@@ -113,4 +131,32 @@ def adapter_for(storage: Any, *, is_async: bool) -> Any:
             f"{storage!r} only serves async callables; a sync function needs a sync adapter "
             "(RedisSyncAdapter, InMemoryAdapter) or a storage URL"
         )
-    return storage
+    return storage if on_storage_error is None else guarded(storage, on_storage_error)
+
+
+class _Default:
+    """The process-wide defaults; ``version`` moves at each change."""
+
+    storage: StorageLike = "memory://"
+    on_storage_error = "fail_closed"
+    version = 0
+    lock = threading.Lock()
+
+
+def configure_default(storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
+    """Change the process defaults (each validated first); ``None`` keeps a value."""
+    if storage is not None:
+        check_storage(storage)
+    if on_storage_error is not None:
+        check_policy(on_storage_error)
+    with _Default.lock:
+        if storage is not None:
+            _Default.storage = storage
+        if on_storage_error is not None:
+            _Default.on_storage_error = on_storage_error
+        _Default.version += 1
+
+
+def default_storage() -> tuple[int, StorageLike, str]:
+    """The default storage, the default failure policy, and their version."""
+    return _Default.version, _Default.storage, _Default.on_storage_error

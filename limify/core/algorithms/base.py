@@ -91,18 +91,22 @@ class AlgorithmSpec:
     name: str
     transition: Transition
     refund: Refund
-    #: Package resource holding the Lua twin (``load``, ``transition``, ``refund``, ``save``).
-    lua_resource: str
+    #: Package resource(s) holding the Lua twin (``load``, ``transition``, ``refund``,
+    #: ``save``); several are concatenated in order, so twins can share a part.
+    lua_resource: str | tuple[str, ...]
     #: The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]`` ... (all numbers).
     script_args: Callable[[Plan], tuple[int, ...]] = field(default=lambda plan: (plan.limit, plan.period_us))
+    #: True when an admitted call holds its cost until it gives it back (a lease
+    #: named by the call's token): ``@rate_limit`` then releases it when the call ends.
+    lease: bool = False
 
     @cached_property
     def script(self) -> str:
         """The full Lua script: shared prelude, the algorithm's twin, shared driver."""
         here = files("limify.core.algorithms")
-        parts = ("prelude.lua", self.lua_resource, "driver.lua")
+        own = (self.lua_resource,) if isinstance(self.lua_resource, str) else self.lua_resource
+        parts = ("prelude.lua", *own, "driver.lua")
         return "\n".join(here.joinpath(part).read_text(encoding="utf-8") for part in parts)
-
 
 
 def _more_restrictive(step: Step, best: Step) -> bool:
@@ -231,6 +235,20 @@ class SyncAlgorithm:
             )
         self.adapter = adapter
 
+    def decide(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> tuple[LimitationResult, int]:
+        """Like :meth:`check_all`, also returning the index of the deciding limit."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
+        return to_result(outcome, plans), outcome[4]
+
     def check_all(
         self,
         keys: Sequence[str],
@@ -240,9 +258,7 @@ class SyncAlgorithm:
         token: str = "",
     ) -> LimitationResult:
         """Run one mode over several limits at once (see the module docs)."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        return to_result(self.adapter.execute(self.spec, keys, plans, cost, mode, token), plans)
+        return self.decide(keys, plans, cost, mode, token)[0]
 
     def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
@@ -260,6 +276,10 @@ class SyncAlgorithm:
         """Forget ``key``'s state: its next call sees a fresh limit."""
         self.adapter.clear((key,))
 
+    def reset_all(self, keys: Sequence[str]) -> None:
+        """Forget the state of every key in ``keys``."""
+        self.adapter.clear(keys)
+
 
 class AsyncAlgorithm:
     """Asynchronous shell: ``await check(key, plan, cost)`` on an :class:`AsyncStorage`."""
@@ -274,6 +294,20 @@ class AsyncAlgorithm:
             )
         self.adapter = adapter
 
+    async def decide(
+        self,
+        keys: Sequence[str],
+        plans: Sequence[Plan],
+        cost: int = 1,
+        mode: str = CONSUME,
+        token: str = "",
+    ) -> tuple[LimitationResult, int]:
+        """Like :meth:`check_all`, also returning the index of the deciding limit."""
+        _check_keys(keys, plans)
+        check_cost(cost, plans)
+        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
+        return to_result(outcome, plans), outcome[4]
+
     async def check_all(
         self,
         keys: Sequence[str],
@@ -283,10 +317,7 @@ class AsyncAlgorithm:
         token: str = "",
     ) -> LimitationResult:
         """Run one mode over several limits at once (see the module docs)."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
-        return to_result(outcome, plans)
+        return (await self.decide(keys, plans, cost, mode, token))[0]
 
     async def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
         """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
@@ -303,3 +334,7 @@ class AsyncAlgorithm:
     async def reset(self, key: str) -> None:
         """Forget ``key``'s state: its next call sees a fresh limit."""
         await self.adapter.clear_async((key,))
+
+    async def reset_all(self, keys: Sequence[str]) -> None:
+        """Forget the state of every key in ``keys``."""
+        await self.adapter.clear_async(keys)

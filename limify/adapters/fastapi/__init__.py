@@ -1,0 +1,1 @@
+"""Starlette and FastAPI: a pure ASGI middleware and a per-route dependency."""

@@ -1,0 +1,244 @@
+"""One decorated callable's limit: from a call's arguments to an admitted call.
+
+:class:`FunctionLimit` is built once, at decoration time, with everything that
+can be settled then; each call only extracts its key, resolves its plan when a
+provider is set, runs one atomic check and raises or waits when refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from limify._callables import KeyGetter, call_arguments
+from limify.core.algorithms import algorithm_classes
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND
+from limify.core.keys import encode_part, limit_keys
+from limify.core.plans import Plan, ResolvePlan
+from limify.core.result import LimitationResult
+from limify.core.storage import StorageLike, adapter_for, default_storage
+from limify.errors import LimifyError, RateLimitExceeded
+
+__all__ = ["CallContext", "FunctionLimit", "Admission"]
+
+log = logging.getLogger("limify")
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a plan provider sees for a call of a decorated function.
+
+    Attributes:
+        function: the decorated callable.
+        args: positional arguments as the function receives them (``self`` first for methods).
+        kwargs: keyword arguments.
+        identity: the call's key value (``None`` when the limit has no ``key``).
+    """
+
+    function: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    identity: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one call checks: its keys, plans, cost and token (kept to give the cost back)."""
+
+    keys: tuple[str, ...]
+    plans: tuple[Plan, ...]
+    shared: tuple[bool, ...]
+    cost: int
+    token: str
+
+
+class FunctionLimit:
+    """The limit of one decorated callable (see the module docs)."""
+
+    def __init__(
+        self,
+        *,
+        function: Any,
+        limits: list[tuple[Plan, bool]],
+        algorithm: str,
+        storage: StorageLike | None,
+        is_async: bool,
+        get_key: KeyGetter | None,
+        with_instance: bool,
+        cost: int | Callable[..., int],
+        wait: bool,
+        max_wait: float | None,
+        scope: str,
+        provider: ResolvePlan | None,
+        refund_on: tuple[type[BaseException], ...],
+        on_storage_error: str | None = None,
+    ) -> None:
+        self.function = function
+        self.is_async = is_async
+        self.get_key = get_key
+        self.with_instance = with_instance
+        self.cost = cost
+        self.wait = wait
+        self.max_wait = max_wait
+        self.provider = provider
+        self.refund_on = refund_on
+        self.scope = encode_part(scope)
+        self.plans = tuple(plan for plan, _ in limits)
+        self.shared = tuple(shared for _, shared in limits)
+        self.shared_plans = tuple(plan for plan, shared in limits if shared)
+        sync_class, async_class = algorithm_classes(algorithm)
+        self._algorithm_class: type[Any] = async_class if is_async else sync_class
+        #: Concurrency slots are leases: every admitted call releases its own.
+        self.leases = sync_class.spec.lease
+        #: Whether anything must run after the call (release or refund).
+        self.has_epilogue = self.leases or bool(refund_on)
+        self._storage = storage
+        self._on_storage_error = on_storage_error
+        self._follows_default = storage is None or on_storage_error is None
+        self._default_version = -1
+        self._algorithm: Any = None
+        if storage is not None:
+            adapter_for(storage, is_async=is_async)  # a sync-only adapter on async code: TypeError now
+        if not self._follows_default:
+            self._algorithm = self._algorithm_class(
+                adapter_for(storage, is_async=is_async, on_storage_error=on_storage_error)
+            )
+
+    def algorithm(self) -> Any:
+        """The algorithm shell on the current storage (the process defaults may change)."""
+        if self._follows_default:
+            version, storage, policy = default_storage()
+            if version != self._default_version:
+                adapter = adapter_for(
+                    self._storage if self._storage is not None else storage,
+                    is_async=self.is_async,
+                    on_storage_error=self._on_storage_error or policy,
+                )
+                self._algorithm = self._algorithm_class(adapter)
+                self._default_version = version
+        return self._algorithm
+
+    def resolve(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
+        """The storage keys, plans and cost of one call (and, for leases, a fresh token)."""
+        call_args = call_arguments(self.with_instance, instance, args)
+        identity = None if self.get_key is None else self.get_key(instance, args, kwargs)
+        plans, shared = self.plans, self.shared
+        if self.provider is not None:
+            chosen = self.provider(CallContext(self.function, call_args, kwargs, identity), None)
+            if chosen is not None:
+                # The provider's plan replaces the per-key limits; shared ones stay.
+                plans, shared = (chosen, *self.shared_plans), (False,) + (True,) * len(self.shared_plans)
+        keys = limit_keys(
+            self.scope,
+            [encode_part(plan.id) for plan in plans],
+            [plan.period_us for plan in plans],
+            shared,
+            None if self.get_key is None else encode_part(identity),
+        )
+        token = secrets.token_hex(8) if self.leases else ""
+        return Admission(keys, plans, shared, self._cost_of(call_args, kwargs, plans), token)
+
+    def _cost_of(self, call_args: tuple[Any, ...], kwargs: dict[str, Any], plans: tuple[Plan, ...]) -> int:
+        cost = self.cost
+        if not callable(cost):
+            return cost
+        value = cost(*call_args, **kwargs)
+        smallest = min(plan.limit for plan in plans)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= smallest:
+            raise ValueError(
+                f"the cost callable returned {value!r}; expected an int between 1 and the limit ({smallest})"
+            )
+        return value
+
+    def _pause(self, result: LimitationResult, key: str, waited: float) -> float:
+        """Raise, or return how long to sleep before trying again."""
+        if not self.wait or (self.max_wait is not None and waited + result.retry_after > self.max_wait):
+            raise RateLimitExceeded(result, key)
+        return result.retry_after
+
+    def enter(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
+        """Admit one sync call (consuming its cost), wait for it, or raise."""
+        call = self.resolve(instance, args, kwargs)
+        algorithm = self.algorithm()
+        waited = 0.0
+        while True:
+            result, index = algorithm.decide(call.keys, call.plans, call.cost, CONSUME, call.token)
+            if result.allowed:
+                return call
+            pause = self._pause(result, call.keys[index], waited)
+            time.sleep(pause)
+            waited += pause
+
+    async def enter_async(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
+        """Admit one async call (consuming its cost), wait for it, or raise."""
+        call = self.resolve(instance, args, kwargs)
+        algorithm = self.algorithm()
+        waited = 0.0
+        while True:
+            result, index = await algorithm.decide(call.keys, call.plans, call.cost, CONSUME, call.token)
+            if result.allowed:
+                return call
+            pause = self._pause(result, call.keys[index], waited)
+            await anyio.sleep(pause)
+            waited += pause
+
+    def _gives_back(self, error: BaseException | None) -> bool:
+        return self.leases or (error is not None and isinstance(error, self.refund_on))
+
+    def leave(self, admission: Admission, error: BaseException | None) -> None:
+        """After a sync call: release its slot, or refund it when it raised a refund_on error."""
+        if self._gives_back(error):
+            try:
+                self.algorithm().decide(
+                    admission.keys, admission.plans, admission.cost, REFUND, admission.token
+                )
+            except LimifyError as exc:  # the lease or cost will age out; the call's outcome wins
+                log.warning("limify: could not give back the cost of a call to %s: %s", admission.keys, exc)
+
+    async def leave_async(self, admission: Admission, error: BaseException | None) -> None:
+        """After an async call: release its slot, or refund it when it raised a refund_on error."""
+        if self._gives_back(error):
+            try:
+                algorithm = self.algorithm()
+                await algorithm.decide(
+                    admission.keys, admission.plans, admission.cost, REFUND, admission.token
+                )
+            except LimifyError as exc:
+                log.warning("limify: could not give back the cost of a call to %s: %s", admission.keys, exc)
+
+    # Handle operations: peek at or reset the limit a call with these arguments would use.
+
+    def peek(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> LimitationResult:
+        """The decision a sync call with these arguments would get, consuming nothing."""
+        call = self.resolve(instance, args, kwargs)
+        result: LimitationResult = self.algorithm().check_all(call.keys, call.plans, call.cost, PEEK)
+        return result
+
+    async def peek_async(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> LimitationResult:
+        """The decision an async call with these arguments would get, consuming nothing."""
+        call = self.resolve(instance, args, kwargs)
+        result: LimitationResult = await self.algorithm().check_all(call.keys, call.plans, call.cost, PEEK)
+        return result
+
+    def own_keys(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        """The keys a reset clears: the caller's own (a limit shared by all keys is kept)."""
+        call = self.resolve(instance, args, kwargs)
+        if self.get_key is None:
+            return call.keys
+        return tuple(key for key, shared in zip(call.keys, call.shared, strict=True) if not shared)
+
+    def reset(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Clear the state a sync call with these arguments uses."""
+        self.algorithm().reset_all(self.own_keys(instance, args, kwargs))
+
+    async def reset_async(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Clear the state an async call with these arguments uses."""
+        await self.algorithm().reset_all(self.own_keys(instance, args, kwargs))

@@ -1,0 +1,147 @@
+"""Limify: wires a config, an algorithm, a storage and the resolvers into limiters.
+
+One :class:`Limify` serves sync and async code alike. Frameworks pick the limiter
+they need once, at set-up: the ASGI middleware and FastAPI dependencies use
+:attr:`Limify.async_limiter`, Flask and Django's sync path
+:attr:`Limify.sync_limiter`. Both share the config, the storage (a URL stands for
+a sync and an async client on one server) and therefore the buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from limify.core.algorithms import ALGORITHMS, algorithm_classes
+from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.limiter import AsyncLimiter, KeyResolver, Limiter, PlanResolver, SyncLimiter
+from limify.core.plans import plans
+from limify.core.rules import LimifyConfig
+from limify.core.storage import StorageLike, check_storage
+
+__all__ = ["Limify"]
+
+
+def _plan_resolver(provider: Any) -> PlanResolver | None:
+    if provider is None:
+        return None
+    if isinstance(provider, str):
+        return plans.provider(provider)  # registered with limify.plans.register_provider()
+    resolve = getattr(provider, "resolve", None)
+    if callable(resolve):
+        return resolve  # type: ignore[no-any-return]
+    if callable(provider):
+        # A plain callable takes the context alone, as in limify.plans.register_provider().
+        return lambda context, rule: provider(context)
+    raise TypeError(
+        "plan_provider must have resolve(context, rule) -> Plan | None (or be such a callable), "
+        f"got {provider!r}"
+    )
+
+
+def _registered_name(shell: SyncAlgorithm | AsyncAlgorithm) -> str | None:
+    for name, classes in ALGORITHMS.items():
+        if type(shell) in classes:
+            return name
+    return None
+
+
+class Limify:
+    """Rate limits for a web application.
+
+    Args:
+        algorithm: the default algorithm's name (``"token_bucket"``), or an
+            algorithm shell bound to its storage, e.g.
+            ``AsyncTokenBucketAlgorithm(RedisAsyncAdapter(client))``, which then
+            also sets the storage and whether :attr:`limiter` is sync or async.
+        config: a :class:`~limify.LimifyConfig` (or a dict of its arguments).
+        plan_provider: an object with ``resolve(context, rule)``, a callable
+            ``(context)``, or the name of a provider registered with
+            ``limify.plans.register_provider``. It returns a Plan, a registered
+            plan name, a list of plans, or ``None`` for the rule's own rate under
+            the plan id ``default``. Async limiters await it when it returns an
+            awaitable.
+        key_resolver: ``(context) -> (identity_type, value) | None`` to count a
+            request under another identity than the built-in priority
+            (user, org, API key, IP, anonymous); ``None`` falls back to it.
+        storage: a URL or adapter; ``None`` follows the process default
+            (:func:`limify.configure`), which may change after set-up.
+    """
+
+    def __init__(
+        self,
+        algorithm: str | SyncAlgorithm | AsyncAlgorithm = "token_bucket",
+        config: LimifyConfig | Mapping[str, Any] | None = None,
+        plan_provider: Any = None,
+        key_resolver: KeyResolver | None = None,
+        *,
+        storage: StorageLike | None = None,
+    ) -> None:
+        if isinstance(config, Mapping):
+            config = LimifyConfig(**config)
+        if not isinstance(config, LimifyConfig):
+            raise TypeError(
+                f"config must be a limify.LimifyConfig (or a dict of its arguments), got {config!r}"
+            )
+        if key_resolver is not None and not callable(key_resolver):
+            raise TypeError(
+                f"key_resolver must be a callable (context) -> (type, value) | None, got {key_resolver!r}"
+            )
+        self.config = config
+        self.plan_resolver = _plan_resolver(plan_provider)
+        self.key_resolver = key_resolver
+        self._shell: SyncAlgorithm | AsyncAlgorithm | None = None
+        if isinstance(algorithm, (SyncAlgorithm, AsyncAlgorithm)):
+            if storage is not None:
+                raise TypeError("pass storage= or an algorithm bound to a storage, not both")
+            self._shell = algorithm
+            # A registered shell also serves the other runtime; a custom one only its own.
+            self.algorithm_name = _registered_name(algorithm) or f"custom:{type(algorithm).__qualname__}"
+            self.storage: StorageLike | None = algorithm.adapter
+            self.is_async = isinstance(algorithm, AsyncAlgorithm)
+        else:
+            algorithm_classes(algorithm)
+            if storage is not None:
+                check_storage(storage)
+            self.algorithm_name = algorithm
+            self.storage = storage
+            self.is_async = False
+
+    def _build(self, limiter_class: type[Limiter]) -> Any:
+        is_async = limiter_class.is_async
+        shell = self._shell
+        custom_class = None
+        if shell is not None and self.algorithm_name not in ALGORITHMS:
+            if isinstance(shell, AsyncAlgorithm) != is_async:
+                kind = "async" if is_async else "sync"
+                raise TypeError(f"{shell!r} is not registered in ALGORITHMS, so it has no {kind} twin")
+            custom_class = type(shell)
+        return limiter_class(
+            self.config,
+            storage=self.storage,
+            algorithm=self.algorithm_name,
+            plan_resolver=self.plan_resolver,
+            key_resolver=self.key_resolver,
+            algorithm_class=custom_class,
+        )
+
+    @cached_property
+    def sync_limiter(self) -> SyncLimiter:
+        """The limiter for sync code: ``check(context)`` returns a result."""
+        limiter: SyncLimiter = self._build(SyncLimiter)
+        return limiter
+
+    @cached_property
+    def async_limiter(self) -> AsyncLimiter:
+        """The limiter for async code: ``await check(context)``."""
+        limiter: AsyncLimiter = self._build(AsyncLimiter)
+        return limiter
+
+    @property
+    def limiter(self) -> SyncLimiter | AsyncLimiter:
+        """The limiter matching the algorithm: async for an async shell, else sync."""
+        return self.async_limiter if self.is_async else self.sync_limiter
+
+    def __repr__(self) -> str:
+        return f"Limify(algorithm={self.algorithm_name!r}, config={self.config!r}, storage={self.storage!r})"

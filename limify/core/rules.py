@@ -1,0 +1,246 @@
+"""Rules: which requests a limit applies to, at what rate, and what to do when storage fails.
+
+A :class:`Rule` matches requests by HTTP method and path pattern. Path patterns
+are matched segment by segment, ignoring empty segments (``/items/``,
+``//items`` and ``/items`` are the same path, so a trailing slash cannot dodge a
+rule):
+
+* a literal segment matches itself (case-sensitive);
+* ``*`` or ``{name}`` matches exactly one segment;
+* ``**``, as the last segment only, matches any remaining segments, none included
+  (``/api/**`` matches ``/api``, ``/api/a`` and ``/api/a/b``).
+
+:class:`LimifyConfig` holds the rules. The rule with the highest ``priority``
+among those matching a request applies; among equal priorities the rule listed
+first wins. Requests no rule matches fall to ``default_rule``, or are not limited
+when there is none.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from limify.core.algorithms import algorithm_classes
+from limify.core.plans import Plan
+from limify.core.rate import RateSpec, parse_rates
+from limify.core.resilience import check_policy
+
+__all__ = ["Rule", "LimifyConfig", "FORWARDED_HEADERS"]
+
+#: Headers a trusted proxy may report the client address in.
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP method is an RFC 9110 token
+_ONE_SEGMENT = "*"
+_REST = "**"
+
+
+def _compile_path(rule_id: str, path: Any) -> tuple[tuple[str, ...], bool]:
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"rule {rule_id!r}: path must be a non-empty str like '/items/*', got {path!r}")
+    if not path.startswith("/"):
+        raise ValueError(f"rule {rule_id!r}: path {path!r} must start with '/'")
+    segments = [segment for segment in path.split("/") if segment]
+    rest = bool(segments) and segments[-1] == _REST
+    if rest:
+        segments.pop()
+    compiled = []
+    for segment in segments:
+        if segment == _REST:
+            raise ValueError(f"rule {rule_id!r}: '**' may only end the path, got {path!r}")
+        if segment.startswith("{") and segment.endswith("}") and len(segment) > 2:
+            segment = _ONE_SEGMENT
+        elif segment != _ONE_SEGMENT and ("*" in segment or "{" in segment or "}" in segment):
+            raise ValueError(
+                f"rule {rule_id!r}: wildcards must be whole segments ('*', '{{name}}' or a final '**'), "
+                f"got {path!r}"
+            )
+        compiled.append(segment)
+    return tuple(compiled), rest
+
+
+def _compile_methods(rule_id: str, method: Any) -> frozenset[str] | None:
+    methods = [method] if isinstance(method, str) else method
+    if not isinstance(methods, Iterable) or isinstance(methods, (bytes, Mapping)):
+        raise TypeError(
+            f"rule {rule_id!r}: method must be an HTTP method, '*' or a list of them, got {method!r}"
+        )
+    names = list(methods)
+    if not names:
+        raise ValueError(f"rule {rule_id!r}: method list is empty")
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"rule {rule_id!r}: {name!r} is not an HTTP method (or '*')")
+    if "*" in names:
+        return None
+    return frozenset(name.upper() for name in names)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One limit on the requests matching ``method`` and ``path``.
+
+    Args:
+        id: the rule's name; part of storage keys, unique within a config.
+        method: an HTTP method, ``"*"`` for any, or a list of methods.
+        path: a path pattern (see the module docs); ``"/**"`` matches every path.
+        rate: ``"10/minute"``, a compound ``"10/second;1000/day"`` (all limits must
+            admit a request, which then counts against all of them), plans, or a
+            list mixing them with :class:`~limify.GlobalLimit` (one bucket shared
+            by every identity under the rule).
+        priority: among matching rules the highest applies.
+        algorithm: an algorithm name; ``None`` uses the :class:`~limify.Limify`'s.
+        cost: what one request spends.
+        on_storage_error: when the storage is unreachable, ``"fail_open"`` (admit,
+            unlimited), ``"fail_closed"`` (refuse; adapters answer 503) or
+            ``"local"`` (count in process meanwhile); ``None`` follows
+            :func:`limify.configure` (``"fail_closed"`` initially).
+
+    Every argument is validated here; errors name the rule.
+    """
+
+    id: str
+    method: str | Sequence[str] = "*"
+    path: str = "/**"
+    rate: RateSpec | None = None
+    priority: int = 0
+    algorithm: str | None = None
+    cost: int = 1
+    on_storage_error: str | None = None
+    #: The rule's own plans, named ``default``; a plan provider may override the per-identity ones.
+    plans: tuple[Plan, ...] = field(init=False, repr=False, compare=False)
+    #: For each plan, whether it is a :class:`~limify.GlobalLimit` shared by every identity.
+    shared: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    _methods: frozenset[str] | None = field(init=False, repr=False, compare=False)
+    _segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _rest: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rule_id = self.id
+        if not isinstance(rule_id, str) or not rule_id:
+            raise ValueError(f"a rule's id must be a non-empty str, got {rule_id!r}")
+        if self.rate is None:
+            raise ValueError(f"rule {rule_id!r}: needs a rate such as '10/minute'")
+        try:
+            limits = parse_rates(self.rate)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"rule {rule_id!r}: {exc}") from None
+        plans = tuple(plan for plan, _ in limits)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise TypeError(f"rule {rule_id!r}: priority must be an int, got {self.priority!r}")
+        if self.algorithm is not None:
+            try:
+                algorithm_classes(self.algorithm)
+            except ValueError as exc:
+                raise ValueError(f"rule {rule_id!r}: {exc}") from None
+        cost, smallest = self.cost, min(plan.limit for plan in plans)
+        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= smallest:
+            raise ValueError(f"rule {rule_id!r}: cost must be an int from 1 to {smallest}, got {cost!r}")
+        if self.on_storage_error is not None:
+            try:
+                check_policy(self.on_storage_error)
+            except ValueError as exc:
+                raise ValueError(f"rule {rule_id!r}: {exc}") from None
+        segments, rest = _compile_path(rule_id, self.path)
+        object.__setattr__(self, "plans", plans)
+        object.__setattr__(self, "shared", tuple(shared for _, shared in limits))
+        object.__setattr__(self, "_methods", _compile_methods(rule_id, self.method))
+        object.__setattr__(self, "_segments", segments)
+        object.__setattr__(self, "_rest", rest)
+
+    @classmethod
+    def from_value(cls, value: Rule | Mapping[str, Any]) -> Rule:
+        """A rule from a :class:`Rule` or a dict of its arguments."""
+        if isinstance(value, Rule):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"a rule must be a limify.Rule or a dict, got {value!r}")
+        unknown = set(value) - {
+            "id", "method", "path", "rate", "priority", "algorithm", "cost", "on_storage_error",
+        }  # fmt: skip
+        if unknown:
+            raise ValueError(f"rule {value.get('id')!r}: unknown keys {sorted(unknown)}")
+        if "id" not in value:
+            raise ValueError(f"rule {dict(value)!r} has no 'id'")
+        return cls(**value)
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this rule applies to a request (``method`` upper-case)."""
+        if self._methods is not None and method not in self._methods:
+            return False
+        wanted = self._segments
+        parts = [segment for segment in path.split("/") if segment]
+        if len(parts) < len(wanted) or (len(parts) > len(wanted) and not self._rest):
+            return False
+        return all(
+            pattern == _ONE_SEGMENT or pattern == part for pattern, part in zip(wanted, parts, strict=False)
+        )
+
+
+def _networks(trusted: Any) -> tuple[Network, ...]:
+    if isinstance(trusted, str):
+        trusted = [trusted]
+    networks = []
+    for cidr in trusted:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except (TypeError, ValueError):
+            raise ValueError(f"trusted_proxies: {cidr!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+class LimifyConfig:
+    """The rules of an application, plus how to find the client's address.
+
+    Args:
+        rules: :class:`Rule` objects or dicts of their arguments.
+        default_rule: the rule for requests no rule matches (its method and path
+            are not consulted); ``None``: such requests are not limited.
+        trusted_proxies: addresses or CIDR networks of your reverse proxies. The
+            client address is the socket peer unless the peer is one of these;
+            then ``forwarded_header`` is read from the right, skipping trusted
+            hops, and the first untrusted address is the client.
+        forwarded_header: ``"x-forwarded-for"`` or ``"forwarded"`` (RFC 7239):
+            the one header your proxies set. The other is never read.
+
+    Raises:
+        ValueError: a bad rule (named), two rules with one id, a bad CIDR.
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule | Mapping[str, Any]] = (),
+        default_rule: Rule | Mapping[str, Any] | None = None,
+        *,
+        trusted_proxies: Iterable[str] | str = (),
+        forwarded_header: str = "x-forwarded-for",
+    ) -> None:
+        self.rules: tuple[Rule, ...] = tuple(Rule.from_value(rule) for rule in rules)
+        self.default_rule = None if default_rule is None else Rule.from_value(default_rule)
+        seen: set[str] = set()
+        for rule in (*self.rules, *([self.default_rule] if self.default_rule else [])):
+            if rule.id in seen:
+                raise ValueError(f"rule {rule.id!r}: two rules have this id; ids must be unique")
+            seen.add(rule.id)
+        if forwarded_header not in FORWARDED_HEADERS:
+            raise ValueError(f"forwarded_header must be one of {FORWARDED_HEADERS}, got {forwarded_header!r}")
+        self.trusted_proxies = _networks(trusted_proxies)
+        self.forwarded_header = forwarded_header
+        # Stable sort: equal priorities keep their listed order.
+        self._ordered = sorted(self.rules, key=lambda rule: -rule.priority)
+
+    def match(self, method: str, path: str) -> Rule | None:
+        """The rule applying to a request, or ``None`` when it is not limited."""
+        method = method.upper()
+        for rule in self._ordered:
+            if rule.matches(method, path):
+                return rule
+        return self.default_rule
+
+    def __repr__(self) -> str:
+        return f"LimifyConfig(rules={list(self.rules)!r}, default_rule={self.default_rule!r})"
