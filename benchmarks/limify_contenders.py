@@ -6,13 +6,15 @@ to the registry is benchmarked without touching this file.
 * *shell*: ``TokenBucketAlgorithm(adapter).check(key, plan)``, the algorithm class
   on an adapter, as in README's "The algorithm contract". Algorithms whose calls
   hold a lease (``concurrency``: ``acquire``/``release`` instead of ``check``) are
-  timed as one ``acquire`` followed, when admitted, by its ``release``;
+  timed as one ``acquire`` followed, when admitted, by its ``release`` (on the
+  rejected path the priming call keeps its lease, so the slot stays taken);
 * *decorated*: ``@rate_limit(plan, key="user", algorithm=name)`` on a function
   doing nothing, called as ``endpoint(key)``; a refusal is the
   ``RateLimitExceeded`` it raises. In memory it uses the process default storage
   (``memory://``, what ``@rate_limit`` without ``storage=`` gets); on Redis it uses
   ``storage="redis://..."``, so Limify builds its own clients as an application's
-  would.
+  would. A decorated lease algorithm releases its slot when the call returns, so
+  calls made one after another are never refused: it has no rejected path.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks.timing import PERIOD_SECONDS, Contender
+from benchmarks.timing import PERIOD_SECONDS, REJECTED_LIMIT, Contender
 from limify import InMemoryAdapter, Plan, RateLimitExceeded, rate_limit
 from limify.core.algorithms import ALGORITHMS
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
@@ -47,8 +49,8 @@ def holds_leases(algorithm: Any) -> bool:
     return callable(getattr(algorithm, "acquire", None)) and callable(getattr(algorithm, "release", None))
 
 
-def shell_call_sync(algorithm: Any) -> Callable[[str, Plan], bool]:
-    """One call through the shell: ``check``, or ``acquire`` then ``release`` for lease algorithms."""
+def shell_call_sync(algorithm: Any, *, release: bool = True) -> Callable[[str, Plan], bool]:
+    """One call through the shell: ``check``, or ``acquire`` then (if ``release``) ``release``."""
     if not holds_leases(algorithm):
         check_ = algorithm.check
 
@@ -56,18 +58,18 @@ def shell_call_sync(algorithm: Any) -> Callable[[str, Plan], bool]:
             return check_(key, plan).allowed  # type: ignore[no-any-return]
 
         return check
-    acquire, release = algorithm.acquire, algorithm.release
+    acquire, give_back = algorithm.acquire, algorithm.release
 
     def acquire_release(key: str, plan: Plan) -> bool:
         result, token = acquire(key, plan)
-        if result.allowed:
-            release(key, plan, token)
+        if result.allowed and release:
+            give_back(key, plan, token)
         return result.allowed  # type: ignore[no-any-return]
 
     return acquire_release
 
 
-def shell_call_async(algorithm: Any) -> Callable[[str, Plan], Awaitable[bool]]:
+def shell_call_async(algorithm: Any, *, release: bool = True) -> Callable[[str, Plan], Awaitable[bool]]:
     """Awaitable twin of :func:`shell_call_sync`."""
     if not holds_leases(algorithm):
         check_ = algorithm.check
@@ -76,12 +78,12 @@ def shell_call_async(algorithm: Any) -> Callable[[str, Plan], Awaitable[bool]]:
             return (await check_(key, plan)).allowed  # type: ignore[no-any-return]
 
         return check
-    acquire, release = algorithm.acquire, algorithm.release
+    acquire, give_back = algorithm.acquire, algorithm.release
 
     async def acquire_release(key: str, plan: Plan) -> bool:
         result, token = await acquire(key, plan)
-        if result.allowed:
-            await release(key, plan, token)
+        if result.allowed and release:
+            await give_back(key, plan, token)
         return result.allowed  # type: ignore[no-any-return]
 
     return acquire_release
@@ -89,7 +91,8 @@ def shell_call_async(algorithm: Any) -> Callable[[str, Plan], Awaitable[bool]]:
 
 def _shell_sync(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
     def build(limit: int) -> Callable[[str], bool]:
-        call = shell_call_sync(algorithm_class(make_adapter()))
+        # On the rejected path the priming call keeps its lease, so the slot stays taken.
+        call = shell_call_sync(algorithm_class(make_adapter()), release=limit != REJECTED_LIMIT)
         plan = plan_for(limit)
 
         def check(key: str) -> bool:
@@ -102,7 +105,7 @@ def _shell_sync(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> 
 
 def _shell_async(algorithm_class: type[Any], make_adapter: Callable[[], Any]) -> Callable[[int], Any]:
     def build(limit: int) -> Callable[[str], Awaitable[bool]]:
-        call = shell_call_async(algorithm_class(make_adapter()))
+        call = shell_call_async(algorithm_class(make_adapter()), release=limit != REJECTED_LIMIT)
         plan = plan_for(limit)
 
         async def check(key: str) -> bool:
@@ -152,10 +155,26 @@ def _decorated_async(algorithm: str, storage: Any, tag: str) -> Callable[[int], 
 def _pair(
     name: str, algorithm_class: type[Any], shell: Callable[[int], Any], decorated: Callable[[int], Any]
 ) -> list[Contender]:
-    how = "acquire+release" if holds_leases(algorithm_class) else "shell"
+    leases = holds_leases(algorithm_class)
+    # A decorated lease algorithm releases its slot when the call returns, so calls
+    # made one after another are never refused: only its allowed path exists.
+    decorated_paths = ("allowed",) if leases else ("allowed", "rejected")
     return [
-        Contender(f"limify {name} ({how})", "limify", shell, algorithm=name, via="shell"),
-        Contender(f"limify {name} (@rate_limit)", "limify", decorated, algorithm=name, via="decorated"),
+        Contender(
+            f"limify {name} ({'acquire+release' if leases else 'shell'})",
+            "limify",
+            shell,
+            algorithm=name,
+            via="shell",
+        ),
+        Contender(
+            f"limify {name} (@rate_limit)",
+            "limify",
+            decorated,
+            algorithm=name,
+            via="decorated",
+            paths=decorated_paths,
+        ),
     ]
 
 

@@ -169,7 +169,7 @@ def _pyrate_redis(client: Any, is_async: bool) -> list[Contender]:
     return _pyrate(
         [
             (
-                "sliding log (RedisBucket)",
+                "sliding log",
                 lambda rates, key: RedisBucket.init(rates, client, key),
                 WallClock(),
             ),

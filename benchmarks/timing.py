@@ -38,6 +38,7 @@ from typing import Any
 
 __all__ = [
     "ALLOWED_LIMIT",
+    "REJECTED_LIMIT",
     "PERIOD_SECONDS",
     "PATHS",
     "Contender",
@@ -52,8 +53,10 @@ __all__ = [
 ALLOWED_LIMIT = 100_000
 #: Every plan in the benchmark is "<limit> per hour": nothing refills during a batch.
 PERIOD_SECONDS = 3600
-#: (path, limit): the allowed path, then the rejected path (a limit of 1, spent by the priming call).
-PATHS = (("allowed", ALLOWED_LIMIT), ("rejected", 1))
+#: Limit of the rejected path: the priming call spends it, so every timed call is refused.
+REJECTED_LIMIT = 1
+#: (path, limit): the allowed path, then the rejected path.
+PATHS = (("allowed", ALLOWED_LIMIT), ("rejected", REJECTED_LIMIT))
 
 SyncCheck = Callable[[str], bool]
 AsyncCheck = Callable[[str], Awaitable[bool]]
@@ -74,6 +77,8 @@ class Contender:
     via: str = ""
     #: False for floors that decide nothing (no-op, PING): they run the allowed path only.
     decides: bool = True
+    #: The paths this contender can be timed on (see :data:`PATHS`).
+    paths: tuple[str, ...] = ("allowed", "rejected")
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ class _Plan:
             Measured(c, path, calls=batching.min_calls)
             for c in contenders
             for path, _ in PATHS
-            if c.decides or path == "allowed"
+            if path in c.paths and (c.decides or path == "allowed")
         ]
         self.limits = {path: limit for path, limit in PATHS}
         self.tag = tag
