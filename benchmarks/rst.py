@@ -1,7 +1,7 @@
 """``python -m benchmarks.rst bench.json``: README.rst tables from a run's JSON.
 
-Prints reStructuredText ``list-table`` blocks (allowed path, rejected path,
-throughput, memory per key) and the machine line, so the README's
+Prints the machine line and three reStructuredText simple tables (latency as
+ratios to the floors, throughput, memory per key), so the README's
 "Performance" section can be refreshed from one run without retyping numbers.
 """
 
@@ -21,64 +21,58 @@ _SECTIONS = (
 )
 
 
-def _time(ns: float | None, section: str) -> str:
-    if ns is None:
-        return "-"
-    if section.startswith("redis"):
-        return f"{ns / 1000:,.1f} µs"
-    return f"{ns:,.0f} ns"
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+    rule = "  ".join("=" * width for width in widths)
 
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
-def _cell(row: dict[str, Any] | None, path: str, section: str) -> str:
-    if row is None or row.get(f"{path}_ns") is None:
-        return "-"
-    ratio = row.get(f"{path}_ratio")
-    text = _time(row[f"{path}_ns"], section)
-    return text if ratio is None else f"{text} ({ratio:.2f}x)"
-
-
-def _table(title: str, widths: str, header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = [f".. list-table:: {title}", "   :header-rows: 1", f"   :widths: {widths}", ""]
-    for cells in [header, *rows]:
-        lines.append(f"   * - {cells[0]}")
-        lines += [f"     - {cell}" for cell in cells[1:]]
-    return [*lines, ""]
-
-
-def _latency(document: dict[str, Any], path: str) -> list[str]:
-    latency = document["latency"]
-    names: list[str] = []
-    for key, _ in _SECTIONS:
-        for row in latency[key]["rows"]:
-            if row["kind"] != "floor" and row["name"] not in names:
-                names.append(row["name"])
-    floors = ["**floor**"]
-    floors += [_cell(_row(latency[key], latency[key]["floor"]), path, key) for key, _ in _SECTIONS]
-    rows = [floors]
-    for name in names:
-        rows.append([name, *(_cell(_row(latency[key], name), path, key) for key, _ in _SECTIONS)])
-    header = ["contender", *(label for _, label in _SECTIONS)]
-    return _table(
-        f"{path.capitalize()} checks: median time per check (ratio to the floor)",
-        "40 15 15 15 15",
-        header,
-        rows,
-    )
+    return [rule, line(header), rule, *(line(cells) for cells in rows), rule, ""]
 
 
 def _row(section: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((row for row in section["rows"] if row["name"] == name), None)
 
 
+def _ratio(row: dict[str, Any] | None, path: str) -> str:
+    ratio = None if row is None else row.get(f"{path}_ratio")
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _floor_cell(section: dict[str, Any], key: str) -> str:
+    row = _row(section, section["floor"]) or {}
+    unit, scale = ("µs", 1000.0) if key.startswith("redis") else ("ns", 1.0)
+    values = [row.get(f"{path}_ns") for path in ("allowed", "rejected")]
+    digits = 0 if unit == "ns" else 1
+    shown = " / ".join("-" if v is None else f"{v / scale:,.{digits}f}" for v in values)
+    return f"{shown} {unit}"
+
+
+def _latency(document: dict[str, Any]) -> list[str]:
+    latency = document["latency"]
+    names: list[str] = []
+    for key, _ in _SECTIONS:
+        for row in latency[key]["rows"]:
+            if row["kind"] != "floor" and row["name"] not in names:
+                names.append(row["name"])
+    rows = [["**floor** (allowed / rejected)", *(_floor_cell(latency[key], key) for key, _ in _SECTIONS)]]
+    for name in names:
+        cells = []
+        for key, _ in _SECTIONS:
+            row = _row(latency[key], name)
+            cells.append(f"{_ratio(row, 'allowed')} / {_ratio(row, 'rejected')}")
+        rows.append([name, *cells])
+    return _table(["contender", *(label for _, label in _SECTIONS)], rows)
+
+
 def _throughput(document: dict[str, Any]) -> list[str]:
-    section = document["throughput"]
     rows = []
-    for row in section["rows"]:
+    for row in document["throughput"]["rows"]:
         rate = "-" if row["ops_per_s"] is None else f"{row['ops_per_s']:,.0f}"
-        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         rows.append([row["name"], rate, ratio])
-    title = f"Redis, async: {section['tasks']} concurrent tasks on one client, checks per second"
-    return _table(title, "60 20 20", ["contender", "checks/s", "ratio to the floor"], rows)
+    return _table(["contender", "checks/s", "ratio to the floor"], rows)
 
 
 def _bytes(row: dict[str, Any] | None, field: str) -> str:
@@ -103,29 +97,41 @@ def _memory(document: dict[str, Any]) -> list[str]:
         ]
         for name in dict.fromkeys([*in_process, *in_redis])
     ]
-    header = ["store", "in process (bytes)", "Redis MEMORY USAGE", "Redis used_memory growth"]
-    return _table("Memory per idle key", "40 20 20 20", header, rows)
+    header = ["store", "in process", "Redis MEMORY USAGE", "Redis used_memory growth"]
+    return _table(header, rows)
 
 
 def summary(document: dict[str, Any]) -> str:
     """The README tables for one run's JSON document."""
     info = document["machine"]
     packages = ", ".join(f"{name} {version}" for name, version in info["packages"].items() if version)
+    load = ", ".join(f"{value:.1f}" for value in info["load_average_at_start"] or [])
+    latency = document["latency"]
+    throughput = document["throughput"]
+    memory = document["memory_per_key"]
+    key_bytes = memory["redis"][-1]["key_name_bytes"]
     lines = [
-        f"Measured with ``python -m benchmarks`` ({document['mode']} mode) on {info['cpu_model']}, "
+        f"Measured by ``python -m benchmarks`` ({document['mode']} mode) on {info['cpu_model']}, "
         f"{info['cpu_count']} CPUs, {info['python']}, redis-server {info['redis_server']} on loopback; "
-        f"{packages}. Load average at start: "
-        + ", ".join(f"{load:.1f}" for load in info["load_average_at_start"] or []),
+        f"{packages}; load average at start {load}.",
         "",
-        "Floors: "
-        + "; ".join(f"{label}: {document['latency'][key]['floor']}" for key, label in _SECTIONS)
-        + f"; throughput: {document['throughput']['floor']} with as many tasks.",
+        "Per check, ratio to the section's floor, allowed / rejected (lower is better; the floor row "
+        "gives the floor's own median time). Floors: "
+        + "; ".join(f"{label}: {latency[key]['floor']}" for key, label in _SECTIONS)
+        + ".",
         "",
+        *_latency(document),
+        f"Async throughput: {throughput['tasks']} tasks on one client, {throughput['checks_per_task']} "
+        f"checks each on its own key (higher is better); the floor is '{throughput['floor']}' "
+        "run the same way.",
+        "",
+        *_throughput(document),
+        f"Memory per idle key, in bytes: in process over {memory['keys_in_process']:,} keys "
+        f"(key strings excluded), in Redis over {memory['keys_in_redis']:,} keys whose names are "
+        f"{key_bytes} bytes long (included in MEMORY USAGE).",
+        "",
+        *_memory(document),
     ]
-    lines += _latency(document, "allowed")
-    lines += _latency(document, "rejected")
-    lines += _throughput(document)
-    lines += _memory(document)
     return "\n".join(lines)
 
 
