@@ -49,9 +49,9 @@ FULL = Settings(
     memory=Batching(target_ns=1_000_000, min_calls=20, max_calls=5_000, warmup=2, repeats=61),
     redis=Batching(target_ns=5_000_000, min_calls=5, max_calls=200, warmup=2, repeats=31),
     tasks=100,
-    checks_per_task=10,
+    checks_per_task=5,
     throughput_warmup=1,
-    throughput_repeats=5,
+    throughput_repeats=11,
     memory_keys=20_000,
     redis_keys=2_000,
 )
