@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
+from limify.core.coalescing import ScriptBatcher
 from limify.core.plans import Plan
 from limify.core.redis_clients import async_client, check_url, close_async, close_sync, sync_client
 from limify.errors import StorageError
@@ -249,13 +250,34 @@ class RedisAsyncAdapter(_ScriptBook):
             :class:`~limify.core.clock.Clock` to send the caller's time.
     """
 
+    def __init__(self, client: Any, *, clock: Clock | None = None, coalesce: bool = True) -> None:
+        super().__init__(client, clock=clock)
+        #: Whether concurrent checks share round trips (see :mod:`limify.core.coalescing`).
+        self.coalesce = coalesce
+        self._batchers: weakref.WeakKeyDictionary[Any, ScriptBatcher] = weakref.WeakKeyDictionary()
+
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisAsyncAdapter:
+    def from_url(
+        cls, url: str, *, clock: Clock | None = None, coalesce: bool = True, **client_options: Any
+    ) -> RedisAsyncAdapter:
         """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop.
 
         Any URL of :mod:`limify.core.redis_clients` works.
         """
-        return cls(_ClientPerLoop(url, client_options), clock=clock)
+        return cls(_ClientPerLoop(url, client_options), clock=clock, coalesce=coalesce)
+
+    def _batcher(self, client: Any) -> ScriptBatcher | None:
+        if not self.coalesce or hasattr(client, "get_nodes"):  # cluster pipelines split by node
+            return None
+        batcher = self._batchers.get(client)
+        if batcher is None:
+            batcher = self._batchers[client] = ScriptBatcher(client, self._recover)
+        return batcher
+
+    async def _recover(self, error: BaseException, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
+        if not is_noscript(error):
+            raise error
+        return await (await self._client()).eval(self._source(sha), num_keys, *args)
 
     async def _client(self) -> Any:
         client = self.client
@@ -294,8 +316,17 @@ class RedisAsyncAdapter(_ScriptBook):
             limify.StorageError: the server could not be reached.
         """
         argv = self._argv(spec, plans, cost, mode, token)
+        sha = self._sha(spec)
         try:
-            reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
+            client = await self._client()
+            batcher = self._batcher(client)
+            if batcher is None:
+                reply = await self.evalsha(sha, len(keys), *keys, *argv)
+            else:
+                try:
+                    reply = await batcher.evalsha(sha, len(keys), (*keys, *argv))
+                except Exception as error:
+                    reply = await self._recover(error, sha, len(keys), (*keys, *argv))
         except Exception as error:
             if is_unreachable(error):
                 raise StorageError(f"Redis unreachable: {error}") from error
