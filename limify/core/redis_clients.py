@@ -96,11 +96,15 @@ def parse_redis_url(url: str) -> RedisURL:
     for host_port in hosts.split(","):
         host, _, port = host_port.strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"invalid storage URL {url!r}: expected host:port[,host:port...], got {host_port!r}")
+            raise ValueError(
+                f"invalid storage URL {url!r}: expected host:port[,host:port...], got {host_port!r}"
+            )
         nodes.append((host.strip("[]"), int(port)))
     service = unquote(path.strip("/"))
     if scheme == "redis+sentinel" and not service:
-        raise ValueError(f"invalid storage URL {url!r}: name the Sentinel service, e.g. {scheme}://host:26379/mymaster")
+        raise ValueError(
+            f"invalid storage URL {url!r}: name the Sentinel service, e.g. {scheme}://host:26379/mymaster"
+        )
     return RedisURL(
         scheme=scheme,
         nodes=tuple(nodes),
@@ -169,6 +173,14 @@ def async_client(url: str, **overrides: Any) -> Any:
     options.pop("timeout")
     if scheme == "redis+cluster":
         options.pop("db", None)
+        # redis.asyncio's cluster client re-reads the whole topology after every
+        # few MOVED replies by default, and that refresh races with the tasks using
+        # the connections it recycles: under concurrent load some calls then fail
+        # with AttributeError, or get ConnectionError after the server ran the
+        # script, and the client's own retry runs it twice (a call counted twice).
+        # A MOVED reply names the slot's new owner, which the client records
+        # without a refresh; a node that fails still triggers one.
+        options.setdefault("reinitialize_steps", 0)
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
     timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
