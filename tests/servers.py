@@ -186,6 +186,52 @@ class RedisClusterServers:
             client.close()
         return self
 
+    def _clients(self) -> dict[int, redis.Redis]:
+        return {node.port: redis.Redis(port=node.port, decode_responses=True) for node in self.nodes}
+
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master serving ``slot``, as the first node sees it."""
+        client = redis.Redis(port=self.nodes[0].port, decode_responses=True)
+        try:
+            for line in client.execute_command("CLUSTER", "NODES").splitlines():
+                address, ranges = line.split()[1], line.split()[8:]
+                for span in ranges:
+                    if span.startswith("["):  # "[slot->-id]": a migration in progress, not ownership
+                        continue
+                    first, _, last = span.partition("-")
+                    if int(first) <= slot <= int(last or first):
+                        return int(address.split("@")[0].rsplit(":", 1)[1])
+        finally:
+            client.close()
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def migrate_slot(self, slot: int, *, batch: int = 10, pause: float = 0.0) -> tuple[int, int]:
+        """Move ``slot`` to the next master, the way ``redis-cli --cluster reshard`` does.
+
+        The target is marked IMPORTING and the source MIGRATING, the keys move
+        ``batch`` at a time with MIGRATE (sleeping ``pause`` between batches, so
+        that clients meet the half-moved slot), then every master is told the new
+        owner. Returns the source and target ports.
+        """
+        clients = self._clients()
+        try:
+            ids = {port: client.execute_command("CLUSTER", "MYID") for port, client in clients.items()}
+            ports = list(clients)
+            source = self.slot_owner(slot)
+            target = ports[(ports.index(source) + 1) % len(ports)]
+            clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+            clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            while keys := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+                time.sleep(pause)
+            # The target first: once it owns the slot, no client is sent back and forth.
+            for port in sorted(ports, key=lambda p: (p != target, p != source)):
+                clients[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            return source, target
+        finally:
+            for client in clients.values():
+                client.close()
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
