@@ -159,7 +159,10 @@ class RedisClusterServers:
     """A real Redis Cluster: ``masters`` redis-server processes joined by redis-cli --cluster create."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.nodes = [RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000") for _ in range(masters)]
+        self.nodes = [
+            RedisServer(None, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+            for _ in range(masters)
+        ]
 
     @property
     def url(self) -> str:
@@ -167,7 +170,11 @@ class RedisClusterServers:
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
-            node.extra_args = (*node.extra_args, "--cluster-config-file", os.path.join(node.dir, "nodes.conf"))
+            node.extra_args = (
+                *node.extra_args,
+                "--cluster-config-file",
+                os.path.join(node.dir, "nodes.conf"),
+            )
             node.start()
         cli = shutil.which("redis-cli")
         if cli is None:
@@ -186,9 +193,6 @@ class RedisClusterServers:
             client.close()
         return self
 
-    def _clients(self) -> dict[int, redis.Redis]:
-        return {node.port: redis.Redis(port=node.port, decode_responses=True) for node in self.nodes}
-
     def slot_owner(self, slot: int) -> int:
         """The port of the master serving ``slot``, as the first node sees it."""
         client = redis.Redis(port=self.nodes[0].port, decode_responses=True)
@@ -205,32 +209,20 @@ class RedisClusterServers:
             client.close()
         raise RuntimeError(f"no master serves slot {slot}")
 
+    def begin_migration(self, slot: int) -> SlotMigration:
+        """Start moving ``slot`` to the next master (see :class:`SlotMigration`)."""
+        return SlotMigration(self, slot)
+
     def migrate_slot(self, slot: int, *, batch: int = 10, pause: float = 0.0) -> tuple[int, int]:
         """Move ``slot`` to the next master, the way ``redis-cli --cluster reshard`` does.
 
-        The target is marked IMPORTING and the source MIGRATING, the keys move
-        ``batch`` at a time with MIGRATE (sleeping ``pause`` between batches, so
-        that clients meet the half-moved slot), then every master is told the new
-        owner. Returns the source and target ports.
+        The keys move ``batch`` at a time, ``pause`` seconds apart, so that clients
+        meet the half-moved slot. Returns the source and target ports.
         """
-        clients = self._clients()
-        try:
-            ids = {port: client.execute_command("CLUSTER", "MYID") for port, client in clients.items()}
-            ports = list(clients)
-            source = self.slot_owner(slot)
-            target = ports[(ports.index(source) + 1) % len(ports)]
-            clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-            clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-            while keys := clients[source].execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
-                clients[source].execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
-                time.sleep(pause)
-            # The target first: once it owns the slot, no client is sent back and forth.
-            for port in sorted(ports, key=lambda p: (p != target, p != source)):
-                clients[port].execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-            return source, target
-        finally:
-            for client in clients.values():
-                client.close()
+        migration = self.begin_migration(slot)
+        migration.move_all(batch=batch, pause=pause)
+        migration.finish()
+        return migration.source, migration.target
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -271,8 +263,10 @@ class SentinelServers:
             self.sentinels.append(sentinel)
         probe = redis.Redis(port=self.sentinels[0].port)
         _wait_for(
-            lambda: int(probe.sentinel_master(self.service).get("num-other-sentinels", 0)) >= 2
-            and int(probe.sentinel_master(self.service).get("num-slaves", 0)) >= 1,
+            lambda: (
+                int(probe.sentinel_master(self.service).get("num-other-sentinels", 0)) >= 2
+                and int(probe.sentinel_master(self.service).get("num-slaves", 0)) >= 1
+            ),
             30,
             "sentinels to discover each other and the replica",
         )
@@ -290,3 +284,53 @@ class SentinelServers:
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.master):
             server.stop()
+
+
+class SlotMigration:
+    """One slot on its way from its master to the next one, step by step.
+
+    Created: the target is IMPORTING and the source MIGRATING the slot. Then
+    :meth:`move` / :meth:`move_all` send keys with MIGRATE, and :meth:`finish`
+    tells every master the new owner.
+    """
+
+    def __init__(self, cluster: RedisClusterServers, slot: int) -> None:
+        self.slot = slot
+        self.clients = {
+            node.port: redis.Redis(port=node.port, decode_responses=True) for node in cluster.nodes
+        }
+        self.ids = {port: client.execute_command("CLUSTER", "MYID") for port, client in self.clients.items()}
+        ports = list(self.clients)
+        self.source = cluster.slot_owner(slot)
+        self.target = ports[(ports.index(self.source) + 1) % len(ports)]
+        self.clients[self.target].execute_command(
+            "CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[self.source]
+        )
+        self.clients[self.source].execute_command(
+            "CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[self.target]
+        )
+
+    def move(self, keys: list[str]) -> None:
+        """MIGRATE ``keys`` (those still on the source) to the target."""
+        if keys:
+            self.clients[self.source].execute_command(
+                "MIGRATE", "127.0.0.1", self.target, "", 0, 5000, "KEYS", *keys
+            )
+
+    def move_all(self, *, batch: int = 10, pause: float = 0.0) -> None:
+        """Move every key left in the slot, ``batch`` at a time, sleeping ``pause`` between batches."""
+        source = self.clients[self.source]
+        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, batch):
+            self.move(keys)
+            time.sleep(pause)
+
+    def finish(self) -> None:
+        """Give the slot to the target on every master (the target first), then close the clients."""
+        try:
+            for port in sorted(self.clients, key=lambda p: (p != self.target, p != self.source)):
+                self.clients[port].execute_command(
+                    "CLUSTER", "SETSLOT", self.slot, "NODE", self.ids[self.target]
+                )
+        finally:
+            for client in self.clients.values():
+                client.close()

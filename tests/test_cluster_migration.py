@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from redis.crc import key_slot
 
-from limify import GlobalLimit, ManualClock, Plan, rate_limit
+from limify import GlobalLimit, ManualClock, Plan, StorageError, rate_limit
 from limify.core.algorithms import ALGORITHMS
 from limify.core.algorithms.base import CONSUME
 from limify.core.keys import limit_keys
@@ -159,3 +160,23 @@ def test_asyncio_tasks_stay_exact_while_the_slot_moves(cluster: RedisClusterServ
         assert not (await shell.check_all([shared_key], [SHARED], 1, CONSUME, "one-more")).allowed
 
     asyncio.run(main())
+
+
+def test_a_slot_left_half_migrated_becomes_a_storage_error(cluster: RedisClusterServers) -> None:
+    """A migration stalled with a compound limit's keys split: StorageError after a wait, then recovery."""
+    scope = "stalled"
+    adapter = RedisSyncAdapter.from_url(cluster.url, clock=ManualClock())
+    adapter.resharding_wait = 0.3
+    shell = ALGORITHMS["token_bucket"][0](adapter)
+    keys = keys_for(scope, 1)
+    assert shell.check_all(keys, (PER_USER, SHARED)).allowed
+    migration = cluster.begin_migration(slot_of(scope))
+    migration.move([keys[1]])  # the shared key moves, the caller's stays behind: TRYAGAIN
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="still being migrated"):
+        shell.check_all(keys, (PER_USER, SHARED))
+    assert time.monotonic() - started < 0.3 + 1.5  # our wait, plus the client's own retries
+    migration.move_all()
+    migration.finish()
+    assert shell.check_all(keys, (PER_USER, SHARED)).remaining == PER_USER.limit - 2
+    adapter.close()

@@ -22,6 +22,8 @@ from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from tests.load import TaskLoad, ThreadLoad
 from tests.servers import SentinelServers
 
+pytestmark = pytest.mark.slow
+
 # Socket timeouts in the URL keep a dead master from stalling anyone for long.
 TIMEOUTS = "?socket_timeout=0.5&socket_connect_timeout=0.5"
 MARGIN = 1.5  # seconds on top of the socket timeout that a call may take while the master dies
