@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
 from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
+from limify.core.validation import check_wait_options
 
 __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
 
@@ -236,15 +236,7 @@ def _check_options(
             f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
             "a larger cost could never be admitted"
         )
-    if on_exceeded not in ("raise", "wait"):
-        raise ValueError(f"on_exceeded must be 'raise' or 'wait', got {on_exceeded!r}")
-    if max_wait is not None:
-        if on_exceeded != "wait":
-            raise ValueError("max_wait only applies with on_exceeded='wait'")
-        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)):
-            raise TypeError(f"max_wait must be a number of seconds or None, got {max_wait!r}")
-        if not (max_wait >= 0 and math.isfinite(max_wait)):
-            raise ValueError(f"max_wait must be a finite number of seconds >= 0, got {max_wait!r}")
+    check_wait_options(on_exceeded, max_wait)
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"name must be a non-empty str or None, got {name!r}")
     errors = refund_on if isinstance(refund_on, tuple) else (refund_on,) if refund_on is not None else ()

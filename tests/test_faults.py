@@ -65,11 +65,15 @@ def run_threads(call: object, seconds: float, threads: int = 4) -> tuple[Counter
 
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed", "local"])
-def test_sigkill_under_load_then_restart(server: RedisServer, policy: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_sigkill_under_load_then_restart(
+    server: RedisServer, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Killed mid-load: calls keep returning fast with the policy's answer; a restart resumes traffic."""
     caplog.set_level(logging.WARNING, logger="limify")
 
-    @rate_limit("1000000/second", storage=server.url + TIMEOUTS, on_storage_error=policy, name=f"kill-{policy}")
+    @rate_limit(
+        "1000000/second", storage=server.url + TIMEOUTS, on_storage_error=policy, name=f"kill-{policy}"
+    )
     def call() -> None:
         return None
 
@@ -136,7 +140,9 @@ def test_script_flush_mid_load_never_reaches_callers(server: RedisServer) -> Non
 def test_asyncio_tasks_survive_a_kill(server: RedisServer) -> None:
     """100 asyncio tasks under fail_open: a killed server turns into admissions, never errors or hangs."""
 
-    @rate_limit("1000000/second", storage=server.url + TIMEOUTS, on_storage_error="fail_open", name="async-kill")
+    @rate_limit(
+        "1000000/second", storage=server.url + TIMEOUTS, on_storage_error="fail_open", name="async-kill"
+    )
     async def call() -> None:
         return None
 

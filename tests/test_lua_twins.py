@@ -9,33 +9,37 @@ leases) see the same token acquire, renew and release; others ignore it.
 
 from __future__ import annotations
 
+import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec
 from limify.core.algorithms.concurrency import CONCURRENCY
 from limify.core.algorithms.fixed_window import FIXED_WINDOW
+from limify.core.algorithms.gcra import GCRA
+from limify.core.algorithms.leaky_bucket import LEAKY_BUCKET
 from limify.core.algorithms.quota import QUOTA
+from limify.core.algorithms.sliding_log import SLIDING_LOG
 from limify.core.algorithms.sliding_window import SLIDING_WINDOW
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
 from tests.strategies import gaps_us, instants_us, month_plans, plans
 
-SPECS = [TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, QUOTA, CONCURRENCY]
+SPECS = [TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, QUOTA, CONCURRENCY, SLIDING_LOG, LEAKY_BUCKET, GCRA]
 #: Few tokens, so that the same one comes back (renewals, releases, double releases).
 TOKENS = st.sampled_from(["", "a", "b", "c"])
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
 @given(
     data=st.data(),
-    spec=st.sampled_from(SPECS),
     limits=st.lists(plans | month_plans, min_size=1, max_size=3),
     start=st.just(ManualClock().now_us()) | instants_us,
 )
 def test_python_and_lua_agree_on_every_decision(
-    redis_client: redis.Redis, data: st.DataObject, spec: object, limits: list[Plan], start: int
+    redis_client: redis.Redis, spec: AlgorithmSpec, data: st.DataObject, limits: list[Plan], start: int
 ) -> None:
     """Random (key, cost, gap, mode, token) sequences, refunds included, give identical outcomes."""
     redis_client.flushdb()
@@ -60,6 +64,6 @@ def test_python_and_lua_agree_on_every_decision(
     for key_index, cost, gap, mode, token in calls:
         clock.advance(us=gap)
         keys = [f"limify:diff:p{i}:{key_index}" for i in range(len(limits))]
-        expected = memory.execute(spec, keys, limits, cost, mode, token)  # type: ignore[arg-type]
-        actual = remote.execute(spec, keys, limits, cost, mode, token)  # type: ignore[arg-type]
+        expected = memory.execute(spec, keys, limits, cost, mode, token)
+        actual = remote.execute(spec, keys, limits, cost, mode, token)
         assert actual == expected, (key_index, cost, gap, mode, token)

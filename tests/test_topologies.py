@@ -36,7 +36,14 @@ def scenario(seed: int) -> Iterator[tuple[str, tuple[str, ...], tuple[Plan, ...]
         shared = (False, True) if compound else (False,)
         keys = limit_keys(f"matrix{seed}", [p.id for p in plans], [p.period_us for p in plans], shared, user)
         op = rng.choice([CONSUME, CONSUME, CONSUME, PEEK, REFUND, "reset"])
-        yield op, keys, plans, rng.randint(1, 3), rng.choice(["t1", "t2", "t3"]), rng.choice([0, 1_000, 400_000])
+        yield (
+            op,
+            keys,
+            plans,
+            rng.randint(1, 3),
+            rng.choice(["t1", "t2", "t3"]),
+            rng.choice([0, 1_000, 400_000]),
+        )
 
 
 def url_for(topology: str, request: pytest.FixtureRequest) -> str:
@@ -65,7 +72,9 @@ def expected_outcomes(name: str, seed: int) -> list[Any]:
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 @pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_sync_algorithm_matches_memory_on_topology(topology: str, name: str, request: pytest.FixtureRequest) -> None:
+def test_sync_algorithm_matches_memory_on_topology(
+    topology: str, name: str, request: pytest.FixtureRequest
+) -> None:
     """The sync shell on this topology decides exactly like the in-memory adapter."""
     seed = zlib.crc32(f"{topology}-{name}-sync".encode()) % 10_000
     clock = ManualClock()
@@ -85,7 +94,9 @@ def test_sync_algorithm_matches_memory_on_topology(topology: str, name: str, req
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 @pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_async_algorithm_matches_memory_on_topology(topology: str, name: str, request: pytest.FixtureRequest) -> None:
+def test_async_algorithm_matches_memory_on_topology(
+    topology: str, name: str, request: pytest.FixtureRequest
+) -> None:
     """The async shell (redis.asyncio) on this topology decides exactly like the in-memory adapter."""
     seed = zlib.crc32(f"{topology}-{name}-async".encode()) % 10_000
     url = url_for(topology, request)

@@ -20,11 +20,22 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["encode_part", "identity_text", "limit_keys", "period_tag", "MAX_PART_LENGTH", "PREFIX"]
+__all__ = [
+    "encode_part",
+    "identity_text",
+    "limit_keys",
+    "period_tag",
+    "MAX_PART_LENGTH",
+    "MAX_KEY_LENGTH",
+    "PREFIX",
+]
 
 PREFIX = "limify"
 #: Longest encoded part kept verbatim; longer ones become ``%%`` + 64 hex digits.
 MAX_PART_LENGTH = 128
+#: Longest storage key :func:`limit_keys` can build: prefix, braces, three parts of
+#: at most MAX_PART_LENGTH, separators and a period tag of at most 20 characters.
+MAX_KEY_LENGTH = 420
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@+=,!~<>/-")
 _ESCAPES = [chr(b) if b in _SAFE else f"%{b:02X}" for b in range(256)]

@@ -91,8 +91,9 @@ class AlgorithmSpec:
     name: str
     transition: Transition
     refund: Refund
-    #: Package resource holding the Lua twin (``load``, ``transition``, ``refund``, ``save``).
-    lua_resource: str
+    #: Package resource(s) holding the Lua twin (``load``, ``transition``, ``refund``,
+    #: ``save``); several are concatenated in order, so twins can share a part.
+    lua_resource: str | tuple[str, ...]
     #: The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]`` ... (all numbers).
     script_args: Callable[[Plan], tuple[int, ...]] = field(default=lambda plan: (plan.limit, plan.period_us))
     #: True when an admitted call holds its cost until it gives it back (a lease
@@ -103,7 +104,8 @@ class AlgorithmSpec:
     def script(self) -> str:
         """The full Lua script: shared prelude, the algorithm's twin, shared driver."""
         here = files("limify.core.algorithms")
-        parts = ("prelude.lua", self.lua_resource, "driver.lua")
+        own = (self.lua_resource,) if isinstance(self.lua_resource, str) else self.lua_resource
+        parts = ("prelude.lua", *own, "driver.lua")
         return "\n".join(here.joinpath(part).read_text(encoding="utf-8") for part in parts)
 
 

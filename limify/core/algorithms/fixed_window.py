@@ -103,7 +103,7 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return window_refund(state, now, plan, cost, epoch_window)
 
 
-FIXED_WINDOW = AlgorithmSpec("fixed_window", transition, refund, "fixed_window.lua")
+FIXED_WINDOW = AlgorithmSpec("fixed_window", transition, refund, ("fixed_window.lua", "window_counter.lua"))
 
 
 class FixedWindowAlgorithm(SyncAlgorithm):

@@ -9,3 +9,24 @@ local MIN_TTL_MS = 1000
 local function ttl_ms(ttl_us)
   return math.max(MIN_TTL_MS, math.ceil(ttl_us / 1000))
 end
+
+-- Most states are two numbers kept in one string key as "<a>:<b>".
+local function get_pair(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  local sep = string.find(raw, ':', 1, true)
+  if not sep then return nil end
+  local a = tonumber(string.sub(raw, 1, sep - 1))
+  local b = tonumber(string.sub(raw, sep + 1))
+  if not a or not b then return nil end
+  return {a, b}
+end
+
+-- Store `value` for ttl_us, or drop the key when the state is already stale.
+local function set_or_drop(key, value, ttl_us)
+  if ttl_us <= 0 then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
+  end
+end

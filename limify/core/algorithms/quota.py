@@ -112,7 +112,9 @@ def _script_args(plan: Plan) -> tuple[int, ...]:
     return plan.limit, plan.period_us, 1 if plan.calendar == "month" else 0
 
 
-QUOTA = AlgorithmSpec("quota", transition, refund, "quota.lua", script_args=_script_args)
+QUOTA = AlgorithmSpec(
+    "quota", transition, refund, ("quota.lua", "window_counter.lua"), script_args=_script_args
+)
 
 
 class QuotaAlgorithm(SyncAlgorithm):

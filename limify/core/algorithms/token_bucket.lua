@@ -21,23 +21,12 @@ local function wait_until(tokens, last, now, need, limit, rate, period)
 end
 
 local function load(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local sep = string.find(raw, ':', 1, true)
-  if not sep then return nil end
-  local tokens = tonumber(string.sub(raw, 1, sep - 1))
-  local last = tonumber(string.sub(raw, sep + 1))
-  if not tokens or not last then return nil end
-  return {tokens, last}
+  return get_pair(key)
 end
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
-  local value = string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2])
-  redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
+  if ttl_us <= 0 then return set_or_drop(key, nil, ttl_us) end
+  set_or_drop(key, string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)
 end
 
 local function transition(state, now, plan, cost, token)

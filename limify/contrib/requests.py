@@ -1,0 +1,80 @@
+"""A requests transport adapter that rate-limits outgoing requests and honours Retry-After.
+
+.. code-block:: python
+
+    import requests
+    from limify.contrib.requests import RateLimitAdapter
+
+    session = requests.Session()
+    session.mount("https://", RateLimitAdapter("10/second", storage="redis://localhost:6379/0"))
+    session.get("https://api.example.com/items")
+
+It behaves like :class:`limify.contrib.httpx.RateLimitTransport` (same options,
+same storage keys under the default name ``"outbound"``, so both libraries
+share one budget per host): each request passes its key's limit before it is
+sent, and a 429/503 with ``Retry-After`` pauses that key for every client
+sharing the storage. ``key`` receives the ``requests.PreparedRequest``. Other
+keyword arguments (``pool_connections``, ``max_retries`` ...) go to
+``requests.adapters.HTTPAdapter``; note that retries urllib3 makes on its own
+(``Retry(status_forcelist=...)``) happen inside one send, past the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+
+from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, OutboundGate
+from limify.core.plans import Plan
+from limify.core.storage import StorageLike
+
+__all__ = ["RateLimitAdapter", "host_key"]
+
+
+def host_key(request: PreparedRequest) -> str:
+    """The default key: ``host``, or ``host:port`` when the URL names a port."""
+    parts = urlsplit(request.url or "")
+    host = parts.hostname or ""
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
+class RateLimitAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose requests pass a Limify limit and respect upstream pauses."""
+
+    def __init__(
+        self,
+        rate: str | Plan,
+        *,
+        storage: StorageLike | None = None,
+        key: Callable[[PreparedRequest], Any] | None = None,
+        algorithm: str = "token_bucket",
+        on_exceeded: str = "wait",
+        max_wait: float | None = None,
+        pause_on: Iterable[int] = DEFAULT_PAUSE_ON,
+        max_pause: float = DEFAULT_MAX_PAUSE,
+        name: str = "outbound",
+        **adapter_options: Any,
+    ) -> None:
+        self.gate: OutboundGate[PreparedRequest] = OutboundGate(
+            rate,
+            default_key=host_key,
+            storage=storage,
+            key=key,
+            algorithm=algorithm,
+            on_exceeded=on_exceeded,
+            max_wait=max_wait,
+            pause_on=pause_on,
+            max_pause=max_pause,
+            name=name,
+        )
+        super().__init__(**adapter_options)
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
+        pause_key = self.gate.admit(request)
+        response = super().send(request, *args, **kwargs)
+        self.gate.observe(pause_key, response.status_code, response.headers.get("Retry-After"))
+        return response

@@ -1,0 +1,187 @@
+"""Hostile input: fuzzed rates, plans, costs and identities raise only documented errors,
+never collide in a key, and never make keys or memory grow without bound."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from limify import GlobalLimit, InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, parse_rate, rate_limit
+from limify.core.algorithms import ALGORITHMS
+from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
+from limify.core.keys import MAX_KEY_LENGTH, MAX_PART_LENGTH, encode_part, identity_text, limit_keys
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.binary(),
+    st.lists(st.integers(), max_size=3),
+    st.builds(object),
+)
+rate_like = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"\s*-?\d{0,20}(\.\d+)?\s*/\s*[a-zA-Z]{0,9}\s*(;.*)?", fullmatch=True),
+    anything,
+)
+identities = st.one_of(
+    st.text(),
+    st.text(alphabet=":{}* \n\t%#~", max_size=20),
+    st.binary(),
+    st.integers(),
+    st.text(min_size=200, max_size=400),
+)
+
+
+@given(rate_like)
+def test_rate_specs_raise_only_value_or_type_errors(value: Any) -> None:
+    """Any rate spec (strings, compound strings, junk objects) parses or raises ValueError/TypeError."""
+    try:
+        rate_limit(value)
+    except (ValueError, TypeError):
+        pass
+    try:
+        parse_rate(value)
+    except (ValueError, TypeError):
+        pass
+
+
+@given(anything, anything, anything)
+def test_plan_definitions_raise_only_value_or_type_errors(plan_id: Any, limit: Any, period: Any) -> None:
+    """Plan(...) with arbitrary fields either is a valid plan or raises ValueError/TypeError."""
+    try:
+        plan = Plan(plan_id, limit, period)
+    except (ValueError, TypeError):
+        return
+    assert plan.limit >= 1 and plan.period_us >= 1
+
+
+@given(cost=anything, limit=st.integers(1, 10))
+def test_costs_raise_only_value_or_type_errors(cost: Any, limit: int) -> None:
+    """A bad cost is refused at decoration (static) or at the call (computed), only with ValueError/TypeError."""
+    try:
+        decorated = rate_limit(f"{limit}/s", cost=cost, storage=InMemoryAdapter())(lambda: None)
+    except (ValueError, TypeError):
+        return
+    try:
+        decorated()
+    except (ValueError, TypeError, RateLimitExceeded):
+        pass
+
+
+@given(st.lists(identities, min_size=2, max_size=8, unique_by=identity_text))
+def test_distinct_identities_never_share_a_key(values: list[Any]) -> None:
+    """Identities with separators, braces, wildcards, whitespace, raw bytes or huge text get distinct, bounded parts."""
+    encoded = [encode_part(value) for value in values]
+    assert len(set(encoded)) == len(values)
+    for part in encoded:
+        assert len(part) <= MAX_PART_LENGTH
+        assert not set(part) & set(":{}* \n\t\r")
+
+
+@given(
+    name=st.text(),
+    plan_id=st.text(min_size=1),
+    identity=identities,
+    compound=st.booleans(),
+    shared=st.booleans(),
+)
+def test_keys_stay_under_the_documented_length(
+    name: str, plan_id: str, identity: Any, compound: bool, shared: bool
+) -> None:
+    """Whatever the names and values, a storage key never exceeds MAX_KEY_LENGTH characters."""
+    ids = [encode_part(plan_id)] * (2 if compound else 1)
+    periods = [1_000_000, 86_400_000_000 * 400][: len(ids)]
+    flags = [False, shared][: len(ids)]
+    for key in limit_keys(encode_part(name), ids, periods, flags, encode_part(identity)):
+        assert len(key) <= MAX_KEY_LENGTH
+
+
+def test_a_megabyte_identity_is_hashed_quickly() -> None:
+    """A 1 MB identity value becomes a 66-character part, and two such values differ."""
+    big = "x" * 1_000_000
+    started = time.perf_counter()
+    first, second = encode_part(big), encode_part(big + "y")
+    assert time.perf_counter() - started < 1.0
+    assert len(first) == len(second) == 66 and first != second
+
+
+def test_lua_scripts_are_package_constants() -> None:
+    """Scripts come only from the package's .lua files: the same text whatever the calls, no user data."""
+    for sync_class, _ in ALGORITHMS.values():
+        script = sync_class.spec.script
+        assert script is sync_class.spec.script  # built once
+        assert "ARGV" in script and "KEYS" in script
+        assert "limify:" not in script  # no key or identity is ever formatted into it
+
+
+def test_a_million_identities_stay_within_max_keys() -> None:
+    """1,000,000 distinct identities: the in-memory store never holds more than max_keys."""
+    max_keys = 20_000
+    adapter = InMemoryAdapter(max_keys=max_keys)
+    check = TokenBucketAlgorithm(adapter).check
+    plan = Plan("default", 5, 60)
+    for start in range(0, 1_000_000, 100_000):
+        for index in range(start, start + 100_000):
+            check(f"limify:f:default:{index}", plan)
+        assert len(adapter) == max_keys
+
+
+def test_memory_per_held_key_is_bounded() -> None:
+    """Memory grows with held keys only, under 400 bytes each (key string included), then stops at max_keys."""
+    max_keys = 20_000
+    adapter = InMemoryAdapter(max_keys=max_keys)
+    check = TokenBucketAlgorithm(adapter).check
+    plan = Plan("default", 5, 60)
+    tracemalloc.start()
+    baseline = tracemalloc.get_traced_memory()[0]
+    for index in range(3 * max_keys):
+        check(f"limify:f:default:{index}", plan)
+    used = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    assert len(adapter) == max_keys
+    assert used < max_keys * 400
+
+
+def test_eviction_gives_an_evicted_key_at_most_one_more_limit(clock: ManualClock) -> None:
+    """A live key pushed out by max_keys starts afresh: at most one extra limit per eviction, never more."""
+    adapter = InMemoryAdapter(max_keys=2, clock=clock)
+
+    @rate_limit("2/hour", key="who", storage=adapter, name="ev")
+    def call(who: str) -> None:
+        return None
+
+    call("a")
+    call("a")
+    with pytest.raises(RateLimitExceeded):
+        call("a")
+    call("b")
+    call("c")  # a is the least recently used: evicted
+    admitted = 0
+    for _ in range(5):
+        try:
+            call("a")
+            admitted += 1
+        except RateLimitExceeded:
+            pass
+    assert admitted == 2
+
+
+def test_global_limit_and_hostile_keys_together() -> None:
+    """A hostile identity next to a GlobalLimit still yields keys in one hash slot, distinct per identity."""
+    from redis.crc import key_slot
+
+    @rate_limit(["5/s", GlobalLimit("50/s")], key="who", name="x:{y}")
+    def call(who: str) -> None:
+        return None
+
+    first, second = call.rate_limit.keys("{a}:*"), call.rate_limit.keys("{a}:**")
+    assert first != second
+    assert len({key_slot(k.encode()) for k in first + second}) == 1

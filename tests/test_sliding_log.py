@@ -1,0 +1,246 @@
+"""Sliding log: exact admission over any window, proven on the pure transition and on both stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
+from limify.core.algorithms.sliding_log import (
+    REBASE_AT,
+    SLIDING_LOG,
+    AsyncSlidingLogAlgorithm,
+    SlidingLogAlgorithm,
+    refund,
+    transition,
+)
+from limify.core.redis_adapter import RedisSyncAdapter
+from tests.strategies import call_sequences, plans
+
+START = 1_700_000_000_000_000
+
+
+def replay(plan: Plan, calls: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, tuple]], Any]:
+    """Run calls through the transition; return (time, cost, step) for each and the final state."""
+    state = None
+    now = START
+    out = []
+    for _, cost, gap in calls:
+        now += gap
+        step = transition(state, now, plan, cost)
+        if step[0]:
+            state = step[4]
+        out.append((now, cost, step))
+    return out, state
+
+
+def used(state: Any, now: int, plan: Plan) -> int:
+    """Cost the log counts at ``now``, read through the transition's own report."""
+    allowed, remaining = transition(state, now, plan, 1)[:2]
+    return plan.limit - remaining - (1 if allowed else 0)
+
+
+@given(st.data())
+def test_admitted_cost_in_any_window_is_exactly_bounded(data: st.DataObject) -> None:
+    """In any window of one period at most `limit` is admitted, and a refusal means the window was full."""
+    plan = data.draw(plans)
+    history, _ = replay(plan, data.draw(call_sequences(plan)))
+    admitted = [(t, c) for t, c, step in history if step[0]]
+    for start, _ in admitted:
+        assert sum(c for t, c in admitted if start <= t < start + plan.period_us) <= plan.limit
+    for now, cost, step in history:
+        if not step[0]:
+            in_window = sum(c for t, c in admitted if now - plan.period_us < t <= now)
+            assert in_window + cost > plan.limit
+
+
+@given(st.data())
+def test_retry_after_is_exact(data: st.DataObject) -> None:
+    """A refused call is admitted at now + retry_after and still refused one microsecond earlier."""
+    plan = data.draw(plans)
+    state = None
+    now = START
+    for _, cost, gap in data.draw(call_sequences(plan)):
+        now += gap
+        allowed, _, _, retry, new_state, _ = transition(state, now, plan, cost)
+        if allowed:
+            assert retry == 0
+            state = new_state
+            continue
+        assert 0 < retry <= plan.period_us
+        assert transition(state, now + retry, plan, cost)[0]
+        assert not transition(state, now + retry - 1, plan, cost)[0]
+
+
+@given(st.data())
+def test_remaining_and_reset_match_what_the_next_call_sees(data: st.DataObject) -> None:
+    """`remaining` can be spent right away (not one more); the log is empty exactly at now + reset."""
+    plan = data.draw(plans)
+    history, _ = replay(plan, data.draw(call_sequences(plan)))
+    for now, _cost, step in history:
+        allowed, remaining, reset, _, new_state, ttl = step
+        if not allowed:
+            continue
+        assert ttl == reset == plan.period_us  # the newest entry is the one just made
+        if remaining:
+            assert transition(new_state, now, plan, remaining)[0]
+        assert not transition(new_state, now, plan, remaining + 1)[0]
+        assert used(new_state, now + reset, plan) == 0
+        assert used(new_state, now + reset - 1, plan) > 0
+
+
+@given(st.data())
+def test_refund_gives_cost_back(data: st.DataObject) -> None:
+    """A refund of c lowers what the window counts by c (down to zero), and nothing else."""
+    plan = data.draw(plans)
+    history, state = replay(plan, data.draw(call_sequences(plan)))
+    now = history[-1][0] + data.draw(st.integers(0, plan.period_us))
+    cost = data.draw(st.integers(1, plan.limit))
+    before = used(state, now, plan)
+    refunded, ttl = refund(state, now, plan, cost)
+    assert used(refunded, now, plan) == max(0, before - cost)
+    assert (ttl > 0) == (refunded is not None)
+
+
+def test_fresh_log_admits_limit_then_frees_units_as_they_age(clock: ManualClock) -> None:
+    """Capacity = limit; each unit comes back exactly one period after it was spent."""
+    algorithm = SlidingLogAlgorithm(InMemoryAdapter(clock=clock))
+    plan = Plan("default", 3, 60)
+    first = algorithm.check("k", plan)
+    clock.advance(10)
+    assert algorithm.check("k", plan, cost=2).remaining == 0
+    refused = algorithm.check("k", plan)
+    assert not refused.allowed and refused.retry_after == pytest.approx(50.0)
+    assert refused.reset_after == pytest.approx(60.0)
+    clock.advance(50)
+    again = algorithm.check("k", plan)
+    assert again.allowed and again.remaining == 0 and first.allowed
+    assert not algorithm.check("k", plan, cost=2).allowed  # the cost-2 call ages out at 70 s
+
+
+def test_many_calls_in_one_microsecond_are_all_kept(sync_storage: Any, clock: ManualClock) -> None:
+    """500 calls stamped with the same microsecond are 500 entries: the 501st is refused."""
+    algorithm = SlidingLogAlgorithm(sync_storage)
+    plan = Plan("default", 500, 60)
+    assert all(algorithm.check("k", plan).allowed for _ in range(500))
+    refused = algorithm.check("k", plan)
+    assert not refused.allowed and refused.retry_after == pytest.approx(60.0)
+    if isinstance(sync_storage, RedisSyncAdapter):
+        assert sync_storage.client.zcard("k") == 500
+        assert 59_000 < sync_storage.client.pttl("k") <= 60_000  # until the newest entry ages out
+    algorithm.refund("k", plan, cost=7)
+    assert algorithm.peek("k", plan, cost=7).allowed
+    assert not algorithm.peek("k", plan, cost=8).allowed
+
+
+def test_calls_stamped_after_a_skewed_callers_clock_still_count(
+    sync_storage: Any, clock: ManualClock
+) -> None:
+    """A caller whose clock runs behind sees the entries other callers stamped later (no 501 of 500)."""
+    algorithm = SlidingLogAlgorithm(sync_storage)
+    plan = Plan("default", 500, 60)
+    behind = clock.now_us()
+    admitted = 0
+    for i in range(1000):
+        clock.set(behind + (1_000 if i % 2 else 0))  # two app servers, one 1 ms ahead
+        admitted += algorithm.check("k", plan).allowed
+    assert admitted == 500
+    clock.set(behind)
+    refused = algorithm.check("k", plan)
+    assert not refused.allowed
+    assert refused.retry_after == pytest.approx(60.0)  # the oldest entry was stamped at `behind`
+    clock.set(behind + 60_000_000)
+    assert algorithm.check("k", plan).allowed
+
+
+def test_entries_are_never_stamped_before_the_newest(clock: ManualClock) -> None:
+    """A caller whose clock steps back is stamped with the newest time, so its call lasts a full period."""
+    plan = Plan("default", 2, 10)
+    now = clock.now_us()
+    first = transition(None, now, plan, 1)
+    second = transition(first[4], now - 5_000_000, plan, 1)
+    assert second[0] and second[2] == 15_000_000  # ages out 10 s after `now`, 15 s after its own clock
+    assert transition(second[4], now + 10_000_000 - 1, plan, 2)[3] == 1
+
+
+def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis) -> None:
+    """Before the running total could leave exact doubles, both twins restart it from the live entries."""
+    clock = ManualClock()
+    now = clock.now_us()
+    plan = Plan("default", 10, 60)
+    expired = (now - 90_000_000, REBASE_AT - 7, 3)
+    live = [(now - 30_000_000, REBASE_AT - 4, 3), (now - 10_000_000, REBASE_AT - 1, 3)]
+    redis_client.zadd("k", {f"{cum:016d}:{cost}": stamp for stamp, cum, cost in [expired, *live]})
+    remote = RedisSyncAdapter(redis_client, clock=clock)
+    step = transition(([expired, *live], 0, 3), now, plan, 2)
+    assert step[:4] == (True, 2, 60_000_000, 0)
+    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0)
+    state = step[4]
+    assert state[0][state[1] : state[2]] == [(now - 30_000_000, 3, 3), (now - 10_000_000, 6, 3), (now, 8, 2)]
+    assert redis_client.zrange("k", 0, -1, withscores=True) == [
+        (b"0000000000000003:3", now - 30_000_000),
+        (b"0000000000000006:3", now - 10_000_000),
+        (b"0000000000000008:2", now),
+    ]
+    for cost in (1, 1, 1):
+        step = transition(state, now, plan, cost)
+        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0)
+        state = step[4] if step[0] else state
+
+
+def test_successive_calls_share_one_list() -> None:
+    """Admitting a call appends to the log in place (amortised O(1)), older states stay intact."""
+    plan = Plan("default", 1000, 60)
+    state = transition(None, START, plan, 1)[4]
+    states = [state]
+    for i in range(1, 200):
+        state = transition(state, START + i, plan, 1)[4]
+        states.append(state)
+    assert all(s[0] is state[0] for s in states)
+    branched = transition(states[10], START + 500, plan, 5)[4]  # an older state: copied, not shared
+    assert branched[0] is not state[0] and branched[0][-1] == (START + 500, 16, 5)
+    assert [entry[1] for entry in state[0][state[1] : state[2]]] == list(range(1, 201))
+
+
+def test_a_lowered_limit_applies_to_the_existing_log(sync_storage: Any, clock: ManualClock) -> None:
+    """When a plan's limit drops below what the log holds, calls wait until enough entries age out."""
+    algorithm = SlidingLogAlgorithm(sync_storage)
+    for _ in range(5):
+        algorithm.check("k", Plan("default", 5, 60))
+        clock.advance(1)
+    refused = algorithm.check("k", Plan("default", 3, 60))
+    assert not refused.allowed and refused.remaining == 0
+    assert refused.retry_after == pytest.approx(57.0)  # now is 5 s; the third entry (2 s) ages out at 62 s
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_decorator_accepts_the_name(storage: str, request: pytest.FixtureRequest, clock: ManualClock) -> None:
+    """`algorithm="sliding_log"` limits a decorated function exactly, in memory and on Redis."""
+    if storage == "memory":
+        adapter: Any = InMemoryAdapter(clock=clock)
+    else:
+        adapter = RedisSyncAdapter(request.getfixturevalue("redis_client"), clock=clock)
+
+    @rate_limit("2/minute", algorithm="sliding_log", storage=adapter)
+    def ping() -> str:
+        return "pong"
+
+    assert ping() == ping() == "pong"
+    with pytest.raises(RateLimitExceeded) as refused:
+        ping()
+    assert refused.value.retry_after == pytest.approx(60.0)
+
+
+@pytest.mark.anyio
+async def test_async_shell_works_on_memory(clock: ManualClock) -> None:
+    """The async shell gives the same decisions as the sync one."""
+    algorithm = AsyncSlidingLogAlgorithm(InMemoryAdapter(clock=clock))
+    plan = Plan("default", 2, 1)
+    assert (await algorithm.check("k", plan, cost=2)).allowed
+    assert not (await algorithm.peek("k", plan)).allowed
+    await algorithm.reset("k")
+    assert (await algorithm.check("k", plan)).remaining == 1
