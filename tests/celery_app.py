@@ -2,8 +2,8 @@
 
 Broker, result backend and the limit's storage are the one Redis named by
 ``LIMIFY_CELERY_TEST_REDIS_URL``. Two tasks share one global limit (same name,
-plan and key): five starts per second, evenly spaced (one token per 0.2 s, no
-burst), so that no one-second window can hold more than five starts.
+plan and key): "5/second" on the exact sliding log, so that no one-second
+window can hold more than five starts.
 
 Each start is recorded in Redis, stamped with the instant the limit admitted it:
 the storage runs on the workers' clock (``clock=`` on the adapter), which
@@ -22,13 +22,13 @@ from typing import Any
 import redis
 from celery import Celery
 
-from limify import Plan, rate_limit
+from limify import rate_limit
 from limify.contrib.celery import LimifyTask, retry_when_limited
 from limify.core.redis_adapter import RedisSyncAdapter
 
 REDIS_URL = os.environ["LIMIFY_CELERY_TEST_REDIS_URL"]
 STARTS = "limify-test:starts"
-FIVE_PER_SECOND = Plan("five-per-second", 1, 0.2)
+FIVE_PER_SECOND = "5/second"
 LIMIT_NAME = "tests.celery.shared"
 
 app = Celery("tests.celery_app", broker=REDIS_URL, backend=REDIS_URL)
@@ -72,7 +72,7 @@ def record_start(index: int, retries: int) -> None:
 
 
 @app.task(bind=True, base=LimifyTask, limify_max_retries=200)
-@rate_limit(FIVE_PER_SECOND, key="tenant", storage=STORAGE, name=LIMIT_NAME)
+@rate_limit(FIVE_PER_SECOND, algorithm="sliding_log", key="tenant", storage=STORAGE, name=LIMIT_NAME)
 def limited_by_base_class(self: Any, tenant: str, index: int) -> int:
     record_start(index, self.request.retries)
     return index
@@ -80,7 +80,7 @@ def limited_by_base_class(self: Any, tenant: str, index: int) -> int:
 
 @app.task(bind=True)
 @retry_when_limited(max_retries=200)
-@rate_limit(FIVE_PER_SECOND, key="tenant", storage=STORAGE, name=LIMIT_NAME)
+@rate_limit(FIVE_PER_SECOND, algorithm="sliding_log", key="tenant", storage=STORAGE, name=LIMIT_NAME)
 def limited_by_decorator(self: Any, tenant: str, index: int) -> int:
     record_start(index, self.request.retries)
     return index

@@ -193,6 +193,37 @@ class RedisClusterServers:
             client.close()
         return self
 
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master serving ``slot``, as the first node sees it."""
+        client = redis.Redis(port=self.nodes[0].port, decode_responses=True)
+        try:
+            for line in client.execute_command("CLUSTER", "NODES").splitlines():
+                address, ranges = line.split()[1], line.split()[8:]
+                for span in ranges:
+                    if span.startswith("["):  # "[slot->-id]": a migration in progress, not ownership
+                        continue
+                    first, _, last = span.partition("-")
+                    if int(first) <= slot <= int(last or first):
+                        return int(address.split("@")[0].rsplit(":", 1)[1])
+        finally:
+            client.close()
+        raise RuntimeError(f"no master serves slot {slot}")
+
+    def begin_migration(self, slot: int) -> SlotMigration:
+        """Start moving ``slot`` to the next master (see :class:`SlotMigration`)."""
+        return SlotMigration(self, slot)
+
+    def migrate_slot(self, slot: int, *, batch: int = 10, pause: float = 0.0) -> tuple[int, int]:
+        """Move ``slot`` to the next master, the way ``redis-cli --cluster reshard`` does.
+
+        The keys move ``batch`` at a time, ``pause`` seconds apart, so that clients
+        meet the half-moved slot. Returns the source and target ports.
+        """
+        migration = self.begin_migration(slot)
+        migration.move_all(batch=batch, pause=pause)
+        migration.finish()
+        return migration.source, migration.target
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -253,3 +284,53 @@ class SentinelServers:
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.master):
             server.stop()
+
+
+class SlotMigration:
+    """One slot on its way from its master to the next one, step by step.
+
+    Created: the target is IMPORTING and the source MIGRATING the slot. Then
+    :meth:`move` / :meth:`move_all` send keys with MIGRATE, and :meth:`finish`
+    tells every master the new owner.
+    """
+
+    def __init__(self, cluster: RedisClusterServers, slot: int) -> None:
+        self.slot = slot
+        self.clients = {
+            node.port: redis.Redis(port=node.port, decode_responses=True) for node in cluster.nodes
+        }
+        self.ids = {port: client.execute_command("CLUSTER", "MYID") for port, client in self.clients.items()}
+        ports = list(self.clients)
+        self.source = cluster.slot_owner(slot)
+        self.target = ports[(ports.index(self.source) + 1) % len(ports)]
+        self.clients[self.target].execute_command(
+            "CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[self.source]
+        )
+        self.clients[self.source].execute_command(
+            "CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[self.target]
+        )
+
+    def move(self, keys: list[str]) -> None:
+        """MIGRATE ``keys`` (those still on the source) to the target."""
+        if keys:
+            self.clients[self.source].execute_command(
+                "MIGRATE", "127.0.0.1", self.target, "", 0, 5000, "KEYS", *keys
+            )
+
+    def move_all(self, *, batch: int = 10, pause: float = 0.0) -> None:
+        """Move every key left in the slot, ``batch`` at a time, sleeping ``pause`` between batches."""
+        source = self.clients[self.source]
+        while keys := source.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, batch):
+            self.move(keys)
+            time.sleep(pause)
+
+    def finish(self) -> None:
+        """Give the slot to the target on every master (the target first), then close the clients."""
+        try:
+            for port in sorted(self.clients, key=lambda p: (p != self.target, p != self.source)):
+                self.clients[port].execute_command(
+                    "CLUSTER", "SETSLOT", self.slot, "NODE", self.ids[self.target]
+                )
+        finally:
+            for client in self.clients.values():
+                client.close()

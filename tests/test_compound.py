@@ -147,3 +147,12 @@ def test_compound_specs_are_validated() -> None:
     with pytest.raises(TypeError, match="GlobalLimit"):
         rate_limit([1])  # type: ignore[list-item]
     assert [p.limit for p, _ in parse_rates([Plan("a", 1, 1), "2/s"])] == [1, 2]
+
+
+def test_one_key_for_two_limits_is_refused() -> None:
+    """Two limits sharing one key would mix their states: check_all refuses it."""
+    from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
+
+    algorithm = TokenBucketAlgorithm(InMemoryAdapter())
+    with pytest.raises(ValueError, match="its own key"):
+        algorithm.check_all(["k", "k"], [Plan("a", 1, 1), Plan("b", 1, 2)])

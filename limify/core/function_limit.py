@@ -12,17 +12,17 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, to_result
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plans import Plan, ResolvePlan
 from limify.core.result import LimitationResult
-from limify.core.storage import StorageLike, adapter_for, default_storage
+from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
 from limify.errors import LimifyError, RateLimitExceeded
 
 __all__ = ["CallContext", "FunctionLimit", "Admission"]
@@ -47,8 +47,7 @@ class CallContext:
     identity: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """What one call checks: its keys, plans, cost and token (kept to give the cost back)."""
 
     keys: tuple[str, ...]
@@ -92,6 +91,8 @@ class FunctionLimit:
         self.plans = tuple(plan for plan, _ in limits)
         self.shared = tuple(shared for _, shared in limits)
         self.shared_plans = tuple(plan for plan, shared in limits if shared)
+        self._plan_ids = [encode_part(plan.id) for plan in self.plans]
+        self._periods = [plan.period_us for plan in self.plans]
         sync_class, async_class = algorithm_classes(algorithm)
         self._algorithm_class: type[Any] = async_class if is_async else sync_class
         #: Concurrency slots are leases: every admitted call releases its own.
@@ -109,37 +110,49 @@ class FunctionLimit:
             self._algorithm = self._algorithm_class(
                 adapter_for(storage, is_async=is_async, on_storage_error=on_storage_error)
             )
+        #: The whole check of a call, settled now when nothing in it depends on the call.
+        self._constant_call: Admission | None = None
+        self._keyed_prefix: str | None = None
+        if provider is None and not callable(cost) and not self.leases:
+            if get_key is None:
+                keys = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, None)
+                self._constant_call = Admission(keys, self.plans, self.shared, cost, "")
+            elif len(self.plans) == 1 and not self.shared[0]:
+                # limit_keys' single-limit layout, with the identity appended per call.
+                self._keyed_prefix = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, "")[0]
 
     def algorithm(self) -> Any:
         """The algorithm shell on the current storage (the process defaults may change)."""
-        if self._follows_default:
+        if self._follows_default and self._default_version != DEFAULTS.version:
             version, storage, policy = default_storage()
-            if version != self._default_version:
-                adapter = adapter_for(
-                    self._storage if self._storage is not None else storage,
-                    is_async=self.is_async,
-                    on_storage_error=self._on_storage_error or policy,
-                )
-                self._algorithm = self._algorithm_class(adapter)
-                self._default_version = version
+            adapter = adapter_for(
+                self._storage if self._storage is not None else storage,
+                is_async=self.is_async,
+                on_storage_error=self._on_storage_error or policy,
+            )
+            self._algorithm = self._algorithm_class(adapter)
+            self._default_version = version
         return self._algorithm
 
     def resolve(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
         """The storage keys, plans and cost of one call (and, for leases, a fresh token)."""
+        if self._constant_call is not None:
+            return self._constant_call
+        if self._keyed_prefix is not None:  # one per-key limit, fixed cost: the usual keyed case
+            encoded = encode_part(self.get_key(instance, args, kwargs))  # type: ignore[misc]
+            return Admission((self._keyed_prefix + encoded,), self.plans, self.shared, self.cost, "")  # type: ignore[arg-type]
         call_args = call_arguments(self.with_instance, instance, args)
         identity = None if self.get_key is None else self.get_key(instance, args, kwargs)
-        plans, shared = self.plans, self.shared
+        plans, shared, plan_ids, periods = self.plans, self.shared, self._plan_ids, self._periods
         if self.provider is not None:
             chosen = self.provider(CallContext(self.function, call_args, kwargs, identity), None)
             if chosen is not None:
                 # The provider's plan replaces the per-key limits; shared ones stay.
                 plans, shared = (chosen, *self.shared_plans), (False,) + (True,) * len(self.shared_plans)
+                plan_ids = [encode_part(plan.id) for plan in plans]
+                periods = [plan.period_us for plan in plans]
         keys = limit_keys(
-            self.scope,
-            [encode_part(plan.id) for plan in plans],
-            [plan.period_us for plan in plans],
-            shared,
-            None if self.get_key is None else encode_part(identity),
+            self.scope, plan_ids, periods, shared, None if self.get_key is None else encode_part(identity)
         )
         token = secrets.token_hex(8) if self.leases else ""
         return Admission(keys, plans, shared, self._cost_of(call_args, kwargs, plans), token)
@@ -166,27 +179,27 @@ class FunctionLimit:
         """Admit one sync call (consuming its cost), wait for it, or raise."""
         call = self.resolve(instance, args, kwargs)
         algorithm = self.algorithm()
+        outcome = algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
         waited = 0.0
-        while True:
-            result, index = algorithm.decide(call.keys, call.plans, call.cost, CONSUME, call.token)
-            if result.allowed:
-                return call
-            pause = self._pause(result, call.keys[index], waited)
+        while not outcome[0]:
+            pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited)
             time.sleep(pause)
             waited += pause
+            outcome = algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
+        return call
 
     async def enter_async(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
         """Admit one async call (consuming its cost), wait for it, or raise."""
         call = self.resolve(instance, args, kwargs)
         algorithm = self.algorithm()
+        outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
         waited = 0.0
-        while True:
-            result, index = await algorithm.decide(call.keys, call.plans, call.cost, CONSUME, call.token)
-            if result.allowed:
-                return call
-            pause = self._pause(result, call.keys[index], waited)
+        while not outcome[0]:
+            pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited)
             await anyio.sleep(pause)
             waited += pause
+            outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
+        return call
 
     def _gives_back(self, error: BaseException | None) -> bool:
         return self.leases or (error is not None and isinstance(error, self.refund_on))

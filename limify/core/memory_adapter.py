@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome, run_limits
+from limify.core.algorithms.base import CONSUME, REFUND, AlgorithmSpec, Outcome, run_limits
 from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.plans import Plan
 
@@ -96,6 +96,13 @@ class InMemoryAdapter:
         """Run ``spec`` over ``keys`` (one per plan) in one lock section, all or nothing."""
         with self._lock:
             now = self.clock.now_us()
+            if len(keys) == 1 and mode != REFUND:
+                # One limit, the common case: run_limits reduced to its single step.
+                key = keys[0]
+                step = spec.transition(self._load(key, now), now, plans[0], cost, token)
+                if step[0] and mode == CONSUME:
+                    self._store(key, step[4], step[5], now)
+                return (step[0], step[1], step[2], step[3], 0)
             states = [self._load(key, now) for key in keys]
             outcome, writes = run_limits(spec, states, now, plans, cost, mode, token)
             for index, state, ttl in writes:

@@ -7,25 +7,36 @@ restarted, or someone ran ``SCRIPT FLUSH``) the adapter loads the script and
 retries once, so callers never see it. A server that cannot be reached (refused
 connection, timeout) surfaces as :class:`limify.StorageError`, whatever the
 client library, so that failure policies have one exception to handle.
+
+While a Redis Cluster slot is being migrated, a script whose keys are split
+between the two masters (a compound limit: some keys already moved, others not
+yet, or not created yet) is answered ``TRYAGAIN``. The cluster client retries
+that only briefly (redis-py gives up after about 0.4 s with ``ClusterError: TTL
+exhausted``), while a migration may take seconds, so the adapters keep retrying
+for up to :attr:`_ScriptBook.resharding_wait` seconds. Neither answer means the
+script ran, so retrying cannot count a call twice; a slot still split after
+that wait surfaces as :class:`limify.StorageError`, for the failure policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
+from limify.core.coalescing import ScriptBatcher
 from limify.core.plans import Plan
 from limify.core.redis_clients import async_client, check_url, close_async, close_sync, sync_client
 from limify.errors import StorageError
 
-__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript"]
+__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript", "is_resharding"]
 
 # Errors are recognised by class name so that redis-py and valkey-py (its API-
 # compatible fork, with its own exception classes) are handled alike.
@@ -47,6 +58,20 @@ def is_unreachable(error: BaseException) -> bool:
 def is_noscript(error: BaseException) -> bool:
     """True when ``error`` is the server's NOSCRIPT answer."""
     return "NoScriptError" in _client_error_names(error)
+
+
+def is_resharding(error: BaseException) -> bool:
+    """True when ``error`` means a Cluster slot is half-migrated and the command did not run.
+
+    That is ``TRYAGAIN``, or the cluster client giving up after too many of them
+    (redis-py and valkey-py raise a bare ``ClusterError`` only for that; its
+    subclass ``ClusterDownError`` is a different matter).
+    """
+    return "TryAgainError" in _client_error_names(error) or type(error).__name__ == "ClusterError"
+
+
+#: Seconds between two attempts while a slot is half-migrated.
+_RESHARDING_PAUSE = 0.05
 
 
 def _describe(client: Any) -> str:
@@ -74,6 +99,28 @@ class _ScriptBook:
         self.clock = clock
         self._sources: dict[str, str] = {}
         self._spec_shas: dict[str, str] = {}
+
+    #: How long a call keeps retrying a Cluster slot that is half-migrated
+    #: (see the module docs) before raising :class:`limify.StorageError`.
+    resharding_wait = 2.0
+
+    def _after_failure(self, error: Exception, first_failure: float | None) -> float:
+        """Raise what ``error`` stands for, unless the call should be retried.
+
+        Returns the time of the call's first resharding failure, to be passed back
+        on the next failure, so that the retries stop after :attr:`resharding_wait`.
+        """
+        if is_unreachable(error):
+            raise StorageError(f"Redis unreachable: {error}") from error
+        if not is_resharding(error):
+            raise error
+        now = time.monotonic()
+        first_failure = now if first_failure is None else first_failure
+        if now - first_failure >= self.resharding_wait:
+            raise StorageError(
+                f"Redis Cluster slot still being migrated after {self.resharding_wait}s: {error}"
+            ) from error
+        return first_failure
 
     def _remember(self, script: str) -> str:
         sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
@@ -161,13 +208,18 @@ class RedisSyncAdapter(_ScriptBook):
             limify.StorageError: the server could not be reached.
         """
         argv = self._argv(spec, plans, cost, mode, token)
-        try:
-            reply = self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except Exception as error:
-            if is_unreachable(error):
-                raise StorageError(f"Redis unreachable: {error}") from error
-            raise
+        reply = self._run(lambda: self.evalsha(self._sha(spec), len(keys), *keys, *argv))
         return self._outcome(reply)
+
+    def _run(self, command: Callable[[], Any]) -> Any:
+        """``command()``, retried while its slot is half-migrated; StorageError if unreachable."""
+        first_failure = None
+        while True:
+            try:
+                return command()
+            except Exception as error:
+                first_failure = self._after_failure(error, first_failure)
+            time.sleep(_RESHARDING_PAUSE)
 
     def close(self) -> None:
         """Close the client (and, for Sentinel URLs, the connections to the sentinels)."""
@@ -176,12 +228,7 @@ class RedisSyncAdapter(_ScriptBook):
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            try:
-                self.client.delete(*keys)
-            except Exception as error:
-                if is_unreachable(error):
-                    raise StorageError(f"Redis unreachable: {error}") from error
-                raise
+            self._run(lambda: self.client.delete(*keys))
 
 
 class _ClientPerLoop:
@@ -249,13 +296,34 @@ class RedisAsyncAdapter(_ScriptBook):
             :class:`~limify.core.clock.Clock` to send the caller's time.
     """
 
+    def __init__(self, client: Any, *, clock: Clock | None = None, coalesce: bool = True) -> None:
+        super().__init__(client, clock=clock)
+        #: Whether concurrent checks share round trips (see :mod:`limify.core.coalescing`).
+        self.coalesce = coalesce
+        self._batchers: weakref.WeakKeyDictionary[Any, ScriptBatcher] = weakref.WeakKeyDictionary()
+
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisAsyncAdapter:
+    def from_url(
+        cls, url: str, *, clock: Clock | None = None, coalesce: bool = True, **client_options: Any
+    ) -> RedisAsyncAdapter:
         """Build an adapter that opens ``redis.asyncio`` clients for ``url``, one per event loop.
 
         Any URL of :mod:`limify.core.redis_clients` works.
         """
-        return cls(_ClientPerLoop(url, client_options), clock=clock)
+        return cls(_ClientPerLoop(url, client_options), clock=clock, coalesce=coalesce)
+
+    def _batcher(self, client: Any) -> ScriptBatcher | None:
+        if not self.coalesce or hasattr(client, "get_nodes"):  # cluster pipelines split by node
+            return None
+        batcher = self._batchers.get(client)
+        if batcher is None:
+            batcher = self._batchers[client] = ScriptBatcher(client, self._recover)
+        return batcher
+
+    async def _recover(self, error: BaseException, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
+        if not is_noscript(error):
+            raise error
+        return await (await self._client()).eval(self._source(sha), num_keys, *args)
 
     async def _client(self) -> Any:
         client = self.client
@@ -294,20 +362,33 @@ class RedisAsyncAdapter(_ScriptBook):
             limify.StorageError: the server could not be reached.
         """
         argv = self._argv(spec, plans, cost, mode, token)
-        try:
-            reply = await self.evalsha(self._sha(spec), len(keys), *keys, *argv)
-        except Exception as error:
-            if is_unreachable(error):
-                raise StorageError(f"Redis unreachable: {error}") from error
-            raise
+        sha = self._sha(spec)
+        reply = await self._run(lambda: self._evalsha_shared(sha, keys, argv))
         return self._outcome(reply)
+
+    async def _evalsha_shared(self, sha: str, keys: Sequence[str], argv: list[Any]) -> Any:
+        """EVALSHA through the client's batcher when coalescing, else directly."""
+        client = await self._client()
+        batcher = self._batcher(client)
+        if batcher is None:
+            return await self.evalsha(sha, len(keys), *keys, *argv)
+        try:
+            return await batcher.evalsha(sha, len(keys), (*keys, *argv))
+        except Exception as error:
+            return await self._recover(error, sha, len(keys), (*keys, *argv))
+
+    async def _run(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        """Awaitable twin of :meth:`RedisSyncAdapter._run`."""
+        first_failure = None
+        while True:
+            try:
+                return await command()
+            except Exception as error:
+                first_failure = self._after_failure(error, first_failure)
+            await asyncio.sleep(_RESHARDING_PAUSE)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            try:
-                await (await self._client()).delete(*keys)
-            except Exception as error:
-                if is_unreachable(error):
-                    raise StorageError(f"Redis unreachable: {error}") from error
-                raise
+            client = await self._client()
+            await self._run(lambda: client.delete(*keys))

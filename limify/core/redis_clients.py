@@ -173,6 +173,14 @@ def async_client(url: str, **overrides: Any) -> Any:
     options.pop("timeout")
     if scheme == "redis+cluster":
         options.pop("db", None)
+        # redis.asyncio's cluster client re-reads the whole topology after every
+        # few MOVED replies by default, and that refresh races with the tasks using
+        # the connections it recycles: under concurrent load some calls then fail
+        # with AttributeError, or get ConnectionError after the server ran the
+        # script, and the client's own retry runs it twice (a call counted twice).
+        # A MOVED reply names the slot's new owner, which the client records
+        # without a refresh; a node that fails still triggers one.
+        options.setdefault("reinitialize_steps", 0)
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
     timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}

@@ -75,6 +75,7 @@ class GuardedStorage:
 
     def _failed(self, error: StorageError) -> None:
         with self._lock:
+            now = self._monotonic()
             if self._next_probe == 0.0:
                 log.warning(
                     "limify: storage %r unreachable (%s); applying on_storage_error=%r",
@@ -83,9 +84,15 @@ class GuardedStorage:
                     self.policy,
                 )
                 self._backoff = self._first_backoff
+            elif now < self._next_probe:
+                # A call that was already under way when another one failed: the
+                # backoff set by that failure stands. Doubling it once per such call
+                # would turn one outage seen by 50 concurrent callers into 30 s of
+                # fallback, long after the storage is back.
+                return
             else:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
-            self._next_probe = self._monotonic() + self._backoff
+            self._next_probe = now + self._backoff
 
     def _succeeded(self) -> None:
         if self._next_probe != 0.0:

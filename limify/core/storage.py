@@ -25,6 +25,8 @@ __all__ = [
     "check_storage",
     "configure_default",
     "default_storage",
+    "Defaults",
+    "DEFAULTS",
     "SCHEMES",
 ]
 
@@ -134,13 +136,18 @@ def adapter_for(storage: Any, *, is_async: bool, on_storage_error: str | None = 
     return storage if on_storage_error is None else guarded(storage, on_storage_error)
 
 
-class _Default:
-    """The process-wide defaults; ``version`` moves at each change."""
+class Defaults:
+    """The process-wide defaults; ``version`` moves at each change (limits compare it per call)."""
 
-    storage: StorageLike = "memory://"
-    on_storage_error = "fail_closed"
-    version = 0
-    lock = threading.Lock()
+    def __init__(self) -> None:
+        self.storage: StorageLike = "memory://"
+        self.on_storage_error = "fail_closed"
+        self.version = 0
+        self.lock = threading.Lock()
+
+
+#: The one :class:`Defaults` instance, changed by :func:`configure_default`.
+DEFAULTS = Defaults()
 
 
 def configure_default(storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
@@ -149,14 +156,14 @@ def configure_default(storage: StorageLike | None = None, on_storage_error: str 
         check_storage(storage)
     if on_storage_error is not None:
         check_policy(on_storage_error)
-    with _Default.lock:
+    with DEFAULTS.lock:
         if storage is not None:
-            _Default.storage = storage
+            DEFAULTS.storage = storage
         if on_storage_error is not None:
-            _Default.on_storage_error = on_storage_error
-        _Default.version += 1
+            DEFAULTS.on_storage_error = on_storage_error
+        DEFAULTS.version += 1
 
 
 def default_storage() -> tuple[int, StorageLike, str]:
     """The default storage, the default failure policy, and their version."""
-    return _Default.version, _Default.storage, _Default.on_storage_error
+    return DEFAULTS.version, DEFAULTS.storage, DEFAULTS.on_storage_error

@@ -7,14 +7,32 @@ their (sync, async) shell classes.
 from __future__ import annotations
 
 from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
-from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
-from limify.core.algorithms.fixed_window import AsyncFixedWindowAlgorithm, FixedWindowAlgorithm
-from limify.core.algorithms.quota import AsyncQuotaAlgorithm, QuotaAlgorithm
-from limify.core.algorithms.sliding_window import AsyncSlidingWindowAlgorithm, SlidingWindowAlgorithm
+from limify.core.algorithms.concurrency import (
+    AsyncConcurrencyAlgorithm,
+    ConcurrencyAlgorithm,
+)
+from limify.core.algorithms.fixed_window import (
+    AsyncFixedWindowAlgorithm,
+    FixedWindowAlgorithm,
+)
 from limify.core.algorithms.gcra import AsyncGCRAAlgorithm, GCRAAlgorithm
-from limify.core.algorithms.leaky_bucket import AsyncLeakyBucketAlgorithm, LeakyBucketAlgorithm
-from limify.core.algorithms.sliding_log import AsyncSlidingLogAlgorithm, SlidingLogAlgorithm
-from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
+from limify.core.algorithms.leaky_bucket import (
+    AsyncLeakyBucketAlgorithm,
+    LeakyBucketAlgorithm,
+)
+from limify.core.algorithms.quota import AsyncQuotaAlgorithm, QuotaAlgorithm
+from limify.core.algorithms.sliding_log import (
+    AsyncSlidingLogAlgorithm,
+    SlidingLogAlgorithm,
+)
+from limify.core.algorithms.sliding_window import (
+    AsyncSlidingWindowAlgorithm,
+    SlidingWindowAlgorithm,
+)
+from limify.core.algorithms.token_bucket import (
+    AsyncTokenBucketAlgorithm,
+    TokenBucketAlgorithm,
+)
 
 __all__ = ["ALGORITHMS", "algorithm_classes"]
 

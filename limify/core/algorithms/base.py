@@ -216,6 +216,8 @@ def check_cost(cost: int, plans: Sequence[Plan]) -> None:
 def _check_keys(keys: Sequence[str], plans: Sequence[Plan]) -> None:
     if len(keys) != len(plans) or not keys:
         raise ValueError(f"need one key per plan, got {len(keys)} keys for {len(plans)} plans")
+    if len(keys) > 1 and len(set(keys)) != len(keys):
+        raise ValueError(f"each limit needs its own key; got {list(keys)!r}")
 
 
 class SyncAlgorithm:
@@ -248,6 +250,16 @@ class SyncAlgorithm:
         check_cost(cost, plans)
         outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
+
+    def run(
+        self, keys: Sequence[str], plans: Sequence[Plan], cost: int, mode: str = CONSUME, token: str = ""
+    ) -> Outcome:
+        """The raw :data:`Outcome`, without argument checks.
+
+        For callers that validated keys, plans and cost once, at set-up (as
+        ``@rate_limit`` does at decoration time); others use :meth:`decide`.
+        """
+        return self.adapter.execute(self.spec, keys, plans, cost, mode, token)
 
     def check_all(
         self,
@@ -307,6 +319,12 @@ class AsyncAlgorithm:
         check_cost(cost, plans)
         outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
+
+    async def run(
+        self, keys: Sequence[str], plans: Sequence[Plan], cost: int, mode: str = CONSUME, token: str = ""
+    ) -> Outcome:
+        """The raw :data:`Outcome`, without argument checks (see :meth:`SyncAlgorithm.run`)."""
+        return await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
 
     async def check_all(
         self,

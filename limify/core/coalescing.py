@@ -1,0 +1,101 @@
+"""Coalescing concurrent async script calls into pipelined EVALSHA batches.
+
+With many tasks checking limits at once on one ``redis.asyncio`` client, one
+EVALSHA per check makes every check wait for its own round trip (and hold its
+own connection). A :class:`ScriptBatcher` keeps at most one round trip in
+flight per client: a call made while the client is idle goes out at once, on
+its own; calls made while a round trip is in flight queue up and leave
+together, as one pipeline of EVALSHAs, as soon as it returns.
+
+Every EVALSHA in the pipeline is still its own atomic script run: the server
+executes them one after another, each seeing the state the previous one left.
+Decisions are exactly those of separate calls in the same order; only the
+round trips are shared. Pipelines are not transactions (``transaction=False``):
+no MULTI/EXEC is needed, since no decision spans two scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ScriptBatcher", "MAX_BATCH"]
+
+#: Most calls sent in one pipeline; more wait for the next round trip.
+MAX_BATCH = 512
+
+_Call = tuple[str, int, tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+class ScriptBatcher:
+    """One client's queue of EVALSHA calls (see the module docs); asyncio only.
+
+    Args:
+        client: a ``redis.asyncio`` client (not a cluster client: its pipelines
+            split by node, so it is called directly instead).
+        recover: ``(error, sha, num_keys, args) -> awaitable`` answering one call
+            whose EVALSHA failed with NOSCRIPT (the adapter re-sends the source).
+    """
+
+    def __init__(self, client: Any, recover: Callable[[BaseException, str, int, tuple[Any, ...]], Any]) -> None:
+        self.client = client
+        self._recover = recover
+        self._queue: list[_Call] = []
+        self._busy = False
+        #: Pipelines sent and the calls they carried, for monitoring.
+        self.pipelines = 0
+        self.batched_calls = 0
+
+    async def evalsha(self, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
+        """EVALSHA ``sha``, alone when the client is idle, else in the next pipeline."""
+        if not self._busy:
+            self._busy = True
+            try:
+                return await self.client.evalsha(sha, num_keys, *args)
+            finally:
+                self._release()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((sha, num_keys, args, future))
+        return await future
+
+    def _release(self) -> None:
+        if self._queue:
+            asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                await self._send(batch)
+        finally:
+            self._busy = False
+            if self._queue:  # a failure above left callers waiting: serve them too
+                self._busy = True
+                asyncio.get_running_loop().create_task(self._drain())
+
+    async def _send(self, batch: list[_Call]) -> None:
+        pipeline = self.client.pipeline(transaction=False)
+        for sha, num_keys, args, _ in batch:
+            pipeline.evalsha(sha, num_keys, *args)
+        self.pipelines += 1
+        self.batched_calls += len(batch)
+        try:
+            replies = await pipeline.execute(raise_on_error=False)
+        except Exception as error:  # the round trip itself failed: every call in it did
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (sha, num_keys, args, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # its caller was cancelled; the script ran all the same
+                continue
+            if isinstance(reply, BaseException):
+                try:
+                    reply = await self._recover(reply, sha, num_keys, args)
+                except Exception as error:
+                    future.set_exception(error)
+                    continue
+            future.set_result(reply)
