@@ -127,3 +127,44 @@ def test_unreachable_server_raises_storage_error() -> None:
     with pytest.raises(StorageError, match="unreachable"):
         algorithm.check("limify:gone", PLAN)
     assert time.monotonic() - started < 5
+
+
+def test_unix_socket_url_reaches_a_real_server() -> None:
+    """storage='unix:///path/redis.sock' works for sync and async callables."""
+    import asyncio
+    import os
+
+    from limify import RateLimitExceeded, rate_limit
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    socket_path = os.path.join(server.dir, "redis.sock")
+    server.extra_args = ("--unixsocket", socket_path, "--unixsocketperm", "700")
+    server.start()
+    try:
+        url = f"unix://{socket_path}?db=0"
+
+        @rate_limit("2/hour", storage=url, name="unix-sync")
+        def sync_call() -> None:
+            return None
+
+        @rate_limit("1/hour", storage=url, name="unix-async")
+        async def async_call() -> None:
+            return None
+
+        sync_call()
+        sync_call()
+        with pytest.raises(RateLimitExceeded):
+            sync_call()
+
+        async def twice() -> None:
+            await async_call()
+            with pytest.raises(RateLimitExceeded):
+                await async_call()
+
+        asyncio.run(twice())
+        probe = redis.Redis(unix_socket_path=socket_path)
+        assert probe.exists("limify:unix-sync:default") == 1
+        probe.close()
+    finally:
+        server.stop()
