@@ -75,8 +75,9 @@ def test_threads_sharing_a_client_never_exceed_its_rate(open_upstream: Upstream,
             thread.join(30)
     assert len(open_upstream.arrivals) == len(sent.sent) == 24
     assert rate_violations(sent.sent, BURSTY) == []
-    # 24 requests at 20/s after a burst of 2 cannot take less than 1.1 s.
-    assert max(sent.sent) - min(sent.sent) >= 1.1
+    # 24 requests at 20/s after a burst of 2 cannot be admitted in less than 1.1 s; the
+    # records trail admissions by up to a thread switch (rate_violations' 0.05 s slack).
+    assert max(sent.sent) - min(sent.sent) >= 1.1 - 0.05
 
 
 def test_after_a_429_nothing_reaches_the_upstream_before_retry_after(
