@@ -68,8 +68,8 @@ class InMemoryAdapter:
             return
         if key not in data:
             self._make_room(now)
+        # A new key lands at the recent end; an existing one was moved there by _load.
         data[key] = (state, now + ttl_us)
-        data.move_to_end(key)
 
     def _make_room(self, now: int) -> None:
         data = self._data

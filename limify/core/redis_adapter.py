@@ -343,9 +343,7 @@ class RedisAsyncAdapter(_ScriptBook):
         try:
             return await client.evalsha(sha, num_keys, *keys_and_args)
         except Exception as error:
-            if not is_noscript(error):
-                raise
-            return await client.eval(self._source(sha), num_keys, *keys_and_args)
+            return await self._recover(error, sha, num_keys, keys_and_args)
 
     async def execute_async(
         self,
