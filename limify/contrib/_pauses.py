@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from limify.core.clock import Clock
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter, is_unreachable
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter, is_storage_failure
 from limify.errors import StorageError
 
 __all__ = ["SyncPauses", "AsyncPauses", "MemoryPauses", "RedisPauses", "AsyncRedisPauses", "pauses_for"]
@@ -84,8 +84,8 @@ class RedisPauses:
                 self._sha = self.adapter.script_load(PAUSE_SCRIPT)
             return int(self.adapter.evalsha(self._sha, 1, key, ms))
         except Exception as exc:
-            if is_unreachable(exc):
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            if is_storage_failure(exc):  # unreachable, or refusing calls (OOM, READONLY...)
+                raise StorageError(f"Redis unusable: {exc}") from exc
             raise
 
 
@@ -102,8 +102,8 @@ class AsyncRedisPauses:
                 self._sha = await self.adapter.script_load(PAUSE_SCRIPT)
             return int(await self.adapter.evalsha(self._sha, 1, key, ms))
         except Exception as exc:
-            if is_unreachable(exc):
-                raise StorageError(f"Redis unreachable: {exc}") from exc
+            if is_storage_failure(exc):  # unreachable, or refusing calls (OOM, READONLY...)
+                raise StorageError(f"Redis unusable: {exc}") from exc
             raise
 
 

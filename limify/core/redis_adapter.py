@@ -16,6 +16,24 @@ exhausted``), while a migration may take seconds, so the adapters keep retrying
 for up to :attr:`_ScriptBook.resharding_wait` seconds. Neither answer means the
 script ran, so retrying cannot count a call twice; a slot still split after
 that wait surfaces as :class:`limify.StorageError`, for the failure policy.
+
+A script is sent at most once, whatever the client's retry settings: a reply lost
+on the way back (a timeout, a dropped connection) surfaces as
+:class:`limify.StorageError` rather than running the script again, which would count
+one call twice or give a refund back twice. See "Sending scripts at most once" in
+:mod:`limify.core.redis_clients`.
+
+Some answers mean the server cannot take the call at all: ``OOM`` (``maxmemory``
+reached under ``noeviction``), ``READONLY`` (a replica, such as a demoted master),
+``BUSY`` (another script is running past its time limit), ``NOREPLICAS``,
+``MISCONF``, ``MASTERDOWN``, ``LOADING`` and ``NOPERM`` (the ACL user may not run
+scripts or reach the keys). They surface as :class:`limify.StorageError` too, so the
+failure policy decides; any other error reply (a key of the wrong type, a bug in a
+script) is raised as the client raised it.
+
+At first use of each server the adapter reads its ``maxmemory-policy`` and logs one
+warning on the ``limify`` logger if the server may evict keys under memory pressure:
+an evicted key is a limit that starts afresh.
 """
 
 from __future__ import annotations
@@ -33,31 +51,79 @@ from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.coalescing import ScriptBatcher
 from limify.core.plans import Plan
-from limify.core.redis_clients import async_client, check_url, close_async, close_sync, sync_client
+from limify.core.redis_clients import (
+    EvictionCheck,
+    ScriptClient,
+    async_client,
+    async_sender,
+    check_url,
+    client_error_names,
+    close_async,
+    close_sync,
+    sync_client,
+    sync_sender,
+)
 from limify.errors import StorageError
 
-__all__ = ["RedisSyncAdapter", "RedisAsyncAdapter", "is_unreachable", "is_noscript", "is_resharding"]
+__all__ = [
+    "RedisSyncAdapter",
+    "RedisAsyncAdapter",
+    "is_unreachable",
+    "is_refusal",
+    "is_storage_failure",
+    "is_noscript",
+    "is_resharding",
+]
 
-# Errors are recognised by class name so that redis-py and valkey-py (its API-
-# compatible fork, with its own exception classes) are handled alike.
-_CLIENT_PACKAGES = ("redis", "valkey")
+# Errors are recognised by class name (see client_error_names).
 _UNREACHABLE = frozenset(
-    {"ConnectionError", "TimeoutError", "ClusterDownError", "MasterNotFoundError", "SlaveNotFoundError"}
+    {
+        "ConnectionError",
+        "TimeoutError",
+        "ClusterDownError",
+        "MasterNotFoundError",
+        "SlaveNotFoundError",
+        "SlotNotCoveredError",
+    }
 )
-
-
-def _client_error_names(error: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(error).__mro__ if cls.__module__.split(".")[0] in _CLIENT_PACKAGES}
+#: Error replies meaning the server cannot take the call now, whatever the call.
+#: redis-py and valkey-py raise the first ones as their own classes (with the code
+#: cut off the message); the others come as a plain ResponseError starting with it.
+_REFUSALS = frozenset(
+    {"OutOfMemoryError", "ReadOnlyError", "NoPermissionError", "MasterDownError", "BusyLoadingError"}
+)
+_REFUSAL_CODES = frozenset(
+    {"OOM", "READONLY", "NOPERM", "BUSY", "NOREPLICAS", "MISCONF", "MASTERDOWN", "LOADING"}
+)
 
 
 def is_unreachable(error: BaseException) -> bool:
     """True when ``error`` means the server could not be reached (not a bad command)."""
-    return isinstance(error, OSError) or bool(_client_error_names(error) & _UNREACHABLE)
+    return isinstance(error, OSError) or bool(client_error_names(error) & _UNREACHABLE)
+
+
+def is_refusal(error: BaseException) -> bool:
+    """True when ``error`` is the server saying it cannot serve any call now (OOM, READONLY...).
+
+    See the module docs for the list; other error replies are the call's own fault.
+    """
+    names = client_error_names(error)
+    if names & _REFUSALS:
+        return True
+    if "ResponseError" not in names:
+        return False
+    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
+    return code in _REFUSAL_CODES
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """True when ``error`` means the storage cannot be used: unreachable, or refusing every call."""
+    return is_unreachable(error) or is_refusal(error)
 
 
 def is_noscript(error: BaseException) -> bool:
     """True when ``error`` is the server's NOSCRIPT answer."""
-    return "NoScriptError" in _client_error_names(error)
+    return "NoScriptError" in client_error_names(error)
 
 
 def is_resharding(error: BaseException) -> bool:
@@ -67,7 +133,7 @@ def is_resharding(error: BaseException) -> bool:
     (redis-py and valkey-py raise a bare ``ClusterError`` only for that; its
     subclass ``ClusterDownError`` is a different matter).
     """
-    return "TryAgainError" in _client_error_names(error) or type(error).__name__ == "ClusterError"
+    return "TryAgainError" in client_error_names(error) or type(error).__name__ == "ClusterError"
 
 
 #: Seconds between two attempts while a slot is half-migrated.
@@ -99,6 +165,8 @@ class _ScriptBook:
         self.clock = clock
         self._sources: dict[str, str] = {}
         self._spec_shas: dict[str, str] = {}
+        #: Which servers' eviction policies were read (see the module docs).
+        self._evictions = EvictionCheck()
 
     #: How long a call keeps retrying a Cluster slot that is half-migrated
     #: (see the module docs) before raising :class:`limify.StorageError`.
@@ -110,6 +178,8 @@ class _ScriptBook:
         Returns the time of the call's first resharding failure, to be passed back
         on the next failure, so that the retries stop after :attr:`resharding_wait`.
         """
+        if is_refusal(error):
+            raise StorageError(f"Redis cannot serve the call: {type(error).__name__}: {error}") from error
         if is_unreachable(error):
             raise StorageError(f"Redis unreachable: {error}") from error
         if not is_resharding(error):
@@ -167,6 +237,10 @@ class RedisSyncAdapter(_ScriptBook):
             :class:`~limify.core.clock.Clock` to send the caller's time.
     """
 
+    def __init__(self, client: Any, *, clock: Clock | None = None) -> None:
+        super().__init__(client, clock=clock)
+        self._sender = sync_sender(client, self._evictions)
+
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **client_options: Any) -> RedisSyncAdapter:
         """Build an adapter with its own client for ``url``.
@@ -178,20 +252,22 @@ class RedisSyncAdapter(_ScriptBook):
 
     def script_load(self, script: str) -> str:
         """Load ``script`` into the server and return its SHA-1."""
-        sha: str = self.client.script_load(script)
-        self._sources[sha] = script
-        return sha
+        self._sender.load(script)
+        return self._remember(script)
 
     def evalsha(self, sha: str, num_keys: int, *keys_and_args: Any) -> Any:
-        """Run a loaded script, loading it again first if the server lost it."""
+        """Run a loaded script, loading it again first if the server lost it.
+
+        The script is sent once: a failure after sending is raised, never retried.
+        """
         try:
-            return self.client.evalsha(sha, num_keys, *keys_and_args)
+            return self._sender.call("EVALSHA", sha, num_keys, *keys_and_args)
         except Exception as error:
             if not is_noscript(error):
                 raise
             # EVAL runs the source and caches it again in one step: no window in
             # which a concurrent SCRIPT FLUSH could strike between load and call.
-            return self.client.eval(self._source(sha), num_keys, *keys_and_args)
+            return self._sender.call("EVAL", self._source(sha), num_keys, *keys_and_args)
 
     def execute(
         self,
@@ -228,7 +304,7 @@ class RedisSyncAdapter(_ScriptBook):
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            self._run(lambda: self.client.delete(*keys))
+            self._run(lambda: self._sender.delete(keys))
 
 
 class _ClientPerLoop:
@@ -301,6 +377,7 @@ class RedisAsyncAdapter(_ScriptBook):
         #: Whether concurrent checks share round trips (see :mod:`limify.core.coalescing`).
         self.coalesce = coalesce
         self._batchers: weakref.WeakKeyDictionary[Any, ScriptBatcher] = weakref.WeakKeyDictionary()
+        self._senders: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(
@@ -317,13 +394,22 @@ class RedisAsyncAdapter(_ScriptBook):
             return None
         batcher = self._batchers.get(client)
         if batcher is None:
-            batcher = self._batchers[client] = ScriptBatcher(client, self._recover)
+            batcher = self._batchers[client] = ScriptBatcher(
+                ScriptClient(self._sender(client)), self._recover
+            )
         return batcher
+
+    def _sender(self, client: Any) -> Any:
+        """How scripts are sent on ``client``: once each (see the module docs)."""
+        sender = self._senders.get(client)
+        if sender is None:
+            sender = self._senders[client] = async_sender(client, self._evictions)
+        return sender
 
     async def _recover(self, error: BaseException, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
         if not is_noscript(error):
             raise error
-        return await (await self._client()).eval(self._source(sha), num_keys, *args)
+        return await self._sender(await self._client()).call("EVAL", self._source(sha), num_keys, *args)
 
     async def _client(self) -> Any:
         client = self.client
@@ -333,15 +419,17 @@ class RedisAsyncAdapter(_ScriptBook):
 
     async def script_load(self, script: str) -> str:
         """Load ``script`` into the server and return its SHA-1."""
-        sha: str = await (await self._client()).script_load(script)
-        self._sources[sha] = script
-        return sha
+        await self._sender(await self._client()).load(script)
+        return self._remember(script)
 
     async def evalsha(self, sha: str, num_keys: int, *keys_and_args: Any) -> Any:
-        """Run a loaded script, loading it again first if the server lost it."""
+        """Run a loaded script, loading it again first if the server lost it.
+
+        The script is sent once: a failure after sending is raised, never retried.
+        """
         client = await self._client()
         try:
-            return await client.evalsha(sha, num_keys, *keys_and_args)
+            return await self._sender(client).call("EVALSHA", sha, num_keys, *keys_and_args)
         except Exception as error:
             return await self._recover(error, sha, num_keys, keys_and_args)
 
@@ -388,5 +476,5 @@ class RedisAsyncAdapter(_ScriptBook):
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            client = await self._client()
-            await self._run(lambda: client.delete(*keys))
+            sender = self._sender(await self._client())
+            await self._run(lambda: sender.delete(keys))
