@@ -172,15 +172,19 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     clock = ManualClock()
     now = clock.now_us()
     plan = Plan("default", 10, 60)
-    expired = (now - 90_000_000, REBASE_AT - 7, 3)
-    live = [(now - 30_000_000, REBASE_AT - 4, 3), (now - 10_000_000, REBASE_AT - 1, 3)]
-    redis_client.zadd("k", {f"{cum:016d}:{cost}": stamp for stamp, cum, cost in [expired, *live]})
+    expired = (now - 90_000_000, REBASE_AT - 7, 3, "")
+    live = [(now - 30_000_000, REBASE_AT - 4, 3, ""), (now - 10_000_000, REBASE_AT - 1, 3, "")]
+    redis_client.zadd("k", {f"{cum:016d}:{cost}": stamp for stamp, cum, cost, _ in [expired, *live]})
     remote = RedisSyncAdapter(redis_client, clock=clock)
     step = transition(([expired, *live], 0, 3), now, plan, 2)
     assert step[:4] == (True, 2, 60_000_000, 0)
-    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0)
+    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0, now)
     state = step[4]
-    assert state[0][state[1] : state[2]] == [(now - 30_000_000, 3, 3), (now - 10_000_000, 6, 3), (now, 8, 2)]
+    assert state[0][state[1] : state[2]] == [
+        (now - 30_000_000, 3, 3, ""),
+        (now - 10_000_000, 6, 3, ""),
+        (now, 8, 2, ""),
+    ]
     assert redis_client.zrange("k", 0, -1, withscores=True) == [
         (b"0000000000000003:3", now - 30_000_000),
         (b"0000000000000006:3", now - 10_000_000),
@@ -188,7 +192,7 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     ]
     for cost in (1, 1, 1):
         step = transition(state, now, plan, cost)
-        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0)
+        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0, now)
         state = step[4] if step[0] else state
 
 
@@ -202,7 +206,7 @@ def test_successive_calls_share_one_list() -> None:
         states.append(state)
     assert all(s[0] is state[0] for s in states)
     branched = transition(states[10], START + 500, plan, 5)[4]  # an older state: copied, not shared
-    assert branched[0] is not state[0] and branched[0][-1] == (START + 500, 16, 5)
+    assert branched[0] is not state[0] and branched[0][-1] == (START + 500, 16, 5, "")
     assert [entry[1] for entry in state[0][state[1] : state[2]]] == list(range(1, 201))
 
 

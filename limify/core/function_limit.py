@@ -8,7 +8,6 @@ provider is set, runs one atomic check and raises or waits when refused.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import anyio
 
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, to_result
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, new_token, refund_token, to_result
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plans import Plan, ResolvePlan
 from limify.core.result import LimitationResult
@@ -99,6 +98,9 @@ class FunctionLimit:
         self.leases = sync_class.spec.lease
         #: Whether anything must run after the call (release or refund).
         self.has_epilogue = self.leases or bool(refund_on)
+        #: Whether each call carries its own token: a lease's name, or the name a
+        #: refund finds its call by (see :func:`~limify.core.algorithms.base.refund_token`).
+        self._names_calls = self.has_epilogue
         self._storage = storage
         self._on_storage_error = on_storage_error
         self._follows_default = storage is None or on_storage_error is None
@@ -113,7 +115,7 @@ class FunctionLimit:
         #: The whole check of a call, settled now when nothing in it depends on the call.
         self._constant_call: Admission | None = None
         self._keyed_prefix: str | None = None
-        if provider is None and not callable(cost) and not self.leases:
+        if provider is None and not callable(cost) and not self._names_calls:
             if get_key is None:
                 keys = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, None)
                 self._constant_call = Admission(keys, self.plans, self.shared, cost, "")
@@ -154,7 +156,7 @@ class FunctionLimit:
         keys = limit_keys(
             self.scope, plan_ids, periods, shared, None if self.get_key is None else encode_part(identity)
         )
-        token = secrets.token_hex(8) if self.leases else ""
+        token = new_token() if self._names_calls else ""
         return Admission(keys, plans, shared, self._cost_of(call_args, kwargs, plans), token)
 
     def _cost_of(self, call_args: tuple[Any, ...], kwargs: dict[str, Any], plans: tuple[Plan, ...]) -> int:
@@ -186,7 +188,7 @@ class FunctionLimit:
             time.sleep(pause)
             waited += pause
             outcome = algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
-        return call
+        return self._admitted(call, outcome[5])
 
     async def enter_async(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
         """Admit one async call (consuming its cost), wait for it, or raise."""
@@ -199,7 +201,13 @@ class FunctionLimit:
             await anyio.sleep(pause)
             waited += pause
             outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
-        return call
+        return self._admitted(call, outcome[5])
+
+    def _admitted(self, call: Admission, admitted_us: int) -> Admission:
+        """The admission as its give-back must name it: a lease by its token, a refund also by when."""
+        if not self.refund_on or self.leases:
+            return call
+        return call._replace(token=refund_token(admitted_us, call.token))
 
     def _gives_back(self, error: BaseException | None) -> bool:
         return self.leases or (error is not None and isinstance(error, self.refund_on))

@@ -102,7 +102,7 @@ class InMemoryAdapter:
                 step = spec.transition(self._load(key, now), now, plans[0], cost, token)
                 if step[0] and mode == CONSUME:
                     self._store(key, step[4], step[5], now)
-                return (step[0], step[1], step[2], step[3], 0)
+                return (step[0], step[1], step[2], step[3], 0, now)
             states = [self._load(key, now) for key in keys]
             outcome, writes = run_limits(spec, states, now, plans, cost, mode, token)
             for index, state, ttl in writes:

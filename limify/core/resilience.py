@@ -108,7 +108,7 @@ class GuardedStorage:
         if self._local is not None:
             return self._local.execute(spec, keys, plans, cost, mode, token)
         if self.policy == "fail_open":
-            return (True, max(0, min(plan.limit for plan in plans) - cost), 0, 0, 0)
+            return (True, max(0, min(plan.limit for plan in plans) - cost), 0, 0, 0, 0)
         raise StorageError(f"storage unavailable and on_storage_error='fail_closed': {error or 'in backoff'}")
 
     def execute(

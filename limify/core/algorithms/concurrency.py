@@ -47,7 +47,6 @@ leases live in one sorted set and each call touches only the members it needs.
 
 from __future__ import annotations
 
-import secrets
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -65,6 +64,7 @@ from limify.core.algorithms.base import (
     AsyncAlgorithm,
     Step,
     SyncAlgorithm,
+    new_token,
 )
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
@@ -173,11 +173,6 @@ def refund(
 
 
 CONCURRENCY = AlgorithmSpec("concurrency", transition, refund, "concurrency.lua", lease=True)
-
-
-def new_token() -> str:
-    """A fresh lease token: 64 random bits, unique across processes for all practical purposes."""
-    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
