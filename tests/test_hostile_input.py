@@ -3,6 +3,7 @@ never collide in a key, and never make keys or memory grow without bound."""
 
 from __future__ import annotations
 
+import sys
 import time
 import tracemalloc
 from typing import Any
@@ -185,3 +186,30 @@ def test_global_limit_and_hostile_keys_together() -> None:
     first, second = call.rate_limit.keys("{a}:*"), call.rate_limit.keys("{a}:**")
     assert first != second
     assert len({key_slot(k.encode()) for k in first + second}) == 1
+
+
+@given(st.integers(0, 30_000).flatmap(lambda digits: st.integers(-(10**digits), 10**digits)))
+def test_any_int_key_is_its_decimal_digits(value: int) -> None:
+    """Int keys of any size (past Python's 4,300-digit str() limit) are keyed by their decimal digits."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # the reference conversion, unlimited
+    try:
+        digits = str(value)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert identity_text(value) == digits.encode()
+    assert encode_part(value) == encode_part(digits)
+
+
+def test_a_decorated_call_keyed_by_a_huge_int_works() -> None:
+    """A 5,000-digit int key is admitted and counted like any other key, apart from its neighbour."""
+    big = 10**5000 + 7
+
+    @rate_limit("1/hour", key="user", storage=InMemoryAdapter())
+    def fetch(user: int) -> str:
+        return "ok"
+
+    assert fetch(big) == "ok"
+    with pytest.raises(RateLimitExceeded):
+        fetch(big)
+    assert fetch(big + 1) == "ok"
