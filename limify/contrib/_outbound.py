@@ -61,7 +61,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except ValueError:
         pass
     else:  # delay-seconds; decimals are tolerated, signs and non-finite values are not
-        return seconds if text[:1].isdigit() and math.isfinite(seconds) else None
+        ascii_number = text.isascii() and text[:1].isdigit()  # float() also reads other scripts' digits
+        return seconds if ascii_number and math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
