@@ -17,7 +17,7 @@ import anyio
 
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, new_token, refund_token, to_result
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, check_cost, new_token, refund_token, to_result
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plans import Plan, ResolvePlan
 from limify.core.result import LimitationResult
@@ -153,6 +153,8 @@ class FunctionLimit:
                 plans, shared = (chosen, *self.shared_plans), (False,) + (True,) * len(self.shared_plans)
                 plan_ids = [encode_part(plan.id) for plan in plans]
                 periods = [plan.period_us for plan in plans]
+                if not callable(self.cost):  # a plan below the cost could never admit: say so, never wait
+                    check_cost(self.cost, plans)
         keys = limit_keys(
             self.scope, plan_ids, periods, shared, None if self.get_key is None else encode_part(identity)
         )
@@ -164,11 +166,7 @@ class FunctionLimit:
         if not callable(cost):
             return cost
         value = cost(*call_args, **kwargs)
-        smallest = min(plan.limit for plan in plans)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= smallest:
-            raise ValueError(
-                f"the cost callable returned {value!r}; expected an int between 1 and the limit ({smallest})"
-            )
+        check_cost(value, plans, "the cost callable's result")
         return value
 
     def _pause(self, result: LimitationResult, key: str, waited: float) -> float:

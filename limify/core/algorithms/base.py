@@ -53,6 +53,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
+from limify.errors import PlanError
 
 __all__ = [
     "Step",
@@ -245,15 +246,25 @@ class AsyncStorage(Protocol):
         ...
 
 
-def check_cost(cost: int, plans: Sequence[Plan]) -> None:
-    """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``."""
+def check_cost(cost: Any, plans: Sequence[Plan], what: str = "cost") -> None:
+    """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``.
+
+    ``what`` names the value in messages (``"cost"``, ``"the cost callable's result"``).
+
+    Raises:
+        TypeError: ``cost`` is not an int.
+        ValueError: ``cost`` is below 1.
+        limify.PlanError: ``cost`` is above a plan's limit (the message names the plan).
+    """
     if isinstance(cost, bool) or not isinstance(cost, int):
-        raise TypeError(f"cost must be an int >= 1, got {cost!r}")
-    smallest = min(plan.limit for plan in plans)
-    if not 1 <= cost <= smallest:
-        raise ValueError(
-            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
-            "a larger cost could never be admitted"
+        raise TypeError(f"{what} must be an int >= 1, got {cost!r}")
+    if cost < 1:
+        raise ValueError(f"{what} must be an int >= 1, got {cost!r}")
+    if cost > min(plan.limit for plan in plans):
+        plan = min(plans, key=lambda plan: plan.limit)
+        raise PlanError(
+            f"{what} must be between 1 and the limit of plan {plan.id!r} ({plan.limit} per "
+            f"{plan.period_seconds:g}s), got {cost}: a call of that cost could never be admitted"
         )
 
 
