@@ -85,7 +85,18 @@ async def async_user(request: HttpRequest, user_id: int) -> JsonResponse:
     return JsonResponse({"user_id": user_id})
 
 
+#: The methods the counted view was called with.
+SERVED: list[str] = []
+
+
+def counted_items(request: HttpRequest) -> HttpResponse:
+    """A sync view recording each call (Django calls it for GET and HEAD alike)."""
+    SERVED.append(request.method or "")
+    return HttpResponse("items")
+
+
 urlpatterns = [
+    path("counted-items", counted_items),
     path("items", items),
     path("async-items", async_items),
     path("report", report),
@@ -173,6 +184,17 @@ def test_rate_limit_decorator_maps_to_429(memory: InMemoryAdapter) -> None:
     assert client.get("/users/2").status_code == 200
     assert get_async("/async-users/1").status_code == 200
     assert get_async("/async-users/1").status_code == 429
+
+
+def test_a_get_rule_limits_head_requests(memory: InMemoryAdapter) -> None:
+    """Django calls the view for HEAD too: after two GETs of "2/minute", HEADs get 429 unserved."""
+    SERVED.clear()
+    rule = {"id": "counted", "method": "GET", "path": "/counted-items", "rate": "2/minute"}
+    with override_settings(LIMIFY={"RULES": [rule], "STORAGE": memory}):
+        client = Client()
+        assert [client.get("/counted-items").status_code for _ in range(2)] == [200, 200]
+        assert {client.head("/counted-items").status_code for _ in range(20)} == {429}
+    assert SERVED == ["GET", "GET"]
 
 
 def test_spoofed_forwarded_for_is_ignored(memory: InMemoryAdapter) -> None:

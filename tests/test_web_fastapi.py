@@ -131,6 +131,25 @@ def test_rate_limit_decorator_keeps_fastapi_injection(clock: ManualClock) -> Non
     assert params == {"user_id", "verbose"}
 
 
+def test_a_get_rule_limits_head_on_a_get_and_head_route(clock: ManualClock) -> None:
+    """A FastAPI route serving GET and HEAD: after two GETs of "2/minute", HEADs get 429 unserved."""
+    served: list[str] = []
+    app = FastAPI()
+    app.add_middleware(
+        LimifyMiddleware, limiter=Limify(config=LimifyConfig([Rule("catalog", "GET", "/catalog", "2/minute")]))
+    )
+
+    @app.api_route("/catalog", methods=["GET", "HEAD"])
+    async def catalog(request: Request) -> dict[str, bool]:
+        served.append(request.method)
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/catalog").status_code for _ in range(2)] == [200, 200]
+    assert {client.head("/catalog").status_code for _ in range(20)} == {429}
+    assert served == ["GET", "GET"]
+
+
 @pytest.fixture
 def doomed_redis() -> Iterator[RedisServer]:
     """A private redis-server the test stops."""

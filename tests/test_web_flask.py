@@ -117,6 +117,23 @@ def test_rate_limit_decorator_on_flask_views(clock: ManualClock) -> None:
     assert client.get("/users/2").status_code == 200
 
 
+def test_a_get_rule_limits_head_requests(clock: ManualClock) -> None:
+    """Flask serves HEAD with the GET view: after two GETs of "2/minute", HEADs get 429 unserved."""
+    served: list[str] = []
+    rules = [Rule("items", "GET", "/counted-items", "2/minute")]
+    app = create_app(LimifyFlask(), LIMIFY_RULES=rules, LIMIFY_STORAGE=InMemoryAdapter(clock=clock))
+
+    @app.get("/counted-items")
+    def counted() -> str:
+        served.append(request.method)
+        return "items"
+
+    client = app.test_client()
+    assert [client.get("/counted-items").status_code for _ in range(2)] == [200, 200]
+    assert {client.head("/counted-items").status_code for _ in range(20)} == {429}
+    assert served == ["GET", "GET"]
+
+
 def test_one_extension_serves_several_apps(clock: ManualClock) -> None:
     """init_app on two apps keeps their limits apart."""
     extension = LimifyFlask()

@@ -78,7 +78,12 @@ def _compile_methods(rule_id: str, method: Any) -> frozenset[str] | None:
             raise ValueError(f"rule {rule_id!r}: {name!r} is not an HTTP method (or '*')")
     if "*" in names:
         return None
-    return frozenset(name.upper() for name in names)
+    methods = {name.upper() for name in names}
+    if "GET" in methods:
+        # Starlette, Flask and Django answer HEAD with the GET handler: a GET rule
+        # that let HEAD through would leave that handler unlimited.
+        methods.add("HEAD")
+    return frozenset(methods)
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,10 @@ class Rule:
 
     Args:
         id: the rule's name; part of storage keys, unique within a config.
-        method: an HTTP method, ``"*"`` for any, or a list of methods.
+        method: an HTTP method, ``"*"`` for any, or a list of methods. A rule
+            naming ``GET`` also matches ``HEAD`` (frameworks run the GET handler
+            for it, and both count in one bucket); one naming only ``HEAD``
+            matches only ``HEAD``.
         path: a path pattern (see the module docs); ``"/**"`` matches every path.
         rate: ``"10/minute"``, a compound ``"10/second;1000/day"`` (all limits must
             admit a request, which then counts against all of them), plans, or a
