@@ -226,6 +226,15 @@ def test_trusted_proxy_and_identify_from_settings(memory: InMemoryAdapter) -> No
         ]
 
 
+def test_trusted_hops_from_settings(memory: InMemoryAdapter) -> None:
+    """TRUSTED_HOPS=1: the rightmost X-Forwarded-For entry is the client; what it prepends is ignored."""
+    with override_settings(LIMIFY={"RULES": RULES, "STORAGE": memory, "TRUSTED_HOPS": 1}):
+        proxy = Client(REMOTE_ADDR="10.0.0.1")
+        spoofs = [{"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.1"} for n in range(3)]
+        assert [proxy.get("/items", headers=header).status_code for header in spoofs] == [200, 200, 429]
+        assert proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
+
+
 def identify_by_tenant(request: HttpRequest) -> dict[str, Any] | None:
     """An IDENTIFY hook: a tenant header (trusted here: set by the test's own gateway)."""
     tenant = request.headers.get("X-Tenant")

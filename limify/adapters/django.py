@@ -10,7 +10,7 @@
     }
 
 ``LIMIFY`` takes the names of :data:`limify.adapters.http.SETTINGS` (``RULES``,
-``DEFAULT_RULE``, ``STORAGE``, ``ALGORITHM``, ``TRUSTED_PROXIES``,
+``DEFAULT_RULE``, ``STORAGE``, ``ALGORITHM``, ``TRUSTED_PROXIES``, ``TRUSTED_HOPS``,
 ``FORWARDED_HEADER``, ``PLAN_PROVIDER``, ``KEY_RESOLVER``) plus ``IDENTIFY``,
 ``HEADERS`` and ``DRAFT_HEADERS``; hooks may be given as dotted import paths.
 
@@ -21,7 +21,7 @@ requests use the sync limiter, async ones the async limiter (Redis through
 Identity: the authenticated ``request.user``'s primary key (``await
 request.auser()`` in async mode), then the ``IDENTIFY`` hook (``(request) ->
 dict``, sync or async). The client IP is ``REMOTE_ADDR`` unless it is a trusted
-proxy. The middleware also turns ``RateLimitExceeded`` raised by ``@rate_limit``
+proxy or hops are counted (``TRUSTED_HOPS``). The middleware also turns ``RateLimitExceeded`` raised by ``@rate_limit``
 views into a 429.
 """
 

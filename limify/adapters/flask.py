@@ -12,13 +12,14 @@
 
 Without a ``Limify`` the extension builds one from ``app.config``: ``LIMIFY_RULES``,
 ``LIMIFY_DEFAULT_RULE``, ``LIMIFY_STORAGE``, ``LIMIFY_ALGORITHM``,
-``LIMIFY_TRUSTED_PROXIES``, ``LIMIFY_FORWARDED_HEADER``, ``LIMIFY_PLAN_PROVIDER``,
-``LIMIFY_KEY_RESOLVER``. It uses the sync limiter.
+``LIMIFY_TRUSTED_PROXIES`` or ``LIMIFY_TRUSTED_HOPS``, ``LIMIFY_FORWARDED_HEADER``,
+``LIMIFY_PLAN_PROVIDER``, ``LIMIFY_KEY_RESOLVER``. It uses the sync limiter.
 
 Identity: ``g.user_id``, ``g.org_id`` and ``g.api_key`` (set by ``before_request``
 hooks registered before ``init_app``), then the ``identify`` hook
 (``(request) -> dict``). The client IP is ``REMOTE_ADDR`` unless it is a trusted
-proxy (do not also use werkzeug's ``ProxyFix``, which rewrites ``REMOTE_ADDR``).
+proxy or hops are counted (do not also use werkzeug's ``ProxyFix``, which rewrites
+``REMOTE_ADDR``).
 ``RateLimitExceeded`` from ``@rate_limit`` views becomes a 429.
 """
 

@@ -142,8 +142,10 @@ def build_context(
         fields: identity fields (and extras) the application supplied.
     """
     header = config.forwarded_header
-    values = forwarded(header) if config.trusted_proxies else ()
-    client_ip = resolve_client_ip(peer, values, trusted_proxies=config.trusted_proxies, header=header)
+    values = forwarded(header) if config.trusted_proxies or config.trusted_hops else ()
+    client_ip = resolve_client_ip(
+        peer, values, trusted_proxies=config.trusted_proxies, trusted_hops=config.trusted_hops, header=header
+    )
     extra = {name: value for name, value in fields.items() if value is not None}
     extra.setdefault("client_ip", client_ip)
     return RequestContext(method, path, **extra)
@@ -151,8 +153,8 @@ def build_context(
 
 #: Setting names read by :func:`limify_from_settings` (``LIMIFY_<NAME>`` in Flask).
 SETTINGS = (
-    "RULES", "DEFAULT_RULE", "TRUSTED_PROXIES", "FORWARDED_HEADER", "STORAGE", "ALGORITHM",
-    "PLAN_PROVIDER", "KEY_RESOLVER",
+    "RULES", "DEFAULT_RULE", "TRUSTED_PROXIES", "TRUSTED_HOPS", "FORWARDED_HEADER", "STORAGE",
+    "ALGORITHM", "PLAN_PROVIDER", "KEY_RESOLVER",
 )  # fmt: skip
 
 
@@ -166,6 +168,7 @@ def limify_from_settings(settings: Mapping[str, Any], where: str) -> Limify:
         settings.get("DEFAULT_RULE"),
         trusted_proxies=settings.get("TRUSTED_PROXIES", ()),
         forwarded_header=settings.get("FORWARDED_HEADER", "x-forwarded-for"),
+        trusted_hops=settings.get("TRUSTED_HOPS", 0),
     )
     return Limify(
         settings.get("ALGORITHM", "token_bucket"),
