@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,3 +175,34 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     assert [client.get("/items").status_code for _ in range(3)] == [200, 200, 200]
     closed = client.post("/login")
     assert closed.status_code == 503 and closed.get_json() == {"detail": "Rate limit storage unavailable"}
+
+
+def test_rate_limit_view_with_redis_down_is_503_or_passes(
+    doomed_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis killed: a fail_closed @rate_limit view answers 503 + Retry-After, a fail_open one runs; no traceback."""
+    served: list[str] = []
+    app = create_app(LimifyFlask(), LIMIFY_RULES=[], LIMIFY_STORAGE="memory://")
+
+    @app.get("/closed")
+    @rate_limit("1000/minute", storage=doomed_redis.url, on_storage_error="fail_closed")
+    def closed() -> str:
+        served.append("closed")
+        return "closed"
+
+    @app.get("/fail-open")
+    @rate_limit("1/minute", storage=doomed_redis.url, on_storage_error="fail_open")
+    def opened() -> str:
+        served.append("open")
+        return "open"
+
+    client = app.test_client()
+    assert [client.get(path).status_code for path in ("/closed", "/fail-open", "/fail-open")] == [200, 200, 429]
+    doomed_redis.kill()
+    for _ in range(3):
+        refused = client.get("/closed")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.get_json() == {"detail": "Rate limit storage unavailable"}
+    assert [client.get("/fail-open").status_code for _ in range(3)] == [200, 200, 200]
+    assert served == ["closed", "open", "open", "open", "open"]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]

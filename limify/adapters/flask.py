@@ -20,7 +20,9 @@ hooks registered before ``init_app``), then the ``identify`` hook
 (``(request) -> dict``). The client IP is ``REMOTE_ADDR`` unless it is a trusted
 proxy or hops are counted (do not also use werkzeug's ``ProxyFix``, which rewrites
 ``REMOTE_ADDR``).
-``RateLimitExceeded`` from ``@rate_limit`` views becomes a 429.
+``RateLimitExceeded`` from ``@rate_limit`` views becomes a 429, and ``StorageError``
+(their storage unreachable under ``fail_closed``) a 503 with ``Retry-After``, like a
+rule's, instead of a 500 and a logged traceback.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from limify.adapters.http import (
     exceeded_headers,
     limify_from_settings,
     rate_limit_headers,
+    unavailable_headers,
 )
 from limify.core.limify import Limify
 from limify.core.limiter import Decision, SyncLimiter
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
 __all__ = ["LimifyFlask"]
 
@@ -126,6 +129,7 @@ class LimifyFlask:
         app.before_request(_before_request)
         app.after_request(_after_request)
         app.register_error_handler(RateLimitExceeded, _rate_limit_exceeded)
+        app.register_error_handler(StorageError, _storage_unavailable)
 
 
 def _state() -> _AppState:
@@ -159,3 +163,8 @@ def _after_request(response: Response) -> Response:
 
 def _rate_limit_exceeded(exc: RateLimitExceeded) -> Response:
     return _json(429, error_body(429, exc.result), exceeded_headers(exc))
+
+
+def _storage_unavailable(exc: StorageError) -> Response:
+    # The failure policy already logged the outage once; no traceback per request.
+    return _json(503, error_body(503), unavailable_headers())

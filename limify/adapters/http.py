@@ -17,6 +17,12 @@ and refused ones ``Retry-After`` (whole seconds, rounded up, at least 1). With
 
 A compound rule lists one policy per limit, named ``<rule>-<period>``. Requests
 no rule limits, and requests admitted because storage failed open, carry none.
+
+Storage down
+------------
+A request refused because its storage is unreachable under ``fail_closed`` (a
+rule's, or the ``StorageError`` a ``@rate_limit`` endpoint raised) is a 503 with
+``Retry-After:`` :data:`STORAGE_RETRY_AFTER` and no ``X-RateLimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ __all__ = [
     "retry_after_seconds",
     "TOO_MANY_REQUESTS",
     "UNAVAILABLE",
+    "STORAGE_RETRY_AFTER",
+    "unavailable_headers",
     "error_body",
     "IDENTITY_FIELDS",
     "build_context",
@@ -51,6 +59,9 @@ __all__ = [
 
 TOO_MANY_REQUESTS = "Too Many Requests"
 UNAVAILABLE = "Rate limit storage unavailable"
+#: ``Retry-After`` (seconds) of a 503 for unreachable storage: the failure policy's
+#: first backoff, after which the next request probes the storage again.
+STORAGE_RETRY_AFTER = 1
 #: The context fields adapters copy from the framework's per-request state.
 IDENTITY_FIELDS = ("user_id", "org_id", "api_key")
 
@@ -86,11 +97,18 @@ def _draft_headers(decision: Decision) -> list[tuple[str, str]]:
     ]
 
 
+def unavailable_headers() -> list[tuple[str, str]]:
+    """Headers for a 503 answering unreachable storage (see module docs)."""
+    return [("Retry-After", str(STORAGE_RETRY_AFTER))]
+
+
 def rate_limit_headers(
     decision: Decision, *, headers: bool = True, draft_headers: bool = False
 ) -> list[tuple[str, str]]:
     """The headers to add to the response of a decided request (see module docs)."""
-    if not decision.limited or decision.status == 503:
+    if decision.status == 503:
+        return unavailable_headers()
+    if not decision.limited:
         return []
     result = decision.result
     found: list[tuple[str, str]] = []
