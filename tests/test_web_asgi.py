@@ -241,7 +241,8 @@ def test_a_get_rule_limits_head_requests(clock: ManualClock) -> None:
 
     config = LimifyConfig([Rule("items", "GET", "/items", "2/minute")])
     limify = Limify(config=config, storage=InMemoryAdapter(clock=clock))
-    app = Starlette(routes=[Route("/items", counted)], middleware=[Middleware(LimifyMiddleware, limiter=limify)])
+    middleware = [Middleware(LimifyMiddleware, limiter=limify)]
+    app = Starlette(routes=[Route("/items", counted)], middleware=middleware)
     client = TestClient(app)
     assert [client.get("/items").status_code for _ in range(2)] == [200, 200]
     assert {client.head("/items").status_code for _ in range(20)} == {429}

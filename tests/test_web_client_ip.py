@@ -53,7 +53,9 @@ def test_short_or_garbled_headers_fall_back_to_the_peer() -> None:
         (-1, ValueError, "trusted_hops must be >= 0"),
     ],
 )
-def test_bad_trusted_hops_are_refused_at_configuration(hops: Any, error: type[Exception], message: str) -> None:
+def test_bad_trusted_hops_are_refused_at_configuration(
+    hops: Any, error: type[Exception], message: str
+) -> None:
     """A trusted_hops that is not an int >= 0 fails when the config is built, in code or settings."""
     with pytest.raises(error, match=message):
         LimifyConfig(trusted_hops=hops)
@@ -65,8 +67,9 @@ def test_trusted_proxies_and_trusted_hops_together_are_refused() -> None:
     """The two ways of reading the header exclude each other: a ValueError naming both."""
     with pytest.raises(ValueError, match="trusted_proxies=.*trusted_hops=1.*give one"):
         LimifyConfig(trusted_proxies=["10.0.0.0/8"], trusted_hops=1)
+    networks = [ipaddress.ip_network("10.0.0.0/8")]
     with pytest.raises(ValueError, match="not both"):
-        resolve_client_ip("10.0.0.1", [], trusted_proxies=[ipaddress.ip_network("10.0.0.0/8")], trusted_hops=1)
+        resolve_client_ip("10.0.0.1", [], trusted_proxies=networks, trusted_hops=1)
     assert LimifyConfig(trusted_proxies=["10.0.0.0/8"], trusted_hops=0).trusted_hops == 0
 
 
@@ -80,7 +83,8 @@ def _app(clock: ManualClock, **config: Any) -> Starlette:
         config=LimifyConfig([Rule("items", "GET", "/items", "1/minute")], **config),
         storage=InMemoryAdapter(clock=clock),
     )
-    return Starlette(routes=[Route("/items", items)], middleware=[Middleware(LimifyMiddleware, limiter=limify)])
+    middleware = [Middleware(LimifyMiddleware, limiter=limify)]
+    return Starlette(routes=[Route("/items", items)], middleware=middleware)
 
 
 def test_an_internal_client_spoofs_under_trusted_networks_but_not_under_hops(clock: ManualClock) -> None:

@@ -135,9 +135,8 @@ def test_a_get_rule_limits_head_on_a_get_and_head_route(clock: ManualClock) -> N
     """A FastAPI route serving GET and HEAD: after two GETs of "2/minute", HEADs get 429 unserved."""
     served: list[str] = []
     app = FastAPI()
-    app.add_middleware(
-        LimifyMiddleware, limiter=Limify(config=LimifyConfig([Rule("catalog", "GET", "/catalog", "2/minute")]))
-    )
+    catalog_rule = Rule("catalog", "GET", "/catalog", "2/minute")
+    app.add_middleware(LimifyMiddleware, limiter=Limify(config=LimifyConfig([catalog_rule])))
 
     @app.api_route("/catalog", methods=["GET", "HEAD"])
     async def catalog(request: Request) -> dict[str, bool]:
@@ -172,7 +171,7 @@ def test_redis_down_means_fail_open_or_503_never_500(doomed_redis: RedisServer) 
         opened = client.get("/items")
         assert opened.status_code == 200 and "X-RateLimit-Limit" not in opened.headers
     closed = client.post("/login")
-    assert closed.status_code == 503
+    assert closed.status_code == 503 and closed.headers["Retry-After"] == "1"
     assert closed.json() == {"detail": "Rate limit storage unavailable"}
 
 

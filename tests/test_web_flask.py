@@ -175,12 +175,13 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     assert [client.get("/items").status_code for _ in range(3)] == [200, 200, 200]
     closed = client.post("/login")
     assert closed.status_code == 503 and closed.get_json() == {"detail": "Rate limit storage unavailable"}
+    assert closed.headers["Retry-After"] == "1"
 
 
 def test_rate_limit_view_with_redis_down_is_503_or_passes(
     doomed_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Redis killed: a fail_closed @rate_limit view answers 503 + Retry-After, a fail_open one runs; no traceback."""
+    """Redis killed: fail_closed @rate_limit views answer 503 + Retry-After, fail_open ones run; no traceback."""
     served: list[str] = []
     app = create_app(LimifyFlask(), LIMIFY_RULES=[], LIMIFY_STORAGE="memory://")
 
@@ -197,7 +198,8 @@ def test_rate_limit_view_with_redis_down_is_503_or_passes(
         return "open"
 
     client = app.test_client()
-    assert [client.get(path).status_code for path in ("/closed", "/fail-open", "/fail-open")] == [200, 200, 429]
+    healthy = [client.get(path).status_code for path in ("/closed", "/fail-open", "/fail-open")]
+    assert healthy == [200, 200, 429]
     doomed_redis.kill()
     for _ in range(3):
         refused = client.get("/closed")

@@ -215,7 +215,7 @@ class LimifyMiddleware:
         return _with_headers(await self.get_response(request), decision, setup)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """Answer ``RateLimitExceeded`` from a ``@rate_limit`` view with a 429, ``StorageError`` with a 503."""
+        """Answer a ``@rate_limit`` view's ``RateLimitExceeded`` with a 429, ``StorageError`` with a 503."""
         return _answer_for(exception)
 
 

@@ -118,5 +118,8 @@ async def storage_error_handler(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StorageError):  # pragma: no cover - registered for that type only
         raise exc
     return Response(
-        error_body(503), status_code=503, headers=dict(unavailable_headers()), media_type=JSONResponse.media_type
+        error_body(503),
+        status_code=503,
+        headers=dict(unavailable_headers()),
+        media_type=JSONResponse.media_type,
     )
