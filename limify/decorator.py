@@ -288,7 +288,7 @@ def rate_limit(
     ``TypeError`` here, at decoration time, never at call time.
     """
     limits = _limits_from(rate, plan)
-    algorithm_classes(algorithm)
+    algorithm_classes(algorithm)[0].spec.check_plans([plan for plan, _ in limits])
     refund_errors = _check_options(limits, cost, on_exceeded, max_wait, name, refund_on)
     provider = None if plan_provider is None else plans.resolver(plan_provider)
     if on_storage_error is not None:

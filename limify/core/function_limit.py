@@ -153,6 +153,7 @@ class FunctionLimit:
                 plans, shared = (chosen, *self.shared_plans), (False,) + (True,) * len(self.shared_plans)
                 plan_ids = [encode_part(plan.id) for plan in plans]
                 periods = [plan.period_us for plan in plans]
+                self._algorithm_class.spec.check_plans(plans)
                 if not callable(self.cost):  # a plan below the cost could never admit: say so, never wait
                     check_cost(self.cost, plans)
         keys = limit_keys(

@@ -144,7 +144,7 @@ class Rule:
             raise TypeError(f"rule {rule_id!r}: priority must be an int, got {self.priority!r}")
         if self.algorithm is not None:
             try:
-                algorithm_classes(self.algorithm)
+                algorithm_classes(self.algorithm)[0].spec.check_plans(plans)
             except ValueError as exc:
                 raise ValueError(f"rule {rule_id!r}: {exc}") from None
         cost, smallest = self.cost, min(plan.limit for plan in plans)

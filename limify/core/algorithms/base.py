@@ -113,6 +113,21 @@ class AlgorithmSpec:
     #: True when an admitted call holds its cost until it gives it back (a lease
     #: named by the call's token): ``@rate_limit`` then releases it when the call ends.
     lease: bool = False
+    #: Largest plan limit the algorithm accepts (``None``: up to :data:`~limify.core.plans.MAX_LIMIT`),
+    #: for algorithms whose state grows with the limit; ``hint`` says what to use instead.
+    max_limit: int | None = None
+    max_limit_hint: str = ""
+
+    def check_plans(self, plans: Sequence[Plan]) -> None:
+        """Raise :class:`limify.PlanError` unless every plan's limit is within :attr:`max_limit`."""
+        if self.max_limit is None:
+            return
+        for plan in plans:
+            if plan.limit > self.max_limit:
+                raise PlanError(
+                    f"plan {plan.id!r} ({plan.limit} per {plan.period_seconds:g}s) is above the "
+                    f"{self.name} algorithm's largest limit, {self.max_limit}{self.max_limit_hint}"
+                )
 
     @cached_property
     def script(self) -> str:
@@ -303,6 +318,7 @@ class SyncAlgorithm:
         """Like :meth:`check_all`, also returning the index of the deciding limit."""
         _check_keys(keys, plans)
         check_cost(cost, plans)
+        self.spec.check_plans(plans)
         outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
 
@@ -372,6 +388,7 @@ class AsyncAlgorithm:
         """Like :meth:`check_all`, also returning the index of the deciding limit."""
         _check_keys(keys, plans)
         check_cost(cost, plans)
+        self.spec.check_plans(plans)
         outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
 

@@ -36,6 +36,10 @@ one, which keeps stamps and ``cum`` increasing together along the log.
 Invariant: over any window of one period the admitted cost is at most
 ``limit``, and a call is refused only when admitting it would break that.
 
+Memory. A key holds one entry per call admitted in the last period, so up to
+``limit`` entries; :data:`MAX_LOG_LIMIT` bounds it (larger limits are refused
+when the plan is set, pointing to the sliding window, whose state is O(1)).
+
 Cost of one call. The log is never read whole. Live-ness is a binary search
 over stamps and ``used`` a difference of two ``cum`` values, so a call is
 O(log n); ``retry_us`` is a second binary search, over ``cum``. Admitted calls
@@ -61,6 +65,7 @@ __all__ = [
     "transition",
     "refund",
     "REBASE_AT",
+    "MAX_LOG_LIMIT",
     "SLIDING_LOG",
     "SlidingLogAlgorithm",
     "AsyncSlidingLogAlgorithm",
@@ -193,7 +198,21 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return (kept, 0, len(kept)), kept[-1][0] + period - now
 
 
-SLIDING_LOG = AlgorithmSpec("sliding_log", transition, refund, "sliding_log.lua")
+#: Largest limit of a sliding log: a key holds up to ``limit`` entries (one per call
+#: admitted in the last period), about 150 bytes each in process and 100 on Redis.
+MAX_LOG_LIMIT = 10_000
+
+SLIDING_LOG = AlgorithmSpec(
+    "sliding_log",
+    transition,
+    refund,
+    "sliding_log.lua",
+    max_limit=MAX_LOG_LIMIT,
+    max_limit_hint=(
+        ": its state keeps one entry per admitted call, so memory per key grows with the "
+        "limit; use algorithm='sliding_window' (two counters per key) for larger limits"
+    ),
+)
 
 
 class SlidingLogAlgorithm(SyncAlgorithm):
