@@ -77,6 +77,11 @@ class GuardedStorage:
         """False while the storage is considered unreachable."""
         return self._next_probe == 0.0
 
+    @property
+    def probing(self) -> bool:
+        """True while one call probes the unreachable storage (every other call falls back)."""
+        return self._probing
+
     def _route(self) -> int:
         """Where this call goes: the storage (healthy), the one probe, or the fallback."""
         if self._next_probe == 0.0:
