@@ -18,7 +18,7 @@ import redis
 
 from limify import Plan, RateLimitExceeded, StorageError, rate_limit
 from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
-from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from limify.core.resilience import GuardedStorage
 from tests.frozen import frozen
 from tests.servers import RedisServer
@@ -184,6 +184,9 @@ FROZEN_TIMEOUT = 1.0
 FROZEN_URL_OPTIONS = f"?socket_timeout={FROZEN_TIMEOUT}&socket_connect_timeout={FROZEN_TIMEOUT}"
 FROZEN_MARGIN = 0.5  # less than one more timeout: a call that waits two of them is caught
 SLOW = 0.5 * FROZEN_TIMEOUT  # a call this slow waited on the server; fallback answers are instant
+FIRST_BACKOFF = 0.3
+# Long enough for the first calls to time out, the backoff to pass and one probe to start.
+FROZEN_RUN = FROZEN_TIMEOUT + 2 * FIRST_BACKOFF
 
 
 def probes_after_the_first_failure(calls: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -208,7 +211,7 @@ def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> N
     """20 threads under fail_open on a stopped server: after the first timeout, each backoff window
     lets one call wait on the server (the probe); every other call is answered at once."""
     adapter = RedisSyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)
-    algorithm = TokenBucketAlgorithm(GuardedStorage(adapter, "fail_open", first_backoff=0.3))
+    algorithm = TokenBucketAlgorithm(GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF))
     plan = Plan("p", 1_000_000, 1)
     algorithm.check("k", plan)  # connects and loads the script while the server answers
     calls: list[tuple[float, float]] = []
@@ -223,7 +226,7 @@ def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> N
             time.sleep(0.002)
 
     with frozen(server):
-        deadline = time.monotonic() + 2 * FROZEN_TIMEOUT + 0.5
+        deadline = time.monotonic() + FROZEN_RUN
         pool = [threading.Thread(target=worker, args=(deadline,)) for _ in range(20)]
         for thread in pool:
             thread.start()
@@ -240,9 +243,10 @@ def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(serv
     socket timeout, since checks queued behind the round trip in flight fail with it; later, one task
     at a time probes while the others are answered at once."""
 
-    @rate_limit(
-        "1000000/second", storage=server.url + FROZEN_URL_OPTIONS, on_storage_error="fail_open", name="frozen"
-    )
+    adapter = RedisAsyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)  # coalescing by default
+    guard = GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF)
+
+    @rate_limit("1000000/second", storage=guard, name="frozen")
     async def call() -> None:
         return None
 
@@ -258,8 +262,7 @@ def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(serv
                 await asyncio.sleep(0.002)
 
         with frozen(server):
-            # Long enough for the first failure (1 s), the backoff (1 s) and one probe.
-            deadline = time.monotonic() + 2 * FROZEN_TIMEOUT + 0.5
+            deadline = time.monotonic() + FROZEN_RUN
             await asyncio.gather(*(worker(deadline) for _ in range(50)))
         return calls
 
