@@ -86,6 +86,8 @@ class GuardedStorage:
         """Where this call goes: the storage (healthy), the one probe, or the fallback."""
         if self._next_probe == 0.0:
             return _HEALTHY
+        if self._probing or self._monotonic() < self._next_probe:
+            return _FALLBACK  # the usual answer during an outage, without taking the lock
         with self._lock:
             if self._next_probe == 0.0:
                 return _HEALTHY
