@@ -113,6 +113,13 @@ class _Gate(Generic[R]):
     ) -> None:
         self.plan = rate if isinstance(rate, Plan) else parse_rate(rate)
         classes = algorithm_classes(algorithm)
+        if classes[0].spec.lease:
+            # A lease is held until released, and the gate never sees a request end
+            # (only its response headers): every slot would leak for its whole TTL.
+            raise ValueError(
+                f"algorithm={algorithm!r} limits calls in flight, which outbound requests cannot "
+                "release; use a rate algorithm such as 'token_bucket' or 'gcra'"
+            )
         self.pause_on = frozenset(_check_options(on_exceeded, max_wait, pause_on, max_pause, name, key))
         self.wait = on_exceeded == "wait"
         self.max_wait = max_wait

@@ -317,7 +317,7 @@ class RedisAsyncAdapter(_ScriptBook):
             return None
         batcher = self._batchers.get(client)
         if batcher is None:
-            batcher = self._batchers[client] = ScriptBatcher(client, self._recover)
+            batcher = self._batchers[client] = ScriptBatcher(client, self._recover, is_unreachable)
         return batcher
 
     async def _recover(self, error: BaseException, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
