@@ -25,7 +25,8 @@ limify = Limify(
             Rule("items", "GET", "/items", "3/minute", on_storage_error="fail_open"),
             Rule("login", "POST", "/login", "5/minute;20/day", priority=10),
         ],
-        # Behind a reverse proxy, list it here (and start uvicorn with --no-proxy-headers).
+        # Behind N reverse proxies, set trusted_hops=N (or list the proxies in
+        # trusted_proxies) and start uvicorn with --no-proxy-headers.
         trusted_proxies=[],
     ),
     storage=STORAGE,

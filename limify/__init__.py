@@ -15,7 +15,7 @@ from limify.core.rate import GlobalLimit, parse_rate, parse_rates
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
 from limify.decorator import configure, get_default_storage, rate_limit
-from limify.errors import LimifyError, RateLimitExceeded, StorageError
+from limify.errors import LimifyError, PlanError, RateLimitExceeded, StorageError
 
 __all__ = [
     "rate_limit",
@@ -33,6 +33,7 @@ __all__ = [
     "RateLimitExceeded",
     "LimifyError",
     "StorageError",
+    "PlanError",
     "Clock",
     "SystemClock",
     "ManualClock",

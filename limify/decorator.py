@@ -26,6 +26,7 @@ from limify._callables import (
     takes_bound_instance,
 )
 from limify.core.algorithms import algorithm_classes
+from limify.core.algorithms.base import check_cost
 from limify.core.function_limit import FunctionLimit
 from limify.core.plans import Plan, ProviderLike, plans
 from limify.core.rate import RateSpec, parse_rates
@@ -226,16 +227,8 @@ def _plan_object(plan: Any) -> Plan:
 def _check_options(
     limits: list[tuple[Plan, bool]], cost: Any, on_exceeded: Any, max_wait: Any, name: Any, refund_on: Any
 ) -> tuple[type[BaseException], ...]:
-    smallest = min(plan.limit for plan, _ in limits)
-    if callable(cost):
-        pass
-    elif isinstance(cost, bool) or not isinstance(cost, int):
-        raise TypeError(f"cost must be an int >= 1 or a callable, got {cost!r}")
-    elif not 1 <= cost <= smallest:
-        raise ValueError(
-            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
-            "a larger cost could never be admitted"
-        )
+    if not callable(cost):
+        check_cost(cost, [plan for plan, _ in limits], "cost (an int or a callable)")
     check_wait_options(on_exceeded, max_wait)
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"name must be a non-empty str or None, got {name!r}")
@@ -295,7 +288,7 @@ def rate_limit(
     ``TypeError`` here, at decoration time, never at call time.
     """
     limits = _limits_from(rate, plan)
-    algorithm_classes(algorithm)
+    algorithm_classes(algorithm)[0].spec.check_plans([plan for plan, _ in limits])
     refund_errors = _check_options(limits, cost, on_exceeded, max_wait, name, refund_on)
     provider = None if plan_provider is None else plans.resolver(plan_provider)
     if on_storage_error is not None:

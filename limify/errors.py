@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from limify.core.result import LimitationResult
 
-__all__ = ["LimifyError", "RateLimitExceeded", "StorageError"]
+__all__ = ["LimifyError", "RateLimitExceeded", "StorageError", "PlanError"]
 
 
 class LimifyError(Exception):
@@ -38,3 +38,14 @@ class RateLimitExceeded(LimifyError):
 
 class StorageError(LimifyError):
     """The storage backend could not be used (bad configuration or unreachable server)."""
+
+
+class PlanError(LimifyError, ValueError):
+    """A plan cannot serve a call: its limit is below the call's cost.
+
+    No call of that cost could ever be admitted, so waiting or retrying is
+    pointless; the message names the plan, its limit and the cost. Raised where
+    the plan is chosen: at decoration for inline rates, at the call for plans a
+    plan provider picks (web adapters log it and answer with the rule's failure
+    policy instead).
+    """

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import anyio
 import pytest
 import redis
 
-from limify import ManualClock, Plan
+from limify import ManualClock, Plan, StorageError
 from limify.core.algorithms import ALGORITHMS
 from limify.core.redis_adapter import RedisAsyncAdapter
+from tests.frozen import frozen
+from tests.servers import RedisServer
 
 
 @pytest.fixture
@@ -77,3 +82,36 @@ async def test_coalescing_can_be_turned_off(redis_url: str) -> None:
             group.start_soon(check)
     assert sum(r.allowed for r in results) == 10
     assert adapter._batchers.get(await adapter._client()) is None
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A private redis-server this test may stop and resume."""
+    own = RedisServer().start()
+    yield own
+    own.stop()
+
+
+@pytest.mark.anyio
+async def test_calls_queued_behind_a_round_trip_that_times_out_fail_with_it(server: RedisServer) -> None:
+    """A stopped server: checks queued behind the timed-out round trip fail at once, never sent themselves."""
+    adapter = RedisAsyncAdapter.from_url(server.url + "?socket_timeout=1&socket_connect_timeout=1")
+    shell = ALGORITHMS["token_bucket"][1](adapter)
+    plan = Plan("default", 1000, 3600)
+    await shell.check("limify:frozen", plan)  # connects and loads the script
+    batcher = adapter._batchers[await adapter._client()]
+    took: list[float] = []
+
+    async def check() -> None:
+        started = time.monotonic()
+        with pytest.raises(StorageError):
+            await shell.check("limify:frozen", plan)
+        took.append(time.monotonic() - started)
+
+    with frozen(server):
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(check)
+    assert len(took) == 20
+    assert batcher.pipelines == 0  # the queued checks were never sent
+    assert max(took) < 1.0 + 0.5  # one socket timeout, not two

@@ -305,6 +305,7 @@ async def test_async_wait_uses_anyio_sleep(anyio_backend: str) -> None:
         ({"rate": "5/s", "cost": 1.5}, TypeError, "cost"),
         ({"rate": "5/s", "algorithm": "magic"}, ValueError, "'token_bucket'"),
         ({"rate": "5/s", "storage": "mongodb://x"}, ValueError, "unsupported storage URL"),
+        ({"rate": "5/s", "storage": "redis+cluster://h:\u0667\u0660\u0660\u0660"}, ValueError, "host:port"),
         ({"rate": "5/s", "storage": 42}, TypeError, "storage must be"),
         ({"rate": "5/s", "key": 3}, TypeError, "key must be"),
         ({"rate": "5/s", "name": ""}, TypeError, "name"),

@@ -1,4 +1,4 @@
-"""Fault injection against real redis-server processes: kills, restarts, script flushes.
+"""Fault injection against real redis-server processes: kills, freezes, restarts, script flushes.
 
 Real time is the point here (a server dies while callers run), so these tests
 run bounded loads for a second or two each.
@@ -16,7 +16,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from limify import RateLimitExceeded, StorageError, rate_limit
+from limify import Plan, RateLimitExceeded, StorageError, rate_limit
+from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from limify.core.resilience import GuardedStorage
+from tests.frozen import frozen
 from tests.servers import RedisServer
 
 # Socket timeouts in the URL keep a dead server from stalling anyone for long.
@@ -173,3 +177,97 @@ def test_asyncio_tasks_survive_a_kill(server: RedisServer) -> None:
     outcomes, slowest = asyncio.run(main())
     assert set(outcomes) == {"ok"}, outcomes
     assert slowest < 0.5 + MARGIN
+
+
+# A stopped server (SIGSTOP) answers nothing, and nothing fails until a socket times out.
+FROZEN_TIMEOUT = 1.0
+FROZEN_URL_OPTIONS = f"?socket_timeout={FROZEN_TIMEOUT}&socket_connect_timeout={FROZEN_TIMEOUT}"
+FROZEN_MARGIN = 0.5  # less than one more timeout: a call that waits two of them is caught
+SLOW = 0.5 * FROZEN_TIMEOUT  # a call this slow waited on the server; fallback answers are instant
+FIRST_BACKOFF = 0.3
+# Long enough for the first calls to time out, the backoff to pass and one probe to start.
+FROZEN_RUN = FROZEN_TIMEOUT + 2 * FIRST_BACKOFF
+
+
+def probes_after_the_first_failure(calls: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (start, end) of the slow calls begun after the first one failed, in start order.
+
+    The first calls made on a frozen server all wait for their timeout (no failure is
+    known yet); every slow call after that is a probe of the failed storage.
+    """
+    slow = sorted((start, start + took) for start, took in calls if took >= SLOW)
+    assert slow, "no call waited on the frozen server"
+    first_failure = min(end for _, end in slow)
+    return [(start, end) for start, end in slow if start >= first_failure]
+
+
+def assert_one_at_a_time(probes: list[tuple[float, float]]) -> None:
+    """Each probe starts after the previous one ended."""
+    for (_, previous_end), (start, _) in zip(probes, probes[1:]):
+        assert start >= previous_end, f"two callers waited on the failed storage at once: {probes}"
+
+
+def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> None:
+    """20 threads under fail_open on a stopped server: after the first timeout, each backoff window
+    lets one call wait on the server (the probe); every other call is answered at once."""
+    adapter = RedisSyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)
+    algorithm = TokenBucketAlgorithm(GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF))
+    plan = Plan("p", 1_000_000, 1)
+    algorithm.check("k", plan)  # connects and loads the script while the server answers
+    calls: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def worker(deadline: float) -> None:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            assert algorithm.check("k", plan).allowed
+            with lock:
+                calls.append((started, time.monotonic() - started))
+            time.sleep(0.002)
+
+    with frozen(server):
+        deadline = time.monotonic() + FROZEN_RUN
+        pool = [threading.Thread(target=worker, args=(deadline,)) for _ in range(20)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+    probes = probes_after_the_first_failure(calls)
+    assert probes, "the failed storage was never probed again"
+    assert_one_at_a_time(probes)
+    assert max(took for _, took in calls) < FROZEN_TIMEOUT + FROZEN_MARGIN
+
+
+def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(server: RedisServer) -> None:
+    """50 asyncio tasks (coalescing on) under fail_open on a stopped server: no call waits more than one
+    socket timeout, since checks queued behind the round trip in flight fail with it; later, one task
+    at a time probes while the others are answered at once."""
+
+    adapter = RedisAsyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)  # coalescing by default
+    guard = GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF)
+
+    @rate_limit("1000000/second", storage=guard, name="frozen")
+    async def call() -> None:
+        return None
+
+    async def main() -> list[tuple[float, float]]:
+        calls: list[tuple[float, float]] = []
+        await call()  # connects and loads the script while the server answers
+
+        async def worker(deadline: float) -> None:
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                await call()
+                calls.append((started, time.monotonic() - started))
+                await asyncio.sleep(0.002)
+
+        with frozen(server):
+            deadline = time.monotonic() + FROZEN_RUN
+            await asyncio.gather(*(worker(deadline) for _ in range(50)))
+        return calls
+
+    calls = asyncio.run(main())
+    assert max(took for _, took in calls) < FROZEN_TIMEOUT + FROZEN_MARGIN
+    probes = probes_after_the_first_failure(calls)
+    assert probes, "the failed storage was never probed again"
+    assert_one_at_a_time(probes)

@@ -3,6 +3,8 @@ never collide in a key, and never make keys or memory grow without bound."""
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 import time
 import tracemalloc
 from typing import Any
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from limify import GlobalLimit, InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, parse_rate, rate_limit
 from limify.core.algorithms import ALGORITHMS
 from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
+from limify.core.client_ip import resolve_client_ip
 from limify.core.keys import MAX_KEY_LENGTH, MAX_PART_LENGTH, encode_part, identity_text, limit_keys
 
 anything = st.one_of(
@@ -185,3 +188,76 @@ def test_global_limit_and_hostile_keys_together() -> None:
     first, second = call.rate_limit.keys("{a}:*"), call.rate_limit.keys("{a}:**")
     assert first != second
     assert len({key_slot(k.encode()) for k in first + second}) == 1
+
+
+@given(st.integers(0, 30_000).flatmap(lambda digits: st.integers(-(10**digits), 10**digits)))
+def test_any_int_key_is_its_decimal_digits(value: int) -> None:
+    """Int keys of any size (past Python's 4,300-digit str() limit) are keyed by their decimal digits."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # the reference conversion, unlimited
+    try:
+        digits = str(value)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert identity_text(value) == digits.encode()
+    assert encode_part(value) == encode_part(digits)
+
+
+def test_a_decorated_call_keyed_by_a_huge_int_works() -> None:
+    """A 5,000-digit int key is admitted and counted like any other key, apart from its neighbour."""
+    big = 10**5000 + 7
+
+    @rate_limit("1/hour", key="user", storage=InMemoryAdapter())
+    def fetch(user: int) -> str:
+        return "ok"
+
+    assert fetch(big) == "ok"
+    with pytest.raises(RateLimitExceeded):
+        fetch(big)
+    assert fetch(big + 1) == "ok"
+
+
+#: Header lines a client may send: printable Latin-1, commas, quotes, brackets, ``for=`` included.
+header_lines = st.lists(
+    st.one_of(
+        st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=40),
+        st.lists(st.ip_addresses().map(str), max_size=5).map(", ".join),
+        st.lists(st.ip_addresses().map(lambda a: f'for="[{a}]"'), max_size=5).map(", ".join),
+    ),
+    max_size=3,
+)
+
+
+def _entry(address: ipaddress.IPv4Address | ipaddress.IPv6Address, header: str, port: bool) -> str:
+    """How a proxy writes the address it saw into ``header``."""
+    if header == "x-forwarded-for":
+        return str(address)
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f'for="{host}:4711"' if port else f'for="{host}"'
+
+
+@given(
+    header=st.sampled_from(["x-forwarded-for", "forwarded"]),
+    sent=header_lines,
+    client=st.ip_addresses(),
+    proxies=st.lists(st.ip_addresses(), min_size=1, max_size=4),
+    appends=st.lists(st.booleans(), min_size=4, max_size=4),
+    port=st.booleans(),
+    peer_known=st.booleans(),
+)
+def test_under_trusted_hops_a_client_cannot_choose_its_identity(
+    header: str, sent: list[str], client: Any, proxies: list[Any], appends: list[bool], port: bool,
+    peer_known: bool,
+) -> None:  # fmt: skip
+    """Whatever a client prepends to the header, trusted_hops=N yields the address the N-th proxy wrote."""
+    lines = list(sent)
+    # The outermost proxy saw the client; each next one saw the previous proxy. The
+    # last proxy is the socket peer. A proxy appends to the last line or adds its own.
+    for address, append in zip([client, *proxies[:-1]], appends, strict=False):
+        if lines and append:
+            lines[-1] = f"{lines[-1]}, {_entry(address, header, port)}"
+        else:
+            lines.append(_entry(address, header, port))
+    peer = str(proxies[-1]) if peer_known else None
+    expected = client.ipv4_mapped if client.version == 6 and client.ipv4_mapped else client
+    assert resolve_client_ip(peer, lines, trusted_hops=len(proxies), header=header) == str(expected)

@@ -4,7 +4,9 @@ The same random calls go through the in-memory adapter (Python) and through the
 real redis-server (Lua), both on one manual clock; every outcome must match
 exactly: admission, remaining, reset and retry to the microsecond. Calls carry
 tokens drawn from a small set, so that algorithms keyed by token (concurrency
-leases) see the same token acquire, renew and release; others ignore it.
+leases, sliding-log entries) see the same token acquire, renew and release;
+refunds may also name their call as the decorator does, with the instant of an
+earlier call (``refund_token``), which window algorithms read.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, refund_token
 from limify.core.algorithms.concurrency import CONCURRENCY
 from limify.core.algorithms.fixed_window import FIXED_WINDOW
 from limify.core.algorithms.gcra import GCRA
@@ -56,13 +58,19 @@ def test_python_and_lua_agree_on_every_decision(
                 gaps_us,
                 st.sampled_from([CONSUME, CONSUME, CONSUME, PEEK, REFUND]),
                 TOKENS,
+                st.none() | st.integers(0, 5),
             ),
             min_size=1,
             max_size=40,
         )
     )
-    for key_index, cost, gap, mode, token in calls:
+    instants: list[int] = []
+    for key_index, cost, gap, mode, token, back in calls:
         clock.advance(us=gap)
+        instants.append(clock.now_us())
+        if mode == REFUND and back is not None:
+            # A refund naming a call made `back` calls ago (possibly in an earlier window).
+            token = refund_token(instants[max(0, len(instants) - 1 - back)], token)
         keys = [f"limify:diff:p{i}:{key_index}" for i in range(len(limits))]
         expected = memory.execute(spec, keys, limits, cost, mode, token)
         actual = remote.execute(spec, keys, limits, cost, mode, token)

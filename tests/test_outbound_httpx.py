@@ -182,6 +182,7 @@ def test_statuses_outside_pause_on_do_not_pause(strict_upstream: Upstream) -> No
         ({"name": ""}, TypeError),
         ({"key": "host"}, TypeError),
         ({"algorithm": "nope"}, ValueError),
+        ({"algorithm": "concurrency"}, ValueError),  # a lease the transport could never release
         ({"storage": "ftp://x"}, ValueError),
         ({"transport": object()}, TypeError),
     ],

@@ -31,9 +31,11 @@ def test_http_dates_are_measured_from_now(offset: int) -> None:
     assert parse_retry_after(header, NOW) == max(0, offset)
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "+5", "nan", "inf", "1,5", "Mon, 99 Foo 2020"])
+@pytest.mark.parametrize(
+    "value", [None, "", "soon", "-5", "+5", "nan", "inf", "1,5", "Mon, 99 Foo 2020", "\u0661\u0660", "\uff15"]
+)
 def test_unusable_values_give_none(value: str | None) -> None:
-    """Missing, negative, signed, non-finite or garbled values are ignored, not guessed at."""
+    """Missing, negative, signed, non-finite, garbled or non-ASCII values are ignored, not guessed at."""
     assert parse_retry_after(value, NOW) is None
 
 

@@ -77,7 +77,7 @@ def test_lua_month_window_matches_datetime(redis_client: redis.Redis, instant: i
     adapter = RedisSyncAdapter(redis_client, clock=ManualClock(instant))
     plan = parse_rate(f"{limit}/month")
     assert adapter.execute(QUOTA, ["limify:q"], [plan], 1, PEEK)[2] == end - instant
-    allowed, remaining, reset, retry, _ = adapter.execute(QUOTA, ["limify:q"], [plan], limit)
+    allowed, remaining, reset, retry, _, _ = adapter.execute(QUOTA, ["limify:q"], [plan], limit)
     assert (allowed, remaining, reset, retry) == (True, 0, end - instant, 0)
     assert redis_client.get("limify:q") == f"{start}:{limit}".encode()
     assert adapter.execute(QUOTA, ["limify:q"], [plan], 1)[3] == end - instant

@@ -38,6 +38,26 @@ def test_invalid_rates_name_the_value_and_the_format(text: str) -> None:
     assert "<limit>/<unit>" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text", ["\u0661\u0660/s", "\uff11\uff10/s", "\u0967\u0966/minute", "1\u0660/s", "10/s\u3000", "10\u2009/s"]
+)
+def test_only_ascii_digits_and_spaces_are_rates(text: str) -> None:
+    """Digits and spaces of other scripts ("١٠/s", "１０/s") are not read as ASCII ones."""
+    with pytest.raises(ValueError, match="<limit>/<unit>"):
+        parse_rate(text)
+
+
+@given(st.text(alphabet=st.characters(categories=["Nd"]), min_size=1, max_size=4))
+def test_a_rate_parses_only_when_its_digits_are_ascii(digits: str) -> None:
+    """A limit written in any Unicode decimal digits parses only when every digit is 0-9."""
+    try:
+        plan = parse_rate(f"{digits}/s")
+    except ValueError:
+        assert not (digits.isascii() and int(digits) >= 1)
+        return
+    assert digits.isascii() and plan.limit == int(digits)
+
+
 @pytest.mark.parametrize("value", [None, 10, b"10/s", 1.5])
 def test_non_string_rates_are_type_errors(value: object) -> None:
     """Only strings are rate strings."""

@@ -1,14 +1,21 @@
-"""The failure policies' backoff: one outage seen by many concurrent callers backs off once."""
+"""The failure policies' backoff: one outage seen by many callers backs off once, probed by one at a time."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+
+import anyio
+import pytest
 
 from limify import Plan, StorageError
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
-from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
+from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
+from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from limify.core.resilience import GuardedStorage
+from tests.frozen import frozen
+from tests.servers import RedisServer
 
 PLAN = Plan("p", 10, 60)
 
@@ -77,3 +84,64 @@ def test_failed_probes_double_the_backoff_up_to_the_cap() -> None:
         if dead.calls > before:
             probes_at.append(round(clock.now - 100.0, 1))
     assert probes_at == [0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A private redis-server this test may stop and resume."""
+    own = RedisServer().start()
+    yield own
+    own.stop()
+
+
+def wait_for_probe(guard: GuardedStorage) -> None:
+    """Block until some caller holds the guard's probe (up to 5 s)."""
+    deadline = time.monotonic() + 5
+    while not guard.probing:
+        assert time.monotonic() < deadline, "no caller took the probe"
+        time.sleep(0.005)
+
+
+def test_one_caller_probes_while_the_others_get_the_policy_answer(server: RedisServer) -> None:
+    """A storage in backoff is probed by one call; calls made while that probe hangs answer at once."""
+    clock = FakeMonotonic()
+    adapter = RedisSyncAdapter.from_url(server.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
+    guard = GuardedStorage(adapter, "fail_open", monotonic=clock)
+    algorithm = TokenBucketAlgorithm(guard)
+    algorithm.check("k", PLAN)  # connects and loads the script
+    with frozen(server):
+        algorithm.check("k", PLAN)  # times out: backoff
+        assert not guard.healthy
+        clock.now += 1.0  # the probe is due
+        probe = threading.Thread(target=algorithm.check, args=("k", PLAN))
+        probe.start()
+        wait_for_probe(guard)
+        for _ in range(5):
+            assert algorithm.check("k", PLAN).allowed
+        assert probe.is_alive()  # the five calls were answered while the probe still waited
+        probe.join()
+    assert not guard.probing
+    clock.now += 2.0  # the failed probe doubled the backoff to 2 s
+    # Counted by the server again (fail_open would claim 9; the calls that timed out may
+    # have run there too once it resumed).
+    assert algorithm.check("k", PLAN).remaining <= 8
+    assert guard.healthy
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_cancelled_probe_hands_the_probe_on(server: RedisServer) -> None:
+    """A probe whose task is cancelled hands the probe on: the next call probes, not the fallback forever."""
+    clock = FakeMonotonic()
+    adapter = RedisAsyncAdapter.from_url(server.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
+    guard = GuardedStorage(adapter, "fail_open", monotonic=clock)
+    algorithm = AsyncTokenBucketAlgorithm(guard)
+    await algorithm.check("k", PLAN)
+    with frozen(server):
+        await algorithm.check("k", PLAN)  # times out: backoff
+        clock.now += 1.0
+        with anyio.move_on_after(0.1):
+            await algorithm.check("k", PLAN)  # the probe, cancelled while it waits
+        assert not guard.probing
+    assert (await algorithm.check("k", PLAN)).remaining <= 8  # this call probed, and the server counted it
+    assert guard.healthy

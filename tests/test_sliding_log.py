@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -9,8 +11,10 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
+from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, PlanError, RateLimitExceeded, Rule
+from limify import rate_limit
 from limify.core.algorithms.sliding_log import (
+    MAX_LOG_LIMIT,
     REBASE_AT,
     SLIDING_LOG,
     AsyncSlidingLogAlgorithm,
@@ -172,15 +176,19 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     clock = ManualClock()
     now = clock.now_us()
     plan = Plan("default", 10, 60)
-    expired = (now - 90_000_000, REBASE_AT - 7, 3)
-    live = [(now - 30_000_000, REBASE_AT - 4, 3), (now - 10_000_000, REBASE_AT - 1, 3)]
-    redis_client.zadd("k", {f"{cum:016d}:{cost}": stamp for stamp, cum, cost in [expired, *live]})
+    expired = (now - 90_000_000, REBASE_AT - 7, 3, "")
+    live = [(now - 30_000_000, REBASE_AT - 4, 3, ""), (now - 10_000_000, REBASE_AT - 1, 3, "")]
+    redis_client.zadd("k", {f"{cum:016d}:{cost}": stamp for stamp, cum, cost, _ in [expired, *live]})
     remote = RedisSyncAdapter(redis_client, clock=clock)
     step = transition(([expired, *live], 0, 3), now, plan, 2)
     assert step[:4] == (True, 2, 60_000_000, 0)
-    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0)
+    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0, now)
     state = step[4]
-    assert state[0][state[1] : state[2]] == [(now - 30_000_000, 3, 3), (now - 10_000_000, 6, 3), (now, 8, 2)]
+    assert state[0][state[1] : state[2]] == [
+        (now - 30_000_000, 3, 3, ""),
+        (now - 10_000_000, 6, 3, ""),
+        (now, 8, 2, ""),
+    ]
     assert redis_client.zrange("k", 0, -1, withscores=True) == [
         (b"0000000000000003:3", now - 30_000_000),
         (b"0000000000000006:3", now - 10_000_000),
@@ -188,7 +196,7 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     ]
     for cost in (1, 1, 1):
         step = transition(state, now, plan, cost)
-        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0)
+        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0, now)
         state = step[4] if step[0] else state
 
 
@@ -202,7 +210,7 @@ def test_successive_calls_share_one_list() -> None:
         states.append(state)
     assert all(s[0] is state[0] for s in states)
     branched = transition(states[10], START + 500, plan, 5)[4]  # an older state: copied, not shared
-    assert branched[0] is not state[0] and branched[0][-1] == (START + 500, 16, 5)
+    assert branched[0] is not state[0] and branched[0][-1] == (START + 500, 16, 5, "")
     assert [entry[1] for entry in state[0][state[1] : state[2]]] == list(range(1, 201))
 
 
@@ -244,3 +252,48 @@ async def test_async_shell_works_on_memory(clock: ManualClock) -> None:
     assert not (await algorithm.peek("k", plan)).allowed
     await algorithm.reset("k")
     assert (await algorithm.check("k", plan)).remaining == 1
+
+
+def test_limits_above_the_log_maximum_are_refused_where_declared() -> None:
+    """A sliding log above MAX_LOG_LIMIT is a ValueError pointing to sliding_window, wherever it is declared."""
+    too_many = f"{MAX_LOG_LIMIT + 1}/hour"
+    rate_limit(f"{MAX_LOG_LIMIT}/hour", algorithm="sliding_log")  # the maximum itself is fine
+    with pytest.raises(ValueError, match="sliding_window"):
+        rate_limit(too_many, algorithm="sliding_log")
+    with pytest.raises(ValueError, match="rule 'big'.*sliding_window"):
+        Rule("big", rate=too_many, algorithm="sliding_log")
+    with pytest.raises(ValueError, match="rule 'big'.*sliding_window"):
+        Limify("sliding_log", LimifyConfig([Rule("big", rate=too_many)]))
+    with pytest.raises(PlanError, match="sliding_window"):
+        SlidingLogAlgorithm(InMemoryAdapter()).check("k", Plan("big", MAX_LOG_LIMIT + 1, 3600))
+
+
+def test_a_provider_plan_above_the_log_maximum_is_a_plan_error() -> None:
+    """A plan provider handing out a limit above MAX_LOG_LIMIT gets PlanError at the call, naming the plan."""
+
+    @rate_limit("10/hour", algorithm="sliding_log", storage=InMemoryAdapter(),
+                plan_provider=lambda context: Plan("firehose", 10**6, 3600))  # fmt: skip
+    def call() -> None:
+        return None
+
+    with pytest.raises(PlanError, match="'firehose'"):
+        call()
+
+
+def test_a_flooded_key_at_the_maximum_stays_within_its_memory_bound() -> None:
+    """A key flooded at MAX_LOG_LIMIT/hour holds at most the limit's entries: about 1.5 MB, never more."""
+    plan = Plan("default", MAX_LOG_LIMIT, 3600)
+    gc.collect()
+    tracemalloc.start()
+    baseline = tracemalloc.get_traced_memory()[0]
+    state: Any = None
+    admitted = 0
+    for offset in range(2 * MAX_LOG_LIMIT):
+        step = transition(state, START + offset, plan, 1)
+        if step[0]:
+            admitted += 1
+            state = step[4]
+    used = tracemalloc.get_traced_memory()[0] - baseline
+    tracemalloc.stop()
+    assert admitted == MAX_LOG_LIMIT and state[2] - state[1] == MAX_LOG_LIMIT
+    assert used < MAX_LOG_LIMIT * 200

@@ -231,6 +231,27 @@ def test_rate_limit_decorator_on_starlette_endpoints(clock: ManualClock) -> None
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
 
 
+def test_a_get_rule_limits_head_requests(clock: ManualClock) -> None:
+    """Starlette runs the GET endpoint for HEAD: after two GETs of "2/minute", HEADs get 429 unserved."""
+    served: list[str] = []
+
+    async def counted(request: Request) -> PlainTextResponse:
+        served.append(request.method)
+        return PlainTextResponse("items")
+
+    config = LimifyConfig([Rule("items", "GET", "/items", "2/minute")])
+    limify = Limify(config=config, storage=InMemoryAdapter(clock=clock))
+    middleware = [Middleware(LimifyMiddleware, limiter=limify)]
+    app = Starlette(routes=[Route("/items", counted)], middleware=middleware)
+    client = TestClient(app)
+    assert [client.get("/items").status_code for _ in range(2)] == [200, 200]
+    assert {client.head("/items").status_code for _ in range(20)} == {429}
+    assert served == ["GET", "GET"]
+    clock.advance(30)  # one token back: a HEAD takes it, from the GET rule's bucket
+    assert client.head("/items").status_code == 200 and client.get("/items").status_code == 429
+    assert served == ["GET", "GET", "HEAD"]
+
+
 def test_middleware_refuses_a_sync_limiter() -> None:
     """A sync limiter (which would block the loop on Redis) is a TypeError at set-up."""
     limify = Limify(config=LimifyConfig())

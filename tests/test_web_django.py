@@ -7,6 +7,7 @@ the URLconf.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -85,7 +86,26 @@ async def async_user(request: HttpRequest, user_id: int) -> JsonResponse:
     return JsonResponse({"user_id": user_id})
 
 
+#: The methods the counted view was called with.
+SERVED: list[str] = []
+
+
+def counted_items(request: HttpRequest) -> HttpResponse:
+    """A sync view recording each call (Django calls it for GET and HEAD alike)."""
+    SERVED.append(request.method or "")
+    return HttpResponse("items")
+
+
+@rate_limit("1/minute", name="django-open", on_storage_error="fail_open")
+def open_view(request: HttpRequest) -> HttpResponse:
+    """A view whose @rate_limit admits while its storage is down."""
+    SERVED.append("open")
+    return HttpResponse("open")
+
+
 urlpatterns = [
+    path("open", open_view),
+    path("counted-items", counted_items),
     path("items", items),
     path("async-items", async_items),
     path("report", report),
@@ -175,6 +195,17 @@ def test_rate_limit_decorator_maps_to_429(memory: InMemoryAdapter) -> None:
     assert get_async("/async-users/1").status_code == 429
 
 
+def test_a_get_rule_limits_head_requests(memory: InMemoryAdapter) -> None:
+    """Django calls the view for HEAD too: after two GETs of "2/minute", HEADs get 429 unserved."""
+    SERVED.clear()
+    rule = {"id": "counted", "method": "GET", "path": "/counted-items", "rate": "2/minute"}
+    with override_settings(LIMIFY={"RULES": [rule], "STORAGE": memory}):
+        client = Client()
+        assert [client.get("/counted-items").status_code for _ in range(2)] == [200, 200]
+        assert {client.head("/counted-items").status_code for _ in range(20)} == {429}
+    assert SERVED == ["GET", "GET"]
+
+
 def test_spoofed_forwarded_for_is_ignored(memory: InMemoryAdapter) -> None:
     """Without trusted proxies, X-Forwarded-For does not change the identity."""
     client = Client(REMOTE_ADDR="203.0.113.8")
@@ -202,6 +233,15 @@ def test_trusted_proxy_and_identify_from_settings(memory: InMemoryAdapter) -> No
             200,
             429,
         ]
+
+
+def test_trusted_hops_from_settings(memory: InMemoryAdapter) -> None:
+    """TRUSTED_HOPS=1: the rightmost X-Forwarded-For entry is the client; what it prepends is ignored."""
+    with override_settings(LIMIFY={"RULES": RULES, "STORAGE": memory, "TRUSTED_HOPS": 1}):
+        proxy = Client(REMOTE_ADDR="10.0.0.1")
+        spoofs = [{"X-Forwarded-For": f"192.0.2.{n}, 198.51.100.1"} for n in range(3)]
+        assert [proxy.get("/items", headers=header).status_code for header in spoofs] == [200, 200, 429]
+        assert proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200
 
 
 def identify_by_tenant(request: HttpRequest) -> dict[str, Any] | None:
@@ -242,6 +282,36 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
         assert [client.get("/items").status_code for _ in range(2)] == [200, 200]
         closed = get_async("/async-items")
         assert closed.status_code == 503 and closed.json() == {"detail": "Rate limit storage unavailable"}
+        assert closed["Retry-After"] == "1"
+
+
+def test_rate_limit_views_with_redis_down_are_503_or_pass(
+    doomed_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis killed: fail_closed @rate_limit views (sync, async) answer 503 + Retry-After, fail_open runs."""
+    from limify import configure
+    from limify.core.storage import default_storage
+
+    _, previous, previous_policy = default_storage()
+    configure(storage=doomed_redis.url, on_storage_error="fail_closed")
+    SERVED.clear()
+    try:
+        with override_settings(LIMIFY={"RULES": [], "STORAGE": doomed_redis.url}):
+            client = Client(raise_request_exception=False)
+            healthy = [client.get(path).status_code for path in ("/users/1", "/open", "/open")]
+            assert healthy == [200, 200, 429]
+            doomed_redis.kill()
+            for refused in (client.get("/users/2"), get_async("/async-users/2"), client.get("/users/3")):
+                assert refused.status_code == 503 and refused["Retry-After"] == "1"
+                assert refused.json() == {"detail": "Rate limit storage unavailable"}
+            assert [client.get("/open").status_code for _ in range(2)] == [200, 200]
+    finally:
+        configure(storage=previous, on_storage_error=previous_policy)
+    assert SERVED == ["open", "open", "open"]
+    # Django itself logs each 5xx response in one line ("Service Unavailable: /users/2"); no traceback.
+    assert not [record for record in caplog.records if record.exc_info]
+    errors = {record.getMessage().split(":")[0] for record in caplog.records if record.levelno >= logging.ERROR}
+    assert errors == {"Service Unavailable"}
 
 
 def test_limit_view_with_an_explicit_limify(clock: ManualClock) -> None:

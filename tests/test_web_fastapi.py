@@ -131,6 +131,24 @@ def test_rate_limit_decorator_keeps_fastapi_injection(clock: ManualClock) -> Non
     assert params == {"user_id", "verbose"}
 
 
+def test_a_get_rule_limits_head_on_a_get_and_head_route(clock: ManualClock) -> None:
+    """A FastAPI route serving GET and HEAD: after two GETs of "2/minute", HEADs get 429 unserved."""
+    served: list[str] = []
+    app = FastAPI()
+    catalog_rule = Rule("catalog", "GET", "/catalog", "2/minute")
+    app.add_middleware(LimifyMiddleware, limiter=Limify(config=LimifyConfig([catalog_rule])))
+
+    @app.api_route("/catalog", methods=["GET", "HEAD"])
+    async def catalog(request: Request) -> dict[str, bool]:
+        served.append(request.method)
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/catalog").status_code for _ in range(2)] == [200, 200]
+    assert {client.head("/catalog").status_code for _ in range(20)} == {429}
+    assert served == ["GET", "GET"]
+
+
 @pytest.fixture
 def doomed_redis() -> Iterator[RedisServer]:
     """A private redis-server the test stops."""
@@ -153,7 +171,7 @@ def test_redis_down_means_fail_open_or_503_never_500(doomed_redis: RedisServer) 
         opened = client.get("/items")
         assert opened.status_code == 200 and "X-RateLimit-Limit" not in opened.headers
     closed = client.post("/login")
-    assert closed.status_code == 503
+    assert closed.status_code == 503 and closed.headers["Retry-After"] == "1"
     assert closed.json() == {"detail": "Rate limit storage unavailable"}
 
 

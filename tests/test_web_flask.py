@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,6 +118,23 @@ def test_rate_limit_decorator_on_flask_views(clock: ManualClock) -> None:
     assert client.get("/users/2").status_code == 200
 
 
+def test_a_get_rule_limits_head_requests(clock: ManualClock) -> None:
+    """Flask serves HEAD with the GET view: after two GETs of "2/minute", HEADs get 429 unserved."""
+    served: list[str] = []
+    rules = [Rule("items", "GET", "/counted-items", "2/minute")]
+    app = create_app(LimifyFlask(), LIMIFY_RULES=rules, LIMIFY_STORAGE=InMemoryAdapter(clock=clock))
+
+    @app.get("/counted-items")
+    def counted() -> str:
+        served.append(request.method)
+        return "items"
+
+    client = app.test_client()
+    assert [client.get("/counted-items").status_code for _ in range(2)] == [200, 200]
+    assert {client.head("/counted-items").status_code for _ in range(20)} == {429}
+    assert served == ["GET", "GET"]
+
+
 def test_one_extension_serves_several_apps(clock: ManualClock) -> None:
     """init_app on two apps keeps their limits apart."""
     extension = LimifyFlask()
@@ -157,3 +175,36 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     assert [client.get("/items").status_code for _ in range(3)] == [200, 200, 200]
     closed = client.post("/login")
     assert closed.status_code == 503 and closed.get_json() == {"detail": "Rate limit storage unavailable"}
+    assert closed.headers["Retry-After"] == "1"
+
+
+def test_rate_limit_view_with_redis_down_is_503_or_passes(
+    doomed_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis killed: fail_closed @rate_limit views answer 503 + Retry-After, fail_open ones run; no traceback."""
+    served: list[str] = []
+    app = create_app(LimifyFlask(), LIMIFY_RULES=[], LIMIFY_STORAGE="memory://")
+
+    @app.get("/closed")
+    @rate_limit("1000/minute", storage=doomed_redis.url, on_storage_error="fail_closed")
+    def closed() -> str:
+        served.append("closed")
+        return "closed"
+
+    @app.get("/fail-open")
+    @rate_limit("1/minute", storage=doomed_redis.url, on_storage_error="fail_open")
+    def opened() -> str:
+        served.append("open")
+        return "open"
+
+    client = app.test_client()
+    healthy = [client.get(path).status_code for path in ("/closed", "/fail-open", "/fail-open")]
+    assert healthy == [200, 200, 429]
+    doomed_redis.kill()
+    for _ in range(3):
+        refused = client.get("/closed")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.get_json() == {"detail": "Rate limit storage unavailable"}
+    assert [client.get("/fail-open").status_code for _ in range(3)] == [200, 200, 200]
+    assert served == ["closed", "open", "open", "open", "open"]
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]

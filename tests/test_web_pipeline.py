@@ -71,6 +71,16 @@ def test_methods_match_case_insensitively_and_star_matches_any() -> None:
     assert config.match("DELETE", "/y").id == "any"  # type: ignore[union-attr]
 
 
+def test_a_get_rule_covers_head_and_a_head_rule_stays_head_only() -> None:
+    """Frameworks run GET handlers for HEAD, so a rule naming GET matches HEAD; HEAD alone stays HEAD."""
+    config = LimifyConfig([Rule("reads", "GET", "/x", "1/s"), Rule("probes", "head", "/y", "1/s")])
+    assert config.match("HEAD", "/x").id == "reads"  # type: ignore[union-attr]
+    assert config.match("head", "/y").id == "probes"  # type: ignore[union-attr]
+    assert config.match("GET", "/y") is None
+    assert Rule("writes", ["POST", "GET"], "/z", "1/s").matches("HEAD", "/z")
+    assert not Rule("writes", ["POST"], "/z", "1/s").matches("HEAD", "/z")
+
+
 def test_highest_priority_wins_and_ties_go_to_the_first_listed() -> None:
     """Among matching rules the highest priority applies; equal priorities keep list order."""
     config = LimifyConfig(

@@ -10,7 +10,7 @@
     }
 
 ``LIMIFY`` takes the names of :data:`limify.adapters.http.SETTINGS` (``RULES``,
-``DEFAULT_RULE``, ``STORAGE``, ``ALGORITHM``, ``TRUSTED_PROXIES``,
+``DEFAULT_RULE``, ``STORAGE``, ``ALGORITHM``, ``TRUSTED_PROXIES``, ``TRUSTED_HOPS``,
 ``FORWARDED_HEADER``, ``PLAN_PROVIDER``, ``KEY_RESOLVER``) plus ``IDENTIFY``,
 ``HEADERS`` and ``DRAFT_HEADERS``; hooks may be given as dotted import paths.
 
@@ -21,8 +21,11 @@ requests use the sync limiter, async ones the async limiter (Redis through
 Identity: the authenticated ``request.user``'s primary key (``await
 request.auser()`` in async mode), then the ``IDENTIFY`` hook (``(request) ->
 dict``, sync or async). The client IP is ``REMOTE_ADDR`` unless it is a trusted
-proxy. The middleware also turns ``RateLimitExceeded`` raised by ``@rate_limit``
-views into a 429.
+proxy or hops are counted (``TRUSTED_HOPS``).
+
+The middleware also answers what ``@rate_limit`` views raise: ``RateLimitExceeded``
+with a 429, ``StorageError`` (storage unreachable under ``fail_closed``) with a 503
+and ``Retry-After``, like a rule's, instead of a 500 and a logged traceback.
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ from limify.adapters.http import (
     exceeded_headers,
     limify_from_settings,
     rate_limit_headers,
+    unavailable_headers,
 )
 from limify.core.context import RequestContext
 from limify.core.limify import Limify
 from limify.core.limiter import Decision
 from limify.core.rules import LimifyConfig, Rule
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
 __all__ = ["LimifyMiddleware", "limit_view"]
 
@@ -165,9 +169,16 @@ def _with_headers(response: HttpResponse, decision: Decision, setup: _Setup) -> 
     return response
 
 
-def _exceeded(exc: RateLimitExceeded) -> HttpResponse:
-    response = HttpResponse(error_body(429, exc.result), status=429, content_type="application/json")
-    for name, value in exceeded_headers(exc):
+def _answer_for(exception: Exception) -> HttpResponse | None:
+    """The 429 or 503 for an exception from a ``@rate_limit`` view, or ``None`` for others."""
+    if isinstance(exception, RateLimitExceeded):
+        status, body, headers = 429, error_body(429, exception.result), exceeded_headers(exception)
+    elif isinstance(exception, StorageError):
+        status, body, headers = 503, error_body(503), unavailable_headers()
+    else:
+        return None
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in headers:
         response[name] = value
     return response
 
@@ -204,8 +215,8 @@ class LimifyMiddleware:
         return _with_headers(await self.get_response(request), decision, setup)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        """Answer ``RateLimitExceeded`` from a ``@rate_limit`` view with a 429."""
-        return _exceeded(exception) if isinstance(exception, RateLimitExceeded) else None
+        """Answer a ``@rate_limit`` view's ``RateLimitExceeded`` with a 429, ``StorageError`` with a 503."""
+        return _answer_for(exception)
 
 
 def limit_view(

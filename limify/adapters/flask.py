@@ -12,14 +12,17 @@
 
 Without a ``Limify`` the extension builds one from ``app.config``: ``LIMIFY_RULES``,
 ``LIMIFY_DEFAULT_RULE``, ``LIMIFY_STORAGE``, ``LIMIFY_ALGORITHM``,
-``LIMIFY_TRUSTED_PROXIES``, ``LIMIFY_FORWARDED_HEADER``, ``LIMIFY_PLAN_PROVIDER``,
-``LIMIFY_KEY_RESOLVER``. It uses the sync limiter.
+``LIMIFY_TRUSTED_PROXIES`` or ``LIMIFY_TRUSTED_HOPS``, ``LIMIFY_FORWARDED_HEADER``,
+``LIMIFY_PLAN_PROVIDER``, ``LIMIFY_KEY_RESOLVER``. It uses the sync limiter.
 
 Identity: ``g.user_id``, ``g.org_id`` and ``g.api_key`` (set by ``before_request``
 hooks registered before ``init_app``), then the ``identify`` hook
 (``(request) -> dict``). The client IP is ``REMOTE_ADDR`` unless it is a trusted
-proxy (do not also use werkzeug's ``ProxyFix``, which rewrites ``REMOTE_ADDR``).
-``RateLimitExceeded`` from ``@rate_limit`` views becomes a 429.
+proxy or hops are counted (do not also use werkzeug's ``ProxyFix``, which rewrites
+``REMOTE_ADDR``).
+``RateLimitExceeded`` from ``@rate_limit`` views becomes a 429, and ``StorageError``
+(their storage unreachable under ``fail_closed``) a 503 with ``Retry-After``, like a
+rule's, instead of a 500 and a logged traceback.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ from limify.adapters.http import (
     exceeded_headers,
     limify_from_settings,
     rate_limit_headers,
+    unavailable_headers,
 )
 from limify.core.limify import Limify
 from limify.core.limiter import Decision, SyncLimiter
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
 __all__ = ["LimifyFlask"]
 
@@ -125,6 +129,7 @@ class LimifyFlask:
         app.before_request(_before_request)
         app.after_request(_after_request)
         app.register_error_handler(RateLimitExceeded, _rate_limit_exceeded)
+        app.register_error_handler(StorageError, _storage_unavailable)
 
 
 def _state() -> _AppState:
@@ -158,3 +163,8 @@ def _after_request(response: Response) -> Response:
 
 def _rate_limit_exceeded(exc: RateLimitExceeded) -> Response:
     return _json(429, error_body(429, exc.result), exceeded_headers(exc))
+
+
+def _storage_unavailable(exc: StorageError) -> Response:
+    # The failure policy already logged the outage once; no traceback per request.
+    return _json(503, error_body(503), unavailable_headers())

@@ -17,6 +17,12 @@ and refused ones ``Retry-After`` (whole seconds, rounded up, at least 1). With
 
 A compound rule lists one policy per limit, named ``<rule>-<period>``. Requests
 no rule limits, and requests admitted because storage failed open, carry none.
+
+Storage down
+------------
+A request refused because its storage is unreachable under ``fail_closed`` (a
+rule's, or the ``StorageError`` a ``@rate_limit`` endpoint raised) is a 503 with
+``Retry-After:`` :data:`STORAGE_RETRY_AFTER` and no ``X-RateLimit-*`` headers.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ __all__ = [
     "retry_after_seconds",
     "TOO_MANY_REQUESTS",
     "UNAVAILABLE",
+    "STORAGE_RETRY_AFTER",
+    "unavailable_headers",
     "error_body",
     "IDENTITY_FIELDS",
     "build_context",
@@ -51,6 +59,9 @@ __all__ = [
 
 TOO_MANY_REQUESTS = "Too Many Requests"
 UNAVAILABLE = "Rate limit storage unavailable"
+#: ``Retry-After`` (seconds) of a 503 for unreachable storage: the failure policy's
+#: first backoff, after which the next request probes the storage again.
+STORAGE_RETRY_AFTER = 1
 #: The context fields adapters copy from the framework's per-request state.
 IDENTITY_FIELDS = ("user_id", "org_id", "api_key")
 
@@ -86,11 +97,18 @@ def _draft_headers(decision: Decision) -> list[tuple[str, str]]:
     ]
 
 
+def unavailable_headers() -> list[tuple[str, str]]:
+    """Headers for a 503 answering unreachable storage (see module docs)."""
+    return [("Retry-After", str(STORAGE_RETRY_AFTER))]
+
+
 def rate_limit_headers(
     decision: Decision, *, headers: bool = True, draft_headers: bool = False
 ) -> list[tuple[str, str]]:
     """The headers to add to the response of a decided request (see module docs)."""
-    if not decision.limited or decision.status == 503:
+    if decision.status == 503:
+        return unavailable_headers()
+    if not decision.limited:
         return []
     result = decision.result
     found: list[tuple[str, str]] = []
@@ -142,8 +160,10 @@ def build_context(
         fields: identity fields (and extras) the application supplied.
     """
     header = config.forwarded_header
-    values = forwarded(header) if config.trusted_proxies else ()
-    client_ip = resolve_client_ip(peer, values, trusted_proxies=config.trusted_proxies, header=header)
+    values = forwarded(header) if config.trusted_proxies or config.trusted_hops else ()
+    client_ip = resolve_client_ip(
+        peer, values, trusted_proxies=config.trusted_proxies, trusted_hops=config.trusted_hops, header=header
+    )
     extra = {name: value for name, value in fields.items() if value is not None}
     extra.setdefault("client_ip", client_ip)
     return RequestContext(method, path, **extra)
@@ -151,8 +171,8 @@ def build_context(
 
 #: Setting names read by :func:`limify_from_settings` (``LIMIFY_<NAME>`` in Flask).
 SETTINGS = (
-    "RULES", "DEFAULT_RULE", "TRUSTED_PROXIES", "FORWARDED_HEADER", "STORAGE", "ALGORITHM",
-    "PLAN_PROVIDER", "KEY_RESOLVER",
+    "RULES", "DEFAULT_RULE", "TRUSTED_PROXIES", "TRUSTED_HOPS", "FORWARDED_HEADER", "STORAGE",
+    "ALGORITHM", "PLAN_PROVIDER", "KEY_RESOLVER",
 )  # fmt: skip
 
 
@@ -166,6 +186,7 @@ def limify_from_settings(settings: Mapping[str, Any], where: str) -> Limify:
         settings.get("DEFAULT_RULE"),
         trusted_proxies=settings.get("TRUSTED_PROXIES", ()),
         forwarded_header=settings.get("FORWARDED_HEADER", "x-forwarded-for"),
+        trusted_hops=settings.get("TRUSTED_HOPS", 0),
     )
     return Limify(
         settings.get("ALGORITHM", "token_bucket"),

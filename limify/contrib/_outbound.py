@@ -61,7 +61,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except ValueError:
         pass
     else:  # delay-seconds; decimals are tolerated, signs and non-finite values are not
-        return seconds if text[:1].isdigit() and math.isfinite(seconds) else None
+        ascii_number = text.isascii() and text[:1].isdigit()  # float() also reads other scripts' digits
+        return seconds if ascii_number and math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
@@ -112,6 +113,13 @@ class _Gate(Generic[R]):
     ) -> None:
         self.plan = rate if isinstance(rate, Plan) else parse_rate(rate)
         classes = algorithm_classes(algorithm)
+        if classes[0].spec.lease:
+            # A lease is held until released, and the gate never sees a request end
+            # (only its response headers): every slot would leak for its whole TTL.
+            raise ValueError(
+                f"algorithm={algorithm!r} limits calls in flight, which outbound requests cannot "
+                "release; use a rate algorithm such as 'token_bucket' or 'gcra'"
+            )
         self.pause_on = frozenset(_check_options(on_exceeded, max_wait, pause_on, max_pause, name, key))
         self.wait = on_exceeded == "wait"
         self.max_wait = max_wait

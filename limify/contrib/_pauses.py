@@ -15,12 +15,13 @@ agree on when it ends.
 
 from __future__ import annotations
 
-import threading
+import sys
 import weakref
 from importlib.resources import files
 from typing import Any, Protocol
 
 from limify.core.clock import Clock
+from limify.core.forksafe import fork_safe_lock
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter, is_storage_failure
 from limify.errors import StorageError
@@ -51,7 +52,7 @@ class MemoryPauses:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._until_us: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
 
     def hold(self, key: str, ms: int) -> int:
         with self._lock:
@@ -109,7 +110,7 @@ class AsyncRedisPauses:
 
 # Every client of one in-memory adapter shares its pauses, as they share its buckets.
 _memory_pauses: weakref.WeakKeyDictionary[InMemoryAdapter, MemoryPauses] = weakref.WeakKeyDictionary()
-_memory_lock = threading.Lock()
+_memory_lock = fork_safe_lock(sys.modules[__name__], "_memory_lock")
 
 
 def pauses_for(adapter: Any, *, is_async: bool) -> Any:

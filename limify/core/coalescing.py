@@ -12,6 +12,18 @@ executes them one after another, each seeing the state the previous one left.
 Decisions are exactly those of separate calls in the same order; only the
 round trips are shared. Pipelines are not transactions (``transaction=False``):
 no MULTI/EXEC is needed, since no decision spans two scripts.
+
+Cancellation and failures
+-------------------------
+A queued call whose caller is cancelled is dropped before the next pipeline is
+built: it was never sent, so it spends nothing. A call already sent runs on the
+server whatever happens to its caller (giving back what it took, such as a
+concurrency lease, is the caller's business).
+
+When a round trip fails because the server cannot be reached (``unreachable``),
+the calls queued behind it fail at once with the same error instead of being
+sent: they would only wait for a timeout of their own, after the one they
+already waited for, and the failure policy answers them meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +40,10 @@ MAX_BATCH = 512
 _Call = tuple[str, int, tuple[Any, ...], "asyncio.Future[Any]"]
 
 
+def _never(error: BaseException) -> bool:
+    return False
+
+
 class ScriptBatcher:
     """One client's queue of EVALSHA calls (see the module docs); asyncio only.
 
@@ -36,11 +52,20 @@ class ScriptBatcher:
             split by node, so it is called directly instead).
         recover: ``(error, sha, num_keys, args) -> awaitable`` answering one call
             whose EVALSHA failed with NOSCRIPT (the adapter re-sends the source).
+        unreachable: ``(error) -> bool``, true when a failed round trip means the
+            server cannot be reached; the queued calls then fail with that error
+            instead of being sent. By default no error does.
     """
 
-    def __init__(self, client: Any, recover: Callable[[BaseException, str, int, tuple[Any, ...]], Any]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        recover: Callable[[BaseException, str, int, tuple[Any, ...]], Any],
+        unreachable: Callable[[BaseException], bool] = _never,
+    ) -> None:
         self.client = client
         self._recover = recover
+        self._unreachable = unreachable
         self._queue: list[_Call] = []
         self._busy = False
         #: Pipelines sent and the calls they carried, for monitoring.
@@ -51,25 +76,41 @@ class ScriptBatcher:
         """EVALSHA ``sha``, alone when the client is idle, else in the next pipeline."""
         if not self._busy:
             self._busy = True
+            failure: Exception | None = None
             try:
                 return await self.client.evalsha(sha, num_keys, *args)
+            except Exception as error:
+                failure = error
+                raise
             finally:
-                self._release()
+                self._release(failure)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((sha, num_keys, args, future))
         return await future
 
-    def _release(self) -> None:
+    def _release(self, failure: Exception | None) -> None:
+        """The round trip in flight ended (with ``failure``, if it failed): serve the queue."""
+        if failure is not None and self._unreachable(failure):
+            self._fail_queue(failure)
         if self._queue:
             asyncio.get_running_loop().create_task(self._drain())
         else:
             self._busy = False
 
+    def _fail_queue(self, error: Exception) -> None:
+        queue, self._queue = self._queue, []
+        for *_, future in queue:
+            if not future.done():
+                future.set_exception(error)
+
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._send(batch)
+                # Calls cancelled while queued were never sent: drop them.
+                live = [call for call in self._queue if not call[3].done()]
+                batch, self._queue = live[:MAX_BATCH], live[MAX_BATCH:]
+                if batch:
+                    await self._send(batch)
         finally:
             self._busy = False
             if self._queue:  # a failure above left callers waiting: serve them too
@@ -88,6 +129,8 @@ class ScriptBatcher:
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(error)
+            if self._unreachable(error):
+                self._fail_queue(error)
             return
         for (sha, num_keys, args, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled; the script ran all the same
@@ -96,6 +139,9 @@ class ScriptBatcher:
                 try:
                     reply = await self._recover(reply, sha, num_keys, args)
                 except Exception as error:
-                    future.set_exception(error)
+                    if not future.done():
+                        future.set_exception(error)
+                    continue
+                if future.done():  # its caller was cancelled during the recovery
                     continue
             future.set_result(reply)

@@ -8,7 +8,6 @@ provider is set, runs one atomic check and raises or waits when refused.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ import anyio
 
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, to_result
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, check_cost, new_token, refund_token, to_result
 from limify.core.keys import encode_part, limit_keys
+from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import Plan, ResolvePlan
 from limify.core.result import LimitationResult
 from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
@@ -28,6 +28,11 @@ from limify.errors import LimifyError, RateLimitExceeded
 __all__ = ["CallContext", "FunctionLimit", "Admission"]
 
 log = logging.getLogger("limify")
+
+#: A waiting lease acquire (``concurrency``) first tries again after FIRST_POLL
+#: seconds, then twice as long each time, up to LONGEST_POLL.
+FIRST_POLL = 0.01
+LONGEST_POLL = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,9 @@ class FunctionLimit:
         self.leases = sync_class.spec.lease
         #: Whether anything must run after the call (release or refund).
         self.has_epilogue = self.leases or bool(refund_on)
+        #: Whether each call carries its own token: a lease's name, or the name a
+        #: refund finds its call by (see :func:`~limify.core.algorithms.base.refund_token`).
+        self._names_calls = self.has_epilogue
         self._storage = storage
         self._on_storage_error = on_storage_error
         self._follows_default = storage is None or on_storage_error is None
@@ -113,7 +121,7 @@ class FunctionLimit:
         #: The whole check of a call, settled now when nothing in it depends on the call.
         self._constant_call: Admission | None = None
         self._keyed_prefix: str | None = None
-        if provider is None and not callable(cost) and not self.leases:
+        if provider is None and not callable(cost) and not self._names_calls:
             if get_key is None:
                 keys = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, None)
                 self._constant_call = Admission(keys, self.plans, self.shared, cost, "")
@@ -151,10 +159,13 @@ class FunctionLimit:
                 plans, shared = (chosen, *self.shared_plans), (False,) + (True,) * len(self.shared_plans)
                 plan_ids = [encode_part(plan.id) for plan in plans]
                 periods = [plan.period_us for plan in plans]
+                self._algorithm_class.spec.check_plans(plans)
+                if not callable(self.cost):  # a plan below the cost could never admit: say so, never wait
+                    check_cost(self.cost, plans)
         keys = limit_keys(
             self.scope, plan_ids, periods, shared, None if self.get_key is None else encode_part(identity)
         )
-        token = secrets.token_hex(8) if self.leases else ""
+        token = new_token() if self._names_calls else ""
         return Admission(keys, plans, shared, self._cost_of(call_args, kwargs, plans), token)
 
     def _cost_of(self, call_args: tuple[Any, ...], kwargs: dict[str, Any], plans: tuple[Plan, ...]) -> int:
@@ -162,16 +173,27 @@ class FunctionLimit:
         if not callable(cost):
             return cost
         value = cost(*call_args, **kwargs)
-        smallest = min(plan.limit for plan in plans)
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= smallest:
-            raise ValueError(
-                f"the cost callable returned {value!r}; expected an int between 1 and the limit ({smallest})"
-            )
+        check_cost(value, plans, "the cost callable's result")
         return value
 
-    def _pause(self, result: LimitationResult, key: str, waited: float) -> float:
-        """Raise, or return how long to sleep before trying again."""
-        if not self.wait or (self.max_wait is not None and waited + result.retry_after > self.max_wait):
+    def _pause(self, result: LimitationResult, key: str, waited: float, tries: int) -> float:
+        """Raise, or return how long to sleep before trying again.
+
+        ``waited`` is the time slept so far and ``tries`` the refusals before this one.
+        """
+        if not self.wait:
+            raise RateLimitExceeded(result, key)
+        if self.leases:
+            # retry_after is when enough leases expire; a release can free a slot
+            # at any moment before that. So poll, ever less often, within max_wait.
+            pause = min(result.retry_after, FIRST_POLL * (1 << min(tries, 8)), LONGEST_POLL)
+            if self.max_wait is not None:
+                left = self.max_wait - waited
+                if left <= 0:
+                    raise RateLimitExceeded(result, key)
+                pause = min(pause, left)
+            return pause
+        if self.max_wait is not None and waited + result.retry_after > self.max_wait:
             raise RateLimitExceeded(result, key)
         return result.retry_after
 
@@ -181,25 +203,47 @@ class FunctionLimit:
         algorithm = self.algorithm()
         outcome = algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
         waited = 0.0
+        tries = 0
         while not outcome[0]:
-            pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited)
+            pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited, tries)
             time.sleep(pause)
             waited += pause
+            tries += 1
             outcome = algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
-        return call
+        return self._admitted(call, outcome[5])
 
     async def enter_async(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Admission:
-        """Admit one async call (consuming its cost), wait for it, or raise."""
+        """Admit one async call (consuming its cost), wait for it, or raise.
+
+        Cancelled while its lease acquire is on its way, it releases the lease
+        before raising the cancellation: the acquire may have run on the server.
+        """
         call = self.resolve(instance, args, kwargs)
         algorithm = self.algorithm()
-        outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
-        waited = 0.0
-        while not outcome[0]:
-            pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited)
-            await anyio.sleep(pause)
-            waited += pause
+        asking = True  # an acquire is in flight
+        try:
             outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
-        return call
+            waited = 0.0
+            tries = 0
+            while not outcome[0]:
+                asking = False
+                pause = self._pause(to_result(outcome, call.plans), call.keys[outcome[4]], waited, tries)
+                await anyio.sleep(pause)
+                waited += pause
+                tries += 1
+                asking = True
+                outcome = await algorithm.run(call.keys, call.plans, call.cost, CONSUME, call.token)
+        except anyio.get_cancelled_exc_class():
+            if self.leases and asking:
+                await self.leave_async(call, None)
+            raise
+        return self._admitted(call, outcome[5])
+
+    def _admitted(self, call: Admission, admitted_us: int) -> Admission:
+        """The admission as its give-back must name it: a lease by its token, a refund also by when."""
+        if not self.refund_on or self.leases:
+            return call
+        return call._replace(token=refund_token(admitted_us, call.token))
 
     def _gives_back(self, error: BaseException | None) -> bool:
         return self.leases or (error is not None and isinstance(error, self.refund_on))
@@ -215,15 +259,25 @@ class FunctionLimit:
                 log.warning("limify: could not give back the cost of a call to %s: %s", admission.keys, exc)
 
     async def leave_async(self, admission: Admission, error: BaseException | None) -> None:
-        """After an async call: release its slot, or refund it when it raised a refund_on error."""
+        """After an async call: release its slot, or refund it when it raised a refund_on error.
+
+        The give-back is shielded from cancellation: a cancelled call still hands back what it took.
+        """
         if self._gives_back(error):
-            try:
-                algorithm = self.algorithm()
-                await algorithm.decide(
-                    admission.keys, admission.plans, admission.cost, REFUND, admission.token
-                )
-            except LimifyError as exc:
-                log.warning("limify: could not give back the cost of a call to %s: %s", admission.keys, exc)
+            algorithm = self.algorithm()
+            if isinstance(algorithm.adapter, InMemoryAdapter):
+                # It never suspends, so no cancellation can cut it short (and a shield costs µs).
+                await self._give_back_async(algorithm, admission)
+                return
+            with anyio.CancelScope(shield=True):
+                await self._give_back_async(algorithm, admission)
+
+    @staticmethod
+    async def _give_back_async(algorithm: Any, admission: Admission) -> None:
+        try:
+            await algorithm.decide(admission.keys, admission.plans, admission.cost, REFUND, admission.token)
+        except LimifyError as exc:
+            log.warning("limify: could not give back the cost of a call to %s: %s", admission.keys, exc)
 
     # Handle operations: peek at or reset the limit a call with these arguments would use.
 

@@ -46,12 +46,39 @@ def identity_text(value: Any) -> bytes:
 
     ``str`` values by their UTF-8 (lone surrogates kept), ``bytes`` as they are,
     ``int`` by their decimal digits (so ``42`` and ``"42"`` are the same caller),
-    anything else by ``str(value)``.
+    however many, anything else by ``str(value)``.
     """
     if isinstance(value, bytes):
         return value
-    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = value
+    elif type(value) is int:
+        text = _decimal(value)
+    else:
+        text = str(value)
     return text.encode("utf-8", "surrogatepass")
+
+
+#: Digits converted per step by :func:`_decimal`, well under Python's int-to-str limit.
+_CHUNK_DIGITS = 1000
+_CHUNK = 10**_CHUNK_DIGITS
+
+
+def _decimal(value: int) -> str:
+    """``str(value)`` for any int, also past Python's int-to-str digit limit (4300 by default).
+
+    That limit guards ``str()`` from quadratic conversions of attacker-sized ints;
+    a key is converted once per call, and hashed when long, so any int works.
+    """
+    if -_CHUNK < value < _CHUNK:
+        return str(value)
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    chunks = []
+    while value >= _CHUNK:
+        value, low = divmod(value, _CHUNK)
+        chunks.append(f"{low:0{_CHUNK_DIGITS}d}")
+    chunks.append(str(value))
+    return sign + "".join(reversed(chunks))
 
 
 def encode_part(value: Any) -> str:

@@ -101,7 +101,13 @@ class Limify:
             self.storage: StorageLike | None = algorithm.adapter
             self.is_async = isinstance(algorithm, AsyncAlgorithm)
         else:
-            algorithm_classes(algorithm)
+            spec = algorithm_classes(algorithm)[0].spec
+            for rule in (*config.rules, *([config.default_rule] if config.default_rule else [])):
+                if rule.algorithm is None:
+                    try:
+                        spec.check_plans(rule.plans)
+                    except ValueError as exc:
+                        raise ValueError(f"rule {rule.id!r}: {exc}") from None
             if storage is not None:
                 check_storage(storage)
             self.algorithm_name = algorithm

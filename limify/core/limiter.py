@@ -32,6 +32,7 @@ an awaitable of one. :class:`~limify.Limify` builds whichever a framework needs.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,11 @@ from limify.core.plans import plans as plan_registry
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
 from limify.core.storage import StorageLike, adapter_for, check_storage, default_storage
-from limify.errors import StorageError
+from limify.errors import PlanError, StorageError
+
+log = logging.getLogger("limify")
+#: Distinct (rule, plans, cost) combinations logged as unservable; later ones stay silent.
+_UNSERVABLE_LOG_LIMIT = 1000
 
 __all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "build_keys"]
 
@@ -64,8 +69,10 @@ KeyResolver = Callable[[RequestContext], "Identity | None"]
 class Decision:
     """Everything a framework adapter needs to answer one request.
 
-    ``status`` is 200 (admitted), 429 (over the limit) or 503 (storage
-    unreachable under a ``fail_closed`` rule; ``storage_error`` says why). A
+    ``status`` is 200 (admitted), 429 (over the limit) or 503: storage
+    unreachable under a ``fail_closed`` rule (``storage_error`` says why), or a
+    plan chosen by the plan provider whose limit is below the rule's cost
+    (``plan_error`` says which; the ``fail_open`` policy admits instead). A
     request admitted because storage failed open has :data:`UNLIMITED` as result.
     """
 
@@ -74,17 +81,18 @@ class Decision:
     plans: tuple[Plan, ...] = ()
     keys: tuple[str, ...] = ()
     storage_error: StorageError | None = None
+    plan_error: PlanError | None = None
 
     @property
     def status(self) -> int:
-        if self.storage_error is not None:
+        if self.storage_error is not None or self.plan_error is not None:
             return 503
         return 200 if self.result.allowed else 429
 
     @property
     def limited(self) -> bool:
-        """False when no limit counted this request (no rule, storage failed either way)."""
-        return self.result is not UNLIMITED and self.storage_error is None
+        """False when no limit counted this request (no rule, storage or plan failed either way)."""
+        return self.result is not UNLIMITED and self.storage_error is None and self.plan_error is None
 
 
 def build_keys(
@@ -156,6 +164,7 @@ class Limiter:
         self._algorithm_class = algorithm_class
         self._default_version = -1
         self._shells: dict[tuple[str, str], Any] = {}
+        self._unservable_seen: set[tuple[str, tuple[Plan, ...], int]] = set()
 
     def _shell(self, rule: Rule) -> tuple[Any, str]:
         """The algorithm shell for ``rule`` on its guarded storage, and the failure policy applied."""
@@ -202,10 +211,24 @@ class Limiter:
             result = UNLIMITED  # admitted without counting: claim no limit in headers
         return Decision(result, rule, plans, keys)
 
+    def _unservable(self, rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], error: PlanError,
+                    policy: str) -> Decision:  # fmt: skip
+        """The failure policy's answer to a plan below the rule's cost, logged once per rule and plan."""
+        seen = (rule.id, tuple(plans), rule.cost)
+        if seen not in self._unservable_seen and len(self._unservable_seen) < _UNSERVABLE_LOG_LIMIT:
+            self._unservable_seen.add(seen)
+            log.error("limify: rule %r cannot be checked: %s; answering with on_storage_error=%r",
+                      rule.id, error, policy)  # fmt: skip
+        if policy == "fail_open":
+            return Decision(UNLIMITED, rule, plans, keys)
+        return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, plan_error=error)
+
     @staticmethod
     def _result(decision: Decision) -> LimitationResult:
         if decision.storage_error is not None:
             raise decision.storage_error
+        if decision.plan_error is not None:
+            raise decision.plan_error
         return decision.result
 
     def _rule(self, context: RequestContext, rule: Rule | None) -> Rule | None:
@@ -231,6 +254,8 @@ class SyncLimiter(Limiter):
             result = shell.check_all(keys, plans, rule.cost)
         except StorageError as exc:
             return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
+        except PlanError as exc:
+            return self._unservable(rule, plans, keys, exc, policy)
         return self._decided(rule, plans, keys, result, shell, policy)
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:
@@ -261,6 +286,8 @@ class AsyncLimiter(Limiter):
             result = await shell.check_all(keys, plans, rule.cost)
         except StorageError as exc:
             return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
+        except PlanError as exc:
+            return self._unservable(rule, plans, keys, exc, policy)
         return self._decided(rule, plans, keys, result, shell, policy)
 
     async def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from limify.core.algorithms.base import CONSUME, REFUND, AlgorithmSpec, Outcome, run_limits
 from limify.core.clock import SYSTEM_CLOCK, Clock
+from limify.core.forksafe import fork_safe_lock
 from limify.core.plans import Plan
 
 __all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
@@ -42,7 +42,7 @@ class InMemoryAdapter:
         self.max_keys = max_keys
         self.clock = clock
         self._data: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
 
     def __len__(self) -> int:
         """Number of keys currently held (expired ones included until met)."""
@@ -102,7 +102,7 @@ class InMemoryAdapter:
                 step = spec.transition(self._load(key, now), now, plans[0], cost, token)
                 if step[0] and mode == CONSUME:
                     self._store(key, step[4], step[5], now)
-                return (step[0], step[1], step[2], step[3], 0)
+                return (step[0], step[1], step[2], step[3], 0, now)
             states = [self._load(key, now) for key in keys]
             outcome, writes = run_limits(spec, states, now, plans, cost, mode, token)
             for index, state, ttl in writes:

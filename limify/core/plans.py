@@ -11,10 +11,11 @@ default registry that ``@rate_limit(plan=..., plan_provider=...)`` looks names u
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
+
+from limify.core.forksafe import fork_safe_lock
 
 __all__ = [
     "Plan",
@@ -112,7 +113,7 @@ class PlanRegistry:
     def __init__(self) -> None:
         self._plans: dict[str, Plan] = {}
         self._providers: dict[str, ResolvePlan] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
 
     def register(self, plan: Plan | str, rate: str | None = None) -> Plan:
         """Register ``plan`` under its id, or ``rate`` under the name ``plan``; return the Plan.

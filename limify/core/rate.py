@@ -27,7 +27,9 @@ RATE_FORMAT = (
     "e.g. '10/minute'"
 )
 
-_RATE = re.compile(r"\s*(\d{1,13})\s*/\s*([A-Za-z]{1,7})\s*")
+# ASCII only: without re.ASCII, \d also matches other scripts' digits ("١٠/s", "１０/s"),
+# which int() then reads as 10.
+_RATE = re.compile(r"\s*(\d{1,13})\s*/\s*([A-Za-z]{1,7})\s*", re.ASCII)
 
 
 def parse_rate(rate: str, *, plan_id: str = "default") -> Plan:

@@ -221,7 +221,7 @@ class _ScriptBook:
 
     @staticmethod
     def _outcome(reply: Sequence[int]) -> Outcome:
-        return (reply[0] == 1, reply[1], reply[2], reply[3], reply[4])
+        return (reply[0] == 1, reply[1], reply[2], reply[3], reply[4], reply[5])
 
     def __repr__(self) -> str:
         clock = "server TIME" if self.clock is None else repr(self.clock)
@@ -395,7 +395,7 @@ class RedisAsyncAdapter(_ScriptBook):
         batcher = self._batchers.get(client)
         if batcher is None:
             batcher = self._batchers[client] = ScriptBatcher(
-                ScriptClient(self._sender(client)), self._recover
+                ScriptClient(self._sender(client)), self._recover, is_unreachable
             )
         return batcher
 

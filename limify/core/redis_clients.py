@@ -109,7 +109,7 @@ def parse_redis_url(url: str) -> RedisURL:
     nodes = []
     for host_port in hosts.split(","):
         host, _, port = host_port.strip().rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ValueError(
                 f"invalid storage URL {url!r}: expected host:port[,host:port...], got {host_port!r}"
             )

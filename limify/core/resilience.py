@@ -9,22 +9,26 @@
     then hold per process instead of across processes.
 
 Whatever the policy, after a failure the remote storage is left alone for a
-backoff delay (1 s, doubling up to 30 s) and then probed by the next call; calls
-in between answer at once, so a dead server never makes callers wait on
-timeouts one after another. Each switch away from the storage and back is
-logged once on the ``limify`` logger, not once per call.
+backoff delay (1 s, doubling up to 30 s) and then probed by one call: the first
+one made after the delay. While that probe is in flight every other call, in
+any thread or task, gets the policy's answer at once; the probe's outcome then
+ends the backoff or doubles it. So a dead server costs at most one caller at a
+time one timeout, instead of making every caller wait on its own. Each switch
+away from the storage and back is logged once on the ``limify`` logger, not
+once per call.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
+from limify.core.forksafe import fork_safe_lock
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import Plan
 from limify.errors import StorageError
@@ -34,6 +38,9 @@ __all__ = ["POLICIES", "GuardedStorage", "guarded", "check_policy"]
 POLICIES = ("fail_open", "fail_closed", "local")
 
 log = logging.getLogger("limify")
+
+# Where one call goes (GuardedStorage._route).
+_HEALTHY, _PROBE, _FALLBACK = range(3)
 
 
 def check_policy(policy: Any) -> str:
@@ -60,9 +67,10 @@ class GuardedStorage:
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
         self._monotonic = monotonic
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
         self._backoff = 0.0
         self._next_probe = 0.0  # 0: healthy
+        self._probing = False  # a probe is in flight: everyone else falls back
         self._local = InMemoryAdapter() if policy == "local" else None
 
     @property
@@ -70,11 +78,29 @@ class GuardedStorage:
         """False while the storage is considered unreachable."""
         return self._next_probe == 0.0
 
-    def _should_try_remote(self) -> bool:
-        return self._next_probe == 0.0 or self._monotonic() >= self._next_probe
+    @property
+    def probing(self) -> bool:
+        """True while one call probes the unreachable storage (every other call falls back)."""
+        return self._probing
 
-    def _failed(self, error: StorageError) -> None:
+    def _route(self) -> int:
+        """Where this call goes: the storage (healthy), the one probe, or the fallback."""
+        if self._next_probe == 0.0:
+            return _HEALTHY
+        if self._probing or self._monotonic() < self._next_probe:
+            return _FALLBACK  # the usual answer during an outage, without taking the lock
         with self._lock:
+            if self._next_probe == 0.0:
+                return _HEALTHY
+            if self._probing or self._monotonic() < self._next_probe:
+                return _FALLBACK
+            self._probing = True
+            return _PROBE
+
+    def _failed(self, error: StorageError, route: int) -> None:
+        with self._lock:
+            if route == _PROBE:
+                self._probing = False
             now = self._monotonic()
             if self._next_probe == 0.0:
                 log.warning(
@@ -84,7 +110,7 @@ class GuardedStorage:
                     self.policy,
                 )
                 self._backoff = self._first_backoff
-            elif now < self._next_probe:
+            elif route != _PROBE:
                 # A call that was already under way when another one failed: the
                 # backoff set by that failure stands. Doubling it once per such call
                 # would turn one outage seen by 50 concurrent callers into 30 s of
@@ -94,12 +120,20 @@ class GuardedStorage:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
             self._next_probe = now + self._backoff
 
-    def _succeeded(self) -> None:
-        if self._next_probe != 0.0:
+    def _succeeded(self, route: int) -> None:
+        if self._next_probe != 0.0 or route == _PROBE:
             with self._lock:
+                if route == _PROBE:
+                    self._probing = False
                 if self._next_probe != 0.0:
                     log.warning("limify: storage %r reachable again; back from %r", self.adapter, self.policy)
                     self._next_probe = 0.0
+
+    def _abandoned(self, route: int) -> None:
+        """A call ended with neither an answer nor a storage failure (cancelled, bad input)."""
+        if route == _PROBE:
+            with self._lock:
+                self._probing = False  # the next call probes instead
 
     def _fallback(
         self, error: StorageError | None, spec: AlgorithmSpec, keys: Sequence[str], plans: Sequence[Plan],
@@ -108,7 +142,7 @@ class GuardedStorage:
         if self._local is not None:
             return self._local.execute(spec, keys, plans, cost, mode, token)
         if self.policy == "fail_open":
-            return (True, max(0, min(plan.limit for plan in plans) - cost), 0, 0, 0)
+            return (True, max(0, min(plan.limit for plan in plans) - cost), 0, 0, 0, 0)
         raise StorageError(f"storage unavailable and on_storage_error='fail_closed': {error or 'in backoff'}")
 
     def execute(
@@ -121,14 +155,18 @@ class GuardedStorage:
         token: str = "",
     ) -> Outcome:
         """The adapter's answer, or the policy's while the adapter is unreachable."""
-        if not self._should_try_remote():
+        route = self._route()
+        if route == _FALLBACK:
             return self._fallback(None, spec, keys, plans, cost, mode, token)
         try:
             outcome: Outcome = self.adapter.execute(spec, keys, plans, cost, mode, token)
         except StorageError as error:
-            self._failed(error)
+            self._failed(error, route)
             return self._fallback(error, spec, keys, plans, cost, mode, token)
-        self._succeeded()
+        except BaseException:
+            self._abandoned(route)
+            raise
+        self._succeeded(route)
         return outcome
 
     async def execute_async(
@@ -141,14 +179,18 @@ class GuardedStorage:
         token: str = "",
     ) -> Outcome:
         """Awaitable twin of :meth:`execute`."""
-        if not self._should_try_remote():
+        route = self._route()
+        if route == _FALLBACK:
             return self._fallback(None, spec, keys, plans, cost, mode, token)
         try:
             outcome: Outcome = await self.adapter.execute_async(spec, keys, plans, cost, mode, token)
         except StorageError as error:
-            self._failed(error)
+            self._failed(error, route)
             return self._fallback(error, spec, keys, plans, cost, mode, token)
-        self._succeeded()
+        except BaseException:
+            self._abandoned(route)
+            raise
+        self._succeeded(route)
         return outcome
 
     def clear(self, keys: Sequence[str]) -> None:
@@ -168,7 +210,7 @@ class GuardedStorage:
 
 
 _guards: weakref.WeakKeyDictionary[Any, dict[str, GuardedStorage]] = weakref.WeakKeyDictionary()
-_guards_lock = threading.Lock()
+_guards_lock = fork_safe_lock(sys.modules[__name__], "_guards_lock")
 
 
 def guarded(adapter: Any, policy: str) -> Any:

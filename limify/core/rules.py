@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from limify.core.algorithms import algorithm_classes
+from limify.core.client_ip import check_trusted_hops
 from limify.core.plans import Plan
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
@@ -78,7 +79,12 @@ def _compile_methods(rule_id: str, method: Any) -> frozenset[str] | None:
             raise ValueError(f"rule {rule_id!r}: {name!r} is not an HTTP method (or '*')")
     if "*" in names:
         return None
-    return frozenset(name.upper() for name in names)
+    methods = {name.upper() for name in names}
+    if "GET" in methods:
+        # Starlette, Flask and Django answer HEAD with the GET handler: a GET rule
+        # that let HEAD through would leave that handler unlimited.
+        methods.add("HEAD")
+    return frozenset(methods)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,10 @@ class Rule:
 
     Args:
         id: the rule's name; part of storage keys, unique within a config.
-        method: an HTTP method, ``"*"`` for any, or a list of methods.
+        method: an HTTP method, ``"*"`` for any, or a list of methods. A rule
+            naming ``GET`` also matches ``HEAD`` (frameworks run the GET handler
+            for it, and both count in one bucket); one naming only ``HEAD``
+            matches only ``HEAD``.
         path: a path pattern (see the module docs); ``"/**"`` matches every path.
         rate: ``"10/minute"``, a compound ``"10/second;1000/day"`` (all limits must
             admit a request, which then counts against all of them), plans, or a
@@ -135,7 +144,7 @@ class Rule:
             raise TypeError(f"rule {rule_id!r}: priority must be an int, got {self.priority!r}")
         if self.algorithm is not None:
             try:
-                algorithm_classes(self.algorithm)
+                algorithm_classes(self.algorithm)[0].spec.check_plans(plans)
             except ValueError as exc:
                 raise ValueError(f"rule {rule_id!r}: {exc}") from None
         cost, smallest = self.cost, min(plan.limit for plan in plans)
@@ -204,12 +213,21 @@ class LimifyConfig:
         trusted_proxies: addresses or CIDR networks of your reverse proxies. The
             client address is the socket peer unless the peer is one of these;
             then ``forwarded_header`` is read from the right, skipping trusted
-            hops, and the first untrusted address is the client.
+            hops, and the first untrusted address is the client. A client whose
+            own address is in these networks can name any identity.
+        trusted_hops: instead of ``trusted_proxies``, how many reverse proxies
+            stand in front of the app, each appending to ``forwarded_header``:
+            the client is the ``trusted_hops``-th entry from the right (the
+            socket peer is the nearest proxy and is not counted); a header with
+            fewer entries falls back to the peer. ``0``: no proxy, the peer.
+            See :mod:`limify.core.client_ip`.
         forwarded_header: ``"x-forwarded-for"`` or ``"forwarded"`` (RFC 7239):
             the one header your proxies set. The other is never read.
 
     Raises:
-        ValueError: a bad rule (named), two rules with one id, a bad CIDR.
+        ValueError: a bad rule (named), two rules with one id, a bad CIDR, a
+            negative ``trusted_hops``, or both ``trusted_proxies`` and ``trusted_hops``.
+        TypeError: ``trusted_hops`` is not an int.
     """
 
     def __init__(
@@ -219,6 +237,7 @@ class LimifyConfig:
         *,
         trusted_proxies: Iterable[str] | str = (),
         forwarded_header: str = "x-forwarded-for",
+        trusted_hops: int = 0,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(Rule.from_value(rule) for rule in rules)
         self.default_rule = None if default_rule is None else Rule.from_value(default_rule)
@@ -230,6 +249,12 @@ class LimifyConfig:
         if forwarded_header not in FORWARDED_HEADERS:
             raise ValueError(f"forwarded_header must be one of {FORWARDED_HEADERS}, got {forwarded_header!r}")
         self.trusted_proxies = _networks(trusted_proxies)
+        self.trusted_hops = check_trusted_hops(trusted_hops)
+        if self.trusted_proxies and self.trusted_hops:
+            raise ValueError(
+                f"trusted_proxies={trusted_proxies!r} and trusted_hops={trusted_hops!r} are two ways to "
+                "find the client behind proxies; give one of them"
+            )
         self.forwarded_header = forwarded_header
         # Stable sort: equal priorities keep their listed order.
         self._ordered = sorted(self.rules, key=lambda rule: -rule.priority)

@@ -7,11 +7,12 @@ for async callables. ``memory://`` is one :class:`InMemoryAdapter` serving both.
 
 from __future__ import annotations
 
-import threading
+import sys
 from typing import Any, Union
 from urllib.parse import urlsplit
 
 from limify.core.algorithms.base import AsyncStorage, SyncStorage
+from limify.core.forksafe import fork_safe_lock
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
 from limify.core.redis_clients import check_url
@@ -52,7 +53,7 @@ class StorageURL:
             check_url(url)
         self.url = url
         self.scheme = scheme
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
         self._memory = InMemoryAdapter() if scheme == "memory" else None
         self._sync: SyncStorage | None = self._memory
         self._async: AsyncStorage | None = self._memory
@@ -82,7 +83,7 @@ class StorageURL:
 
 
 _urls: dict[str, StorageURL] = {}
-_urls_lock = threading.Lock()
+_urls_lock = fork_safe_lock(sys.modules[__name__], "_urls_lock")
 
 
 def storage_from_url(url: str) -> StorageURL:
@@ -143,7 +144,7 @@ class Defaults:
         self.storage: StorageLike = "memory://"
         self.on_storage_error = "fail_closed"
         self.version = 0
-        self.lock = threading.Lock()
+        self.lock = fork_safe_lock(self, "lock")
 
 
 #: The one :class:`Defaults` instance, changed by :func:`configure_default`.

@@ -1,4 +1,4 @@
-"""Per-route limits as FastAPI dependencies, and the 429 handler for ``@rate_limit`` endpoints.
+"""Per-route limits as FastAPI dependencies, and the 429 / 503 handlers for ``@rate_limit`` endpoints.
 
 ::
 
@@ -12,7 +12,8 @@
         return {"remaining": limit.remaining}
 
 A refused request raises ``HTTPException(429)`` with the rate-limit headers
-(``503`` when storage is down under ``on_storage_error="fail_closed"``); an
+(``503`` with ``Retry-After`` when storage is down under
+``on_storage_error="fail_closed"``); an
 admitted one gets the headers on its response and the dependency's value is the
 :class:`~limify.LimitationResult`.
 """
@@ -28,14 +29,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from limify.adapters.fastapi.middleware import Identify, async_limiter_of, context_from_scope
-from limify.adapters.http import UNAVAILABLE, error_body, exceeded_headers, rate_limit_headers
+from limify.adapters.http import (
+    UNAVAILABLE,
+    error_body,
+    exceeded_headers,
+    rate_limit_headers,
+    unavailable_headers,
+)
 from limify.core.limify import Limify
 from limify.core.limiter import AsyncLimiter
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
-__all__ = ["RateLimit", "rate_limit_exceeded_handler"]
+__all__ = ["RateLimit", "rate_limit_exceeded_handler", "storage_error_handler"]
 
 
 class RateLimit:
@@ -76,7 +83,7 @@ class RateLimit:
         if decision.status == 429:
             raise HTTPException(429, detail="Too Many Requests", headers=extra)
         if decision.status == 503:
-            raise HTTPException(503, detail=UNAVAILABLE)
+            raise HTTPException(503, detail=UNAVAILABLE, headers=extra)
         response.headers.update(extra)
         return decision.result
 
@@ -96,5 +103,23 @@ async def rate_limit_exceeded_handler(request: Request, exc: Exception) -> Respo
         error_body(429, exc.result),
         status_code=429,
         headers=dict(exceeded_headers(exc)),
+        media_type=JSONResponse.media_type,
+    )
+
+
+async def storage_error_handler(request: Request, exc: Exception) -> Response:
+    """Exception handler turning ``StorageError`` into a 503 with ``Retry-After``.
+
+    A ``@rate_limit`` endpoint whose storage is unreachable under ``fail_closed``
+    raises ``StorageError``; ``app.add_exception_handler(StorageError,
+    storage_error_handler)`` answers it as the middleware answers a rule's (which
+    it also does for endpoints below it), without a traceback per request.
+    """
+    if not isinstance(exc, StorageError):  # pragma: no cover - registered for that type only
+        raise exc
+    return Response(
+        error_body(503),
+        status_code=503,
+        headers=dict(unavailable_headers()),
         media_type=JSONResponse.media_type,
     )

@@ -14,7 +14,10 @@ from the socket peer, and from the forwarding header only behind the config's
 trusted proxies.
 
 A ``RateLimitExceeded`` raised by a ``@rate_limit`` endpoint below becomes a 429
-too, as long as the response has not started.
+too, and a ``StorageError`` (its storage unreachable under ``fail_closed``) a 503
+with ``Retry-After``, like a rule's, as long as the response has not started. The
+failure policy logs the outage once per switch; the middleware logs nothing per
+request, and no traceback reaches the server.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from limify.adapters.http import (
     error_body,
     exceeded_headers,
     rate_limit_headers,
+    unavailable_headers,
 )
 from limify.core.context import RequestContext
 from limify.core.limify import Limify
 from limify.core.limiter import AsyncLimiter
 from limify.core.rules import LimifyConfig
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
 __all__ = ["LimifyMiddleware", "async_limiter_of", "context_from_scope", "Identify"]
 
@@ -173,3 +177,7 @@ class LimifyMiddleware:
             if started:
                 raise
             await _send_error(send, 429, exceeded_headers(exc), error_body(429, exc.result))
+        except StorageError:
+            if started:
+                raise
+            await _send_error(send, 503, unavailable_headers(), error_body(503))

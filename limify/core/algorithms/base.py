@@ -29,6 +29,12 @@ state: the in-memory adapter runs :func:`run_limits` under a lock, Redis runs
 the script in one EVALSHA. Differential tests bind each Python function to its
 Lua twin.
 
+Refunds name their call: the token of a refund that follows an admission is
+``"<admitted_us>:<call token>"`` (:func:`refund_token`), so that window counters
+give the cost back only to the window the call was counted in, and the sliding
+log removes the call's own entry. Either way a refund can only undo what its own
+call did, so no window ever holds more than its limit.
+
 Modes: :data:`CONSUME` admits all-or-nothing: a call is admitted only when every
 limit admits it, and then every new state is saved; a refused call saves
 nothing, so it consumes nothing. :data:`PEEK` reports what CONSUME would decide
@@ -38,6 +44,7 @@ PEEK.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,6 +53,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
+from limify.errors import PlanError
 
 __all__ = [
     "Step",
@@ -56,6 +64,9 @@ __all__ = [
     "AsyncStorage",
     "run_limits",
     "to_result",
+    "new_token",
+    "refund_token",
+    "admission_of",
     "check_cost",
     "SyncAlgorithm",
     "AsyncAlgorithm",
@@ -68,8 +79,10 @@ __all__ = [
 
 #: ``(allowed, remaining, reset_us, retry_us, new_state, ttl_us)``
 Step = tuple[bool, int, int, int, Any, int]
-#: ``(allowed, remaining, reset_us, retry_us, index of the deciding limit)``
-Outcome = tuple[bool, int, int, int, int]
+#: ``(allowed, remaining, reset_us, retry_us, index of the deciding limit, now_us)``;
+#: ``now_us`` is the instant the store decided at, on its clock (server ``TIME`` or the
+#: caller's clock), so that a later refund can name the window its call was admitted in.
+Outcome = tuple[bool, int, int, int, int, int]
 Transition = Callable[[Any, int, Plan, int, str], Step]
 #: ``refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)``
 Refund = Callable[[Any, int, Plan, int, str], tuple[Any, int]]
@@ -82,6 +95,7 @@ PEEK = "0"
 REFUND = "2"
 
 _US = 1_000_000.0
+_EXACT = 2**53
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,21 @@ class AlgorithmSpec:
     #: True when an admitted call holds its cost until it gives it back (a lease
     #: named by the call's token): ``@rate_limit`` then releases it when the call ends.
     lease: bool = False
+    #: Largest plan limit the algorithm accepts (``None``: up to :data:`~limify.core.plans.MAX_LIMIT`),
+    #: for algorithms whose state grows with the limit; ``hint`` says what to use instead.
+    max_limit: int | None = None
+    max_limit_hint: str = ""
+
+    def check_plans(self, plans: Sequence[Plan]) -> None:
+        """Raise :class:`limify.PlanError` unless every plan's limit is within :attr:`max_limit`."""
+        if self.max_limit is None:
+            return
+        for plan in plans:
+            if plan.limit > self.max_limit:
+                raise PlanError(
+                    f"plan {plan.id!r} ({plan.limit} per {plan.period_seconds:g}s) is above the "
+                    f"{self.name} algorithm's largest limit, {self.max_limit}{self.max_limit_hint}"
+                )
 
     @cached_property
     def script(self) -> str:
@@ -150,13 +179,44 @@ def run_limits(
     allowed = all(step[0] for step in steps)
     if allowed and mode == CONSUME:
         writes = [(index, step[4], step[5]) for index, step in enumerate(steps)]
-    return (allowed, best[1], best[2], best[3], pick), writes
+    return (allowed, best[1], best[2], best[3], pick, now_us), writes
 
 
 def to_result(outcome: Outcome, plans: Sequence[Plan]) -> LimitationResult:
     """Turn a storage outcome into the public :class:`LimitationResult`."""
-    allowed, remaining, reset_us, retry_us, index = outcome
-    return LimitationResult(bool(allowed), int(remaining), plans[index].limit, reset_us / _US, retry_us / _US)
+    return LimitationResult(
+        bool(outcome[0]), int(outcome[1]), plans[outcome[4]].limit, outcome[2] / _US, outcome[3] / _US
+    )
+
+
+def new_token() -> str:
+    """A fresh call token (a lease's name, a refundable call's entry): 64 random bits.
+
+    Unique across processes for all practical purposes; hexadecimal, so it never
+    contains the ``:`` that :func:`refund_token` puts before it.
+    """
+    return secrets.token_hex(8)
+
+
+def refund_token(admitted_us: int, call_token: str) -> str:
+    """The token a refund of one admitted call carries: ``"<admitted_us>:<call_token>"``.
+
+    ``admitted_us`` is the admission's :data:`Outcome` ``now_us``: window algorithms
+    give the cost back only to the window the call was counted in. ``call_token``
+    is the token the admission ran with: the sliding log removes that call's own
+    entry. A refund without such a token (``""`` or a plain token) cannot name its
+    call, so algorithms fall back to the current window or the newest entries.
+    """
+    return f"{admitted_us}:{call_token}"
+
+
+def admission_of(token: str) -> tuple[int | None, str]:
+    """Split a :func:`refund_token` into ``(admitted_us, call_token)``; ``(None, token)`` otherwise."""
+    stamp, sep, call_token = token.partition(":")
+    # Below 2**53 only, where Lua's doubles (the twin in prelude.lua) are exact.
+    if sep and stamp.isascii() and stamp.isdigit() and len(stamp) <= 16 and int(stamp) < _EXACT:
+        return int(stamp), call_token
+    return None, token
 
 
 @runtime_checkable
@@ -201,15 +261,25 @@ class AsyncStorage(Protocol):
         ...
 
 
-def check_cost(cost: int, plans: Sequence[Plan]) -> None:
-    """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``."""
+def check_cost(cost: Any, plans: Sequence[Plan], what: str = "cost") -> None:
+    """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``.
+
+    ``what`` names the value in messages (``"cost"``, ``"the cost callable's result"``).
+
+    Raises:
+        TypeError: ``cost`` is not an int.
+        ValueError: ``cost`` is below 1.
+        limify.PlanError: ``cost`` is above a plan's limit (the message names the plan).
+    """
     if isinstance(cost, bool) or not isinstance(cost, int):
-        raise TypeError(f"cost must be an int >= 1, got {cost!r}")
-    smallest = min(plan.limit for plan in plans)
-    if not 1 <= cost <= smallest:
-        raise ValueError(
-            f"cost must be between 1 and the limit ({smallest}), got {cost!r}: "
-            "a larger cost could never be admitted"
+        raise TypeError(f"{what} must be an int >= 1, got {cost!r}")
+    if cost < 1:
+        raise ValueError(f"{what} must be an int >= 1, got {cost!r}")
+    if cost > min(plan.limit for plan in plans):
+        plan = min(plans, key=lambda plan: plan.limit)
+        raise PlanError(
+            f"{what} must be between 1 and the limit of plan {plan.id!r} ({plan.limit} per "
+            f"{plan.period_seconds:g}s), got {cost}: a call of that cost could never be admitted"
         )
 
 
@@ -248,6 +318,7 @@ class SyncAlgorithm:
         """Like :meth:`check_all`, also returning the index of the deciding limit."""
         _check_keys(keys, plans)
         check_cost(cost, plans)
+        self.spec.check_plans(plans)
         outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
 
@@ -317,6 +388,7 @@ class AsyncAlgorithm:
         """Like :meth:`check_all`, also returning the index of the deciding limit."""
         _check_keys(keys, plans)
         check_cost(cost, plans)
+        self.spec.check_plans(plans)
         outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
         return to_result(outcome, plans), outcome[4]
 

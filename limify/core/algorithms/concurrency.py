@@ -47,10 +47,9 @@ leases live in one sorted set and each call touches only the members it needs.
 
 from __future__ import annotations
 
-import secrets
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import NamedTuple
@@ -65,10 +64,11 @@ from limify.core.algorithms.base import (
     AsyncAlgorithm,
     Step,
     SyncAlgorithm,
+    new_token,
 )
 from limify.core.plans import Plan
 from limify.core.result import LimitationResult
-from limify.errors import RateLimitExceeded
+from limify.errors import RateLimitExceeded, StorageError
 
 __all__ = [
     "transition",
@@ -175,11 +175,6 @@ def refund(
 CONCURRENCY = AlgorithmSpec("concurrency", transition, refund, "concurrency.lua", lease=True)
 
 
-def new_token() -> str:
-    """A fresh lease token: 64 random bits, unique across processes for all practical purposes."""
-    return secrets.token_hex(8)
-
-
 @dataclass(frozen=True)
 class Lease:
     """A slot held by :meth:`ConcurrencyAlgorithm.slot`: its token and the admitting result."""
@@ -273,9 +268,22 @@ class AsyncConcurrencyAlgorithm(AsyncAlgorithm):
         return await super().check_all(keys, plans, cost, mode, token)
 
     async def acquire(self, key: str, plan: Plan, cost: int = 1) -> tuple[LimitationResult, str]:
-        """Try to take ``cost`` slots under a fresh token; return the result and the token."""
+        """Try to take ``cost`` slots under a fresh token; return the result and the token.
+
+        Cancelled while waiting for its answer, it releases the token before
+        raising the cancellation: the acquire may already have run on the
+        server, and nobody else could ever release that lease.
+        """
         token = new_token()
-        return await self.check_all((key,), (plan,), cost, CONSUME, token), token
+        try:
+            result = await self.check_all((key,), (plan,), cost, CONSUME, token)
+        except anyio.get_cancelled_exc_class():
+            # Shielded, and a storage failure must not replace the cancellation:
+            # an unreleased lease ages out at the end of its period.
+            with anyio.CancelScope(shield=True), suppress(StorageError):
+                await self.release(key, plan, token, cost)
+            raise
+        return result, token
 
     async def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult:
         """Extend ``token``'s lease to a full period from now (and set its cost)."""

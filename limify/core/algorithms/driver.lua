@@ -8,7 +8,8 @@
 --   ARGV[4]    w, the number of parameters per limit
 --   ARGV[5]    token: an opaque string naming the call ("" when unused)
 --   ARGV[6..]  limit i's parameters at 5 + (i-1)*w + 1 .. 5 + i*w
--- Returns {allowed 0/1, remaining, reset_us, retry_us, index of the deciding limit (0-based)}.
+-- Returns {allowed 0/1, remaining, reset_us, retry_us, index of the deciding limit (0-based),
+-- now_us (the instant decided at)}.
 
 local now = tonumber(ARGV[1])
 if not now then
@@ -57,4 +58,4 @@ if all_allowed and mode == '1' then
   end
 end
 local best = steps[pick]
-return {all_allowed and 1 or 0, best[2], best[3], best[4], pick - 1}
+return {all_allowed and 1 or 0, best[2], best[3], best[4], pick - 1, now}

@@ -27,7 +27,11 @@ Invariants:
   a state stamped with a later window than ``now``'s is still that window's
   count, and waits are measured from the caller's ``now`` to its end;
 * a refund takes ``c`` off the current window's count, never below 0; a refund
-  arriving after its window closed has nothing to give back.
+  arriving after its window closed has nothing to give back, and neither has a
+  refund naming a call admitted in an earlier window (its token says when,
+  see :func:`~limify.core.algorithms.base.refund_token`): that call is not in
+  this window's count, so giving its cost back here would let the window hold
+  more than ``limit``.
 
 Everything is integer arithmetic on values below 2**53, so Lua doubles and
 Python ints agree exactly. ``window_step`` and ``window_refund`` take the
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
+from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
 from limify.core.plans import Plan
 
 __all__ = [
@@ -81,15 +85,25 @@ def window_step(state: State | None, now: int, plan: Plan, cost: int, window: Wi
 
 
 def window_refund(
-    state: State | None, now: int, plan: Plan, cost: int, window: Window
+    state: State | None, now: int, plan: Plan, cost: int, window: Window, token: str = ""
 ) -> tuple[State | None, int]:
-    """Take ``cost`` off the current window's count, never below 0."""
+    """Take ``cost`` off the current window's count, never below 0.
+
+    With a :func:`~limify.core.algorithms.base.refund_token`, only a call admitted
+    in the current window gets its cost back: one counted in an earlier window
+    was never part of this window's count.
+    """
     if state is None:
         return None, 0
     start, end = window(max(now, state[0]), plan)
-    count = state[1] - cost if state[0] == start else 0
+    if state[0] != start:
+        return None, 0  # the state's window closed: an empty window is no state at all
+    admitted, _ = admission_of(token)
+    if admitted is not None and window(admitted, plan)[0] != start:
+        return state, end - now
+    count = state[1] - cost
     if count <= 0:
-        return None, 0  # an empty window is no state at all
+        return None, 0
     return (start, count), end - now
 
 
@@ -100,7 +114,7 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
     """Give ``cost`` back to the current window (twin of ``refund`` in the Lua)."""
-    return window_refund(state, now, plan, cost, epoch_window)
+    return window_refund(state, now, plan, cost, epoch_window, token)
 
 
 FIXED_WINDOW = AlgorithmSpec("fixed_window", transition, refund, ("fixed_window.lua", "window_counter.lua"))

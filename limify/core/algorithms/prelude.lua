@@ -30,3 +30,17 @@ local function set_or_drop(key, value, ttl_us)
     redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
   end
 end
+
+-- Twin of admission_of in base.py: a refund's token "<admitted_us>:<call token>"
+-- split into its parts; any other token gives (nil, token).
+local function admission_of(token)
+  local sep = string.find(token, ':', 1, true)
+  if sep and sep > 1 then
+    local stamp = string.sub(token, 1, sep - 1)
+    if #stamp <= 16 and not string.find(stamp, '[^0-9]') then
+      local admitted = tonumber(stamp)
+      if admitted < 9007199254740992 then return admitted, string.sub(token, sep + 1) end
+    end
+  end
+  return nil, token
+end

@@ -105,7 +105,7 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
     """Give ``cost`` back to the current window (twin of ``refund`` in the Lua)."""
-    return window_refund(state, now, plan, cost, calendar_window)
+    return window_refund(state, now, plan, cost, calendar_window, token)
 
 
 def _script_args(plan: Plan) -> tuple[int, ...]:

@@ -25,17 +25,26 @@ one, which keeps stamps and ``cum`` increasing together along the log.
   window (``stamp + period - now``). Exact: one microsecond earlier it has not;
 * ``reset_us`` (and the TTL) is when the newest entry ages out, after which the
   log is empty;
-* a refund takes ``c`` off the newest live entries (whole entries from the
-  top, then part of one).
+* a refund that names its call (by the token it was admitted with) removes
+  that call's own entry and lowers the ``cum`` of every newer entry by its
+  cost: taking the newest entries instead would keep the refunded call's
+  older stamp in the log and drop a newer one, so the window would later
+  admit more than ``limit`` among the calls that really ran. A call no longer
+  live has nothing to give back. A refund naming no call takes ``c`` off the
+  newest live entries (whole entries from the top, then part of one).
 
 Invariant: over any window of one period the admitted cost is at most
 ``limit``, and a call is refused only when admitting it would break that.
+
+Memory. A key holds one entry per call admitted in the last period, so up to
+``limit`` entries; :data:`MAX_LOG_LIMIT` bounds it (larger limits are refused
+when the plan is set, pointing to the sliding window, whose state is O(1)).
 
 Cost of one call. The log is never read whole. Live-ness is a binary search
 over stamps and ``used`` a difference of two ``cum`` values, so a call is
 O(log n); ``retry_us`` is a second binary search, over ``cum``. Admitted calls
 append one entry and drop the expired ones (amortised O(1) each). On Redis the
-log is one sorted set: score = stamp, member ``"<cum, 16 digits>:<cost>"``
+log is one sorted set: score = stamp, member ``"<cum, 16 digits>:<cost>[:<token>]"``
 (unique, since ``cum`` strictly increases, and in ``cum`` order among equal
 stamps, however many calls share a microsecond); the script reads it with
 ``ZRANGE``/``ZRANGEBYSCORE``/``ZCOUNT`` and writes only the changes. In memory
@@ -49,20 +58,21 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left, bisect_right
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
+from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
 from limify.core.plans import Plan
 
 __all__ = [
     "transition",
     "refund",
     "REBASE_AT",
+    "MAX_LOG_LIMIT",
     "SLIDING_LOG",
     "SlidingLogAlgorithm",
     "AsyncSlidingLogAlgorithm",
 ]
 
-#: ``(stamp_us, cum, cost)``: one admitted call.
-Entry = tuple[int, int, int]
+#: ``(stamp_us, cum, cost, token)``: one admitted call and the token it ran with.
+Entry = tuple[int, int, int, str]
 #: ``(entries, start, end)``: the log is ``entries[start:end]``. Positions below
 #: ``end`` are never changed, so states may share one list (see :func:`_append`).
 State = tuple[list[Entry], int, int]
@@ -114,7 +124,7 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     newest_cum = entries[end - 1][1] if end > start else 0
     base = newest_cum  # cum before the first live entry
     if live < end:
-        _, first_cum, first_cost = entries[live]
+        _, first_cum, first_cost, _ = entries[live]
         base = first_cum - first_cost
     used = newest_cum - base
     if used <= limit - cost:
@@ -122,11 +132,11 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         cum = newest_cum + cost
         if cum > REBASE_AT:
             # Rebase so the first live entry starts from zero; O(n) once per 2**50 units.
-            rebased = [(s, c - base, k) for s, c, k in entries[live:end]]
-            rebased.append((stamp, cum - base, cost))
+            rebased = [(s, c - base, k, t) for s, c, k, t in entries[live:end]]
+            rebased.append((stamp, cum - base, cost, token))
             new_state: State = (rebased, 0, len(rebased))
         else:
-            new_state = _append(entries, live, end, (stamp, cum, cost))
+            new_state = _append(entries, live, end, (stamp, cum, cost, token))
         reset = stamp + period - now
         return True, limit - used - cost, reset, 0, new_state, reset
     # Refused: used > limit - cost >= 0, so the live part is not empty.
@@ -136,28 +146,73 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     return False, max(0, limit - used), reset, retry, state, reset  # used > limit if the limit shrank
 
 
+def _take_call(kept: list[Entry], call_token: str, cost: int) -> None:
+    """Take ``cost`` off the newest entry of ``call_token``; newer entries' ``cum`` follow."""
+    for index in range(len(kept) - 1, -1, -1):
+        stamp, cum, spent, owner = kept[index]
+        if owner != call_token:
+            continue
+        take = min(cost, spent)
+        if take < spent:
+            kept[index] = (stamp, cum - take, spent - take, owner)
+            index += 1
+        else:
+            del kept[index]
+        kept[index:] = [(s, c - take, k, t) for s, c, k, t in kept[index:]]
+        return
+
+
+def _take_newest(kept: list[Entry], cost: int) -> None:
+    """Take ``cost`` off the newest entries: whole entries from the top, then part of one."""
+    left = cost
+    while left > 0 and kept:
+        stamp, cum, spent, owner = kept[-1]
+        if spent <= left:
+            kept.pop()
+            left -= spent
+        else:
+            kept[-1] = (stamp, cum - left, spent - left, owner)
+            left = 0
+
+
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
-    """Take ``cost`` off the newest live entries (twin of ``refund`` in the Lua)."""
+    """Give back the cost of the call ``token`` names (twin of ``refund`` in the Lua).
+
+    A refund token (:func:`~limify.core.algorithms.base.refund_token`), or a plain
+    token the call was admitted with, removes that call's own entry, wherever it
+    lies in the window; a call no longer live has nothing to give back. Without a
+    token, ``cost`` comes off the newest live entries.
+    """
     if state is None:
         return None, 0
     period = plan.period_us
     entries, start, end = state
     kept = entries[_first_live(entries, start, end, now - period) : end]
-    left = cost
-    while left > 0 and kept:
-        stamp, cum, spent = kept[-1]
-        if spent <= left:
-            kept.pop()
-            left -= spent
-        else:
-            kept[-1] = (stamp, cum - left, spent - left)
-            left = 0
+    _, call_token = admission_of(token)
+    if call_token:
+        _take_call(kept, call_token, cost)
+    else:
+        _take_newest(kept, cost)
     if not kept:
         return None, 0
     return (kept, 0, len(kept)), kept[-1][0] + period - now
 
 
-SLIDING_LOG = AlgorithmSpec("sliding_log", transition, refund, "sliding_log.lua")
+#: Largest limit of a sliding log: a key holds up to ``limit`` entries (one per call
+#: admitted in the last period), about 150 bytes each in process and 100 on Redis.
+MAX_LOG_LIMIT = 10_000
+
+SLIDING_LOG = AlgorithmSpec(
+    "sliding_log",
+    transition,
+    refund,
+    "sliding_log.lua",
+    max_limit=MAX_LOG_LIMIT,
+    max_limit_hint=(
+        ": its state keeps one entry per admitted call, so memory per key grows with the "
+        "limit; use algorithm='sliding_window' (two counters per key) for larger limits"
+    ),
+)
 
 
 class SlidingLogAlgorithm(SyncAlgorithm):

@@ -105,7 +105,14 @@ local function refund(state, now, plan, cost, token)
   if state == nil then return nil, 0 end
   local period = plan[2]
   local start, prev, cur = advance(state, math.max(now, state[1]), period)
-  cur = math.max(0, cur - cost)
+  local admitted = admission_of(token)
+  local counted_in = start
+  if admitted ~= nil then counted_in = admitted - admitted % period end
+  if counted_in == start then
+    cur = math.max(0, cur - cost)
+  elseif counted_in == start - period then
+    prev = math.max(0, prev - cost)
+  end
   local ttl = reset_after(start, prev, cur, period, now)
   if ttl <= 0 then return nil, 0 end
   return {start, prev, cur}, ttl

@@ -45,8 +45,11 @@ TTL) is when the state stops mattering: the end of the next window while
 
 A clock that steps backwards never rewinds the state: a state stamped with a
 later window than ``now``'s is evaluated at that window's start, and waits are
-measured from the caller's ``now``. A refund takes ``c`` off ``cur`` (never
-below 0); cost admitted in a window that has since closed is not given back.
+measured from the caller's ``now``. A refund takes ``c`` off the count of the
+window its call was admitted in, never below 0: ``cur``, or ``prev`` when the
+call's token (:func:`~limify.core.algorithms.base.refund_token`) dates it in the
+previous window; cost admitted two or more windows ago no longer weighs and is
+not given back. A refund with no such token takes from ``cur``.
 
 Floats are computed in the same order in Python and Lua (the weight as an
 exact int over an exact int, then times ``prev``, then plus an int), so both
@@ -57,7 +60,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
+from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
 from limify.core.plans import Plan
 
 __all__ = ["transition", "refund", "SLIDING_WINDOW", "SlidingWindowAlgorithm", "AsyncSlidingWindowAlgorithm"]
@@ -158,12 +161,21 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
-    """Take ``cost`` off the current window's count (twin of ``refund`` in the Lua)."""
+    """Take ``cost`` off the count of the window the call was admitted in (twin of ``refund`` in the Lua).
+
+    That is the current window, unless the token says the call was counted in
+    the previous one (whose count still weighs) or earlier (nothing to give back).
+    """
     if state is None:
         return None, 0
     period = plan.period_us
     start, prev, cur = _advance(state, max(now, state[0]), period)
-    cur = max(0, cur - cost)
+    admitted, _ = admission_of(token)
+    counted_in = start if admitted is None else admitted - admitted % period
+    if counted_in == start:
+        cur = max(0, cur - cost)
+    elif counted_in == start - period:
+        prev = max(0, prev - cost)
     ttl = _reset(start, prev, cur, period, now)
     return ((start, prev, cur) if ttl > 0 else None), ttl
 

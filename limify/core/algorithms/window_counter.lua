@@ -31,8 +31,11 @@ end
 local function refund(state, now, plan, cost, token)
   if state == nil then return nil, 0 end
   local start, finish = window(math.max(now, state[1]), plan)
-  local count = 0
-  if state[1] == start then count = state[2] - cost end
+  if state[1] ~= start then return nil, 0 end
+  -- A call counted in an earlier window is not in this one's count.
+  local admitted = admission_of(token)
+  if admitted ~= nil and window(admitted, plan) ~= start then return state, finish - now end
+  local count = state[2] - cost
   if count <= 0 then return nil, 0 end
   return {start, count}, finish - now
 end
