@@ -40,6 +40,9 @@ SYNC: dict[str, Callable[[RedisServer], Any]] = {
     "url": lambda server: server.url,
     "redis-py client": lambda server: RedisSyncAdapter(redis.Redis(port=server.port, socket_timeout=1)),
     "valkey-py client": lambda server: RedisSyncAdapter(valkey.Valkey(port=server.port, socket_timeout=1)),
+    "single-connection client": lambda server: RedisSyncAdapter(
+        redis.Redis(port=server.port, socket_timeout=1, single_connection_client=True)
+    ),
 }
 ASYNC: dict[str, Callable[[RedisServer], Any]] = {
     "url": lambda server: server.url,
@@ -50,6 +53,9 @@ ASYNC: dict[str, Callable[[RedisServer], Any]] = {
         valkey.asyncio.Valkey(port=server.port, socket_timeout=1)
     ),
     "url, no coalescing": lambda server: RedisAsyncAdapter.from_url(server.url, coalesce=False),
+    "single-connection client": lambda server: RedisAsyncAdapter(
+        redis.asyncio.Redis(port=server.port, socket_timeout=1, single_connection_client=True)
+    ),
 }
 
 

@@ -21,7 +21,10 @@ import pytest
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.backoff
 import redis.cluster
+import redis.retry
 import valkey
 import valkey.asyncio
 from valkey.backoff import NoBackoff
@@ -70,9 +73,14 @@ def count(direct: redis.Redis, name: str) -> int:
     return int(raw.split(":")[1]) if raw else 0
 
 
-# Sync clients users build themselves; each retries on connection errors and timeouts.
+# Clients users build themselves; each retries on connection errors and timeouts (redis-py
+# 8 does by default, 5.x only when told to).
+RETRY_ON: dict[str, Any] = {"retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
 SYNC_CLIENTS: dict[str, Callable[[int], Any]] = {
     "redis-py defaults": lambda port: redis.Redis(port=port, socket_timeout=TIMEOUT),
+    "redis-py with retries": lambda port: redis.Redis(
+        port=port, socket_timeout=TIMEOUT, retry=redis.retry.Retry(redis.backoff.NoBackoff(), 5), **RETRY_ON
+    ),
     "valkey-py with retries": lambda port: valkey.Valkey(
         port=port,
         socket_timeout=TIMEOUT,
@@ -82,6 +90,12 @@ SYNC_CLIENTS: dict[str, Callable[[int], Any]] = {
 }
 ASYNC_CLIENTS: dict[str, Callable[[int], Any]] = {
     "redis-py defaults": lambda port: redis.asyncio.Redis(port=port, socket_timeout=TIMEOUT),
+    "redis-py with retries": lambda port: redis.asyncio.Redis(
+        port=port,
+        socket_timeout=TIMEOUT,
+        retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 5),
+        **RETRY_ON,
+    ),
     "valkey-py with retries": lambda port: valkey.asyncio.Valkey(
         port=port,
         socket_timeout=TIMEOUT,
@@ -285,7 +299,7 @@ def test_a_stopped_server_costs_an_async_caller_one_timeout(server: RedisServer)
 
 def test_the_clients_other_commands_keep_their_retries(server: RedisServer, proxy: LossyProxy) -> None:
     """Limify's scripts are sent once, but the user's own commands on the same client still retry."""
-    client = redis.Redis(port=proxy.port, socket_timeout=TIMEOUT)
+    client = SYNC_CLIENTS["redis-py with retries"](proxy.port)
 
     @rate_limit("5/hour", algorithm="fixed_window", storage=RedisSyncAdapter(client), name="shared")
     def call() -> None:

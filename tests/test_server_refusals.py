@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,7 @@ def cut_off_replica() -> tuple[list[RedisServer], str]:
     client = redis.Redis(port=server.port)
     client.replicaof("127.0.0.1", free_port())  # after start: the start-up PING would get MASTERDOWN too
     client.close()
-    return [server], "MasterDownError"
+    return [server], "MasterDownError|MASTERDOWN"  # redis-py < 5.1 has no class for it
 
 
 REFUSING: dict[str, Callable[[], tuple[list[RedisServer], str]]] = {
@@ -121,7 +122,7 @@ def test_refusals_follow_the_failure_policy(
         return None
 
     assert outcomes(call) == EXPECTED[policy]
-    assert any(error in record.getMessage() for record in caplog.records)  # the policy's one warning
+    assert any(re.search(error, record.getMessage()) for record in caplog.records)  # the policy's warning
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -142,7 +143,7 @@ def test_async_refusals_follow_the_failure_policy(refusing: tuple[RedisServer, s
             except RateLimitExceeded:
                 found.append("refused")
             except StorageError as exc:
-                assert found or error in str(exc)
+                assert found or re.search(error, str(exc))
                 found.append("storage_error")
         return found
 
@@ -158,7 +159,7 @@ def test_the_adapter_raises_storage_error_naming_the_refusal(refusing: tuple[Red
     algorithm = FixedWindowAlgorithm(RedisSyncAdapter.from_url(server.url))
     with pytest.raises(StorageError, match="cannot serve the call|unreachable") as raised:
         algorithm.check("limify:direct", Plan("p", 3, 3600))
-    assert error in {cls.__name__ for cls in type(raised.value.__cause__).__mro__}
+    assert re.search(error, f"{type(raised.value.__cause__).__name__}: {raised.value.__cause__}")
 
 
 async def ok(request: Request) -> JSONResponse:

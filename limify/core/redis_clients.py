@@ -20,12 +20,13 @@ import contextvars
 import copy
 import inspect
 import logging
-import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from limify.core.forksafe import fork_safe_lock
 
 __all__ = [
     "CLIENT_DEFAULTS",
@@ -285,6 +286,9 @@ class _Gate:
         # Each new connection gets a copy of the pool's policy: keep the gate on it.
         return type(self)(copy.deepcopy(self.inner, memo))
 
+    def __copy__(self) -> _Gate:
+        return type(self)(copy.copy(self.inner))
+
     def _handles(self, error: Exception) -> bool:
         """Whether the wrapped policy would call its failure callback for ``error``."""
         return isinstance(error, tuple(getattr(self.inner, "_supported_errors", ())))
@@ -378,14 +382,14 @@ class EvictionCheck:
     """Reads each server's ``maxmemory-policy`` once and warns if it can evict limiter keys.
 
     One per adapter. An evicted key is a limit starting afresh: under
-    ``allkeys-lru`` with other data churning, a 10/hour limit admitted 50 calls of
-    50. A server that refuses ``CONFIG GET`` (managed services often rename or
+    ``allkeys-lru`` with other data churning, a 10/hour limit admitted 49 or 50
+    calls of 50. A server that refuses ``CONFIG GET`` (managed services often rename or
     disable it) is left alone; that is logged at debug level only.
     """
 
     def __init__(self) -> None:
         self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
 
     def claim(self, server: str) -> bool:
         """True for the first caller to reach ``server``: it reads the policy."""
@@ -421,14 +425,18 @@ class EvictionCheck:
             return
         policy = settings.get("maxmemory-policy", "")
         if policy.startswith(EVICTING_POLICIES):
+            which = (
+                "keys with a TTL, as every Limify key has" if policy.startswith("volatile-") else "any key"
+            )
             log.warning(
-                "limify: Redis at %s has maxmemory-policy %s (maxmemory %s): when its memory is full it "
-                "evicts keys, limiter keys included (they all have TTLs), and an evicted key starts its "
-                "limit afresh. Use maxmemory-policy noeviction, or a Redis of its own for the limits "
-                "(see 'Deploying on Redis' in Limify's README).",
+                "limify: Redis at %s has maxmemory-policy %s (maxmemory %s): once its memory is full it "
+                "evicts %s, and an evicted limiter key starts its limit afresh. Use maxmemory-policy "
+                "noeviction on the instance holding the limits, or an instance of their own (see "
+                "'Memory and eviction' in Limify's README).",
                 server,
                 policy,
                 settings.get("maxmemory", "?"),
+                which,
             )
 
 
@@ -469,30 +477,37 @@ class SyncSender:
             raise RuntimeError("the Redis client of this adapter is gone")
         token = _SENDING.set(True)
         try:
-            connection, release = self._checkout(client)
+            connection, release, pooled = self._checkout(client)
             try:
-                return self._exchange(client, connection, commands)
+                return self._exchange(client, connection, commands, pooled)
             finally:
                 release()
         finally:
             _SENDING.reset(token)
 
-    def _checkout(self, client: Any) -> tuple[Any, Callable[[], Any]]:
+    def _checkout(self, client: Any) -> tuple[Any, Callable[[], Any], bool]:
         single = getattr(client, "connection", None)
         if single is not None:  # a single_connection_client
             lock = getattr(client, "single_connection_lock", None)
             if lock is None:
-                return single, lambda: None
+                return single, lambda: None, False
             lock.acquire()
-            return single, lock.release
+            return single, lock.release, False
         pool = client.connection_pool
         _gate_retry(pool.connection_kwargs, _SyncGate)
+        # The pool hands out connections checked for EOF and unread data.
         connection = pool.get_connection(*self._checkout_args)
-        return connection, lambda: pool.release(connection)
+        return connection, lambda: pool.release(connection), True
 
-    def _exchange(self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _exchange(
+        self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], checked: bool
+    ) -> list[Any]:
         try:
             _gate_retry(connection, _SyncGate)
+            if not checked and _is_stale_sync(connection):
+                # Closed by the server while idle: nothing was sent on it yet.
+                connection.disconnect()
+                connection.connect()
             server = _server_of(connection)
             if self._evictions.claim(server):
                 self._check_eviction(connection, server)
@@ -620,6 +635,18 @@ class AsyncSender:
             self._evictions.refused(server, error)
         else:
             self._evictions.report(server, reply)
+
+
+def _is_stale_sync(connection: Any) -> bool:
+    """True when a connected socket is at EOF or holds unread data (redis-py raises on EOF)."""
+    if getattr(connection, "_sock", True) is None:
+        return False  # not connected: it connects when used
+    try:
+        return bool(connection.can_read())
+    except Exception as error:
+        if client_error_names(error) & {"ConnectionError", "TimeoutError"} or isinstance(error, OSError):
+            return True
+        raise
 
 
 async def _nothing() -> None:
