@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ScriptBatcher", "MAX_BATCH"]
+if TYPE_CHECKING:
+    from limify.core.redis_sending import AsyncSender
+
+__all__ = ["ScriptBatcher", "MAX_BATCH", "ScriptClient", "ScriptPipeline"]
 
 #: Most calls sent in one pipeline; more wait for the next round trip.
 MAX_BATCH = 512
@@ -145,3 +148,41 @@ class ScriptBatcher:
                 if future.done():  # its caller was cancelled during the recovery
                     continue
             future.set_result(reply)
+
+
+class ScriptClient:
+    """What :class:`~limify.core.coalescing.ScriptBatcher` needs of a client, on an :class:`AsyncSender`.
+
+    ``evalsha`` and non-transactional pipelines of ``EVALSHA`` calls, each sent once.
+    """
+
+    def __init__(self, sender: AsyncSender) -> None:
+        self._sender = sender
+
+    async def evalsha(self, sha: str, num_keys: int, *args: Any) -> Any:
+        return await self._sender.call("EVALSHA", sha, num_keys, *args)
+
+    def pipeline(self, transaction: bool = False) -> ScriptPipeline:
+        if transaction:
+            raise ValueError("Limify's script pipelines are not transactions")
+        return ScriptPipeline(self._sender)
+
+
+class ScriptPipeline:
+    """A batch of ``EVALSHA`` calls sent in one round trip, once (see :class:`ScriptClient`)."""
+
+    def __init__(self, sender: AsyncSender) -> None:
+        self._sender = sender
+        self._commands: list[tuple[Any, ...]] = []
+
+    def evalsha(self, sha: str, num_keys: int, *args: Any) -> ScriptPipeline:
+        self._commands.append(("EVALSHA", sha, num_keys, *args))
+        return self
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        replies = await self._sender.run(self._commands) if self._commands else []
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies

@@ -21,7 +21,7 @@ A script is sent at most once, whatever the client's retry settings: a reply los
 on the way back (a timeout, a dropped connection) surfaces as
 :class:`limify.StorageError` rather than running the script again, which would count
 one call twice or give a refund back twice. See "Sending scripts at most once" in
-:mod:`limify.core.redis_clients`.
+:mod:`limify.core.redis_sending`.
 
 Some answers mean the server cannot take the call at all: ``OOM`` (``maxmemory``
 reached under ``noeviction``), ``READONLY`` (a replica, such as a demoted master),
@@ -49,20 +49,18 @@ from redis.exceptions import NoScriptError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
-from limify.core.coalescing import ScriptBatcher
+from limify.core.coalescing import ScriptBatcher, ScriptClient
 from limify.core.plans import Plan
-from limify.core.redis_clients import (
-    EvictionCheck,
-    ScriptClient,
-    async_client,
-    async_sender,
-    check_url,
-    client_error_names,
-    close_async,
-    close_sync,
-    sync_client,
-    sync_sender,
+from limify.core.redis_clients import ClientPerLoop, close_sync, sync_client
+from limify.core.redis_cluster_sending import async_sender, sync_sender
+from limify.core.redis_errors import (
+    is_noscript,
+    is_refusal,
+    is_resharding,
+    is_storage_failure,
+    is_unreachable,
 )
+from limify.core.redis_eviction import EvictionCheck
 from limify.errors import StorageError
 
 __all__ = [
@@ -74,67 +72,6 @@ __all__ = [
     "is_noscript",
     "is_resharding",
 ]
-
-# Errors are recognised by class name (see client_error_names).
-_UNREACHABLE = frozenset(
-    {
-        "ConnectionError",
-        "TimeoutError",
-        "ClusterDownError",
-        "MasterNotFoundError",
-        "SlaveNotFoundError",
-        "SlotNotCoveredError",
-    }
-)
-#: Error replies meaning the server cannot take the call now, whatever the call.
-#: redis-py and valkey-py raise the first ones as their own classes (with the code
-#: cut off the message); the others come as a plain ResponseError starting with it.
-_REFUSALS = frozenset(
-    {"OutOfMemoryError", "ReadOnlyError", "NoPermissionError", "MasterDownError", "BusyLoadingError"}
-)
-_REFUSAL_CODES = frozenset(
-    {"OOM", "READONLY", "NOPERM", "BUSY", "NOREPLICAS", "MISCONF", "MASTERDOWN", "LOADING"}
-)
-
-
-def is_unreachable(error: BaseException) -> bool:
-    """True when ``error`` means the server could not be reached (not a bad command)."""
-    return isinstance(error, OSError) or bool(client_error_names(error) & _UNREACHABLE)
-
-
-def is_refusal(error: BaseException) -> bool:
-    """True when ``error`` is the server saying it cannot serve any call now (OOM, READONLY...).
-
-    See the module docs for the list; other error replies are the call's own fault.
-    """
-    names = client_error_names(error)
-    if names & _REFUSALS:
-        return True
-    if "ResponseError" not in names:
-        return False
-    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
-    return code in _REFUSAL_CODES
-
-
-def is_storage_failure(error: BaseException) -> bool:
-    """True when ``error`` means the storage cannot be used: unreachable, or refusing every call."""
-    return is_unreachable(error) or is_refusal(error)
-
-
-def is_noscript(error: BaseException) -> bool:
-    """True when ``error`` is the server's NOSCRIPT answer."""
-    return "NoScriptError" in client_error_names(error)
-
-
-def is_resharding(error: BaseException) -> bool:
-    """True when ``error`` means a Cluster slot is half-migrated and the command did not run.
-
-    That is ``TRYAGAIN``, or the cluster client giving up after too many of them
-    (redis-py and valkey-py raise a bare ``ClusterError`` only for that; its
-    subclass ``ClusterDownError`` is a different matter).
-    """
-    return "TryAgainError" in client_error_names(error) or type(error).__name__ == "ClusterError"
-
 
 #: Seconds between two attempts while a slot is half-migrated.
 _RESHARDING_PAUSE = 0.05
@@ -307,62 +244,6 @@ class RedisSyncAdapter(_ScriptBook):
             self._run(lambda: self._sender.delete(keys))
 
 
-class _ClientPerLoop:
-    """A redis.asyncio client per event loop, for adapters built from a URL.
-
-    An asyncio client's connections belong to the loop that opened them; an app
-    (or a test suite) that runs several loops needs one client per loop. Each
-    client is closed while its loop shuts down: an async generator parked in the
-    loop is finalised by ``loop.shutdown_asyncgens()`` (``asyncio.run`` and
-    ``anyio.run`` call it), and its ``finally`` closes the client.
-    """
-
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
-        check_url(url)
-        self.url = url
-        self._options = options
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    @staticmethod
-    def _loop() -> asyncio.AbstractEventLoop:
-        try:
-            return asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError(
-                "Redis async storage needs a running asyncio event loop (redis.asyncio "
-                "does not run on trio); use the in-memory storage under trio"
-            ) from None
-
-    def current(self) -> Any:
-        """This loop's client, or None if it has none yet (then call :meth:`open`)."""
-        entry = self._clients.get(self._loop())
-        return None if entry is None else entry[0]
-
-    async def open(self) -> Any:
-        """Create this loop's client and arrange for it to close with the loop."""
-        loop = self._loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            client = async_client(self.url, **self._options)
-            closer = self._close_at_loop_shutdown(client, loop)
-            await closer.__anext__()
-            entry = self._clients[loop] = (client, closer)
-        return entry[0]
-
-    async def _close_at_loop_shutdown(self, client: Any, loop: asyncio.AbstractEventLoop) -> Any:
-        try:
-            yield
-        finally:
-            # Forget the loop's client before closing it, so nothing of it outlives the loop.
-            self._clients.pop(loop, None)
-            await close_async(client)
-
-    def __repr__(self) -> str:
-        return f"<redis.asyncio clients for {self.url!r}>"
-
-
 class RedisAsyncAdapter(_ScriptBook):
     """Storage on a ``redis.asyncio.Redis`` client.
 
@@ -387,7 +268,7 @@ class RedisAsyncAdapter(_ScriptBook):
 
         Any URL of :mod:`limify.core.redis_clients` works.
         """
-        return cls(_ClientPerLoop(url, client_options), clock=clock, coalesce=coalesce)
+        return cls(ClientPerLoop(url, client_options), clock=clock, coalesce=coalesce)
 
     def _batcher(self, client: Any) -> ScriptBatcher | None:
         if not self.coalesce or hasattr(client, "get_nodes"):  # cluster pipelines split by node
@@ -413,7 +294,7 @@ class RedisAsyncAdapter(_ScriptBook):
 
     async def _client(self) -> Any:
         client = self.client
-        if isinstance(client, _ClientPerLoop):
+        if isinstance(client, ClientPerLoop):
             return client.current() or await client.open()
         return client
 

@@ -1,0 +1,392 @@
+"""Sending commands to Redis at most once, on the client's own connections.
+
+See the section comment below; :mod:`limify.core.redis_cluster_sending` holds the
+cluster clients' twins and the sender factories.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import inspect
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from limify.core.redis_errors import client_error_names, is_reply_error
+from limify.core.redis_eviction import CONFIG_GET, EvictionCheck
+
+__all__ = ["SyncSender", "AsyncSender", "is_stale", "quietly", "quietly_async", "reply_or_raise"]
+
+# ---------------------------------------------------------------------------
+# Sending scripts at most once
+# ---------------------------------------------------------------------------
+#
+# redis-py re-sends a command whose connection failed, as often as the client's
+# ``Retry`` allows (redis-py 8 allows 10 by default, with backoff): its
+# ``execute_command`` and its pipelines run on ``connection.retry``. For a script
+# whose reply was lost, that runs the script twice: one call is counted twice, a
+# refund gives its cost back twice. And every attempt waits for its own timeout.
+#
+# So Limify sends its scripts itself, on a connection it takes from the client's
+# own pool, and never sends them again: a failure after sending surfaces as is
+# (the adapter turns it into StorageError, for the failure policy). A connection
+# found dead before anything was sent on it, such as one the server closed while it
+# sat idle, is replaced first, which is safe. While Limify holds a connection its
+# retry policy is gated off (see _Gate), so that reconnecting does not retry either;
+# everyone else using the client keeps the policy it configured. Cluster clients
+# already connect without retries; they are sent each script on the node that owns
+# its slot (``target_nodes``), which turns off their own re-sending.
+
+log = logging.getLogger("limify")
+
+#: True while Limify sends on a connection, in this thread or task.
+_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("limify_sending", default=False)
+
+
+class _Gate:
+    """A connection's retry policy, unchanged for everyone but Limify, off for Limify.
+
+    Wraps the ``retry`` object redis-py keeps on each connection. Outside Limify's
+    own sends every call goes to the wrapped policy, so the client's other commands
+    behave exactly as configured; during them (``_SENDING``), ``do`` runs once.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copy protocols): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Gate:
+        # Each new connection gets a copy of the pool's policy: keep the gate on it.
+        return type(self)(copy.deepcopy(self.inner, memo))
+
+    def __copy__(self) -> _Gate:
+        return type(self)(copy.copy(self.inner))
+
+    def _handles(self, error: Exception) -> bool:
+        """Whether the wrapped policy would call its failure callback for ``error``."""
+        return isinstance(error, tuple(getattr(self.inner, "_supported_errors", ())))
+
+    @staticmethod
+    def _with_count(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        return bool(kwargs.get("with_failure_count", args[1] if len(args) > 1 else False))
+
+    def __repr__(self) -> str:
+        return f"<limify gate on {self.inner!r}>"
+
+
+class _SyncGate(_Gate):
+    __slots__ = ()
+
+    def call_with_retry(
+        self, do: Callable[[], Any], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        if not _SENDING.get():
+            return self.inner.call_with_retry(do, fail, *args, **kwargs)
+        try:
+            return do()
+        except Exception as error:
+            if self._handles(error):
+                fail(error, 1) if self._with_count(args, kwargs) else fail(error)
+            raise
+
+
+class _AsyncGate(_Gate):
+    __slots__ = ()
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[Any]], fail: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        if not _SENDING.get():
+            return await self.inner.call_with_retry(do, fail, *args, **kwargs)
+        try:
+            return await do()
+        except Exception as error:
+            if self._handles(error):
+                result = fail(error, 1) if self._with_count(args, kwargs) else fail(error)
+                if inspect.isawaitable(result):
+                    await result
+            raise
+
+
+def _gate_retry(holder: Any, gate: type[_Gate]) -> None:
+    """Put ``gate`` around the ``retry`` of a connection, or of a pool's connection options."""
+    if isinstance(holder, dict):
+        retry = holder.get("retry")
+        if retry is not None and not isinstance(retry, _Gate):
+            holder["retry"] = gate(retry)
+        return
+    retry = getattr(holder, "retry", None)
+    if retry is not None and not isinstance(retry, _Gate):
+        holder.retry = gate(retry)
+
+
+def _checkout_args(pool: Any) -> tuple[str, ...]:
+    """What ``pool.get_connection`` needs: a command name for valkey-py and redis-py < 5.3, else nothing."""
+    try:
+        parameters = list(inspect.signature(pool.get_connection).parameters.values())
+    except (TypeError, ValueError):
+        return ("EVALSHA",)
+    if parameters and parameters[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        if parameters[0].default is inspect.Parameter.empty:
+            return ("EVALSHA",)
+    return ()
+
+
+def _server_of(connection: Any) -> str:
+    path = getattr(connection, "path", None)
+    if isinstance(path, str) and path:
+        return f"unix:{path}"
+    return f"{getattr(connection, 'host', '?')}:{getattr(connection, 'port', '?')}"
+
+
+def reply_or_raise(replies: list[Any]) -> Any:
+    reply = replies[0]
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+class SyncSender:
+    """Sends commands once on a ``redis.Redis``-like client's pool (standalone or Sentinel)."""
+
+    def __init__(self, client: Any, evictions: EvictionCheck) -> None:
+        self._client = weakref.ref(client)
+        self._evictions = evictions
+        self._checkout_args = _checkout_args(client.connection_pool)
+
+    def call(self, *args: Any) -> Any:
+        """Send one command once; its error reply is raised."""
+        return reply_or_raise(self.run([args]))
+
+    def load(self, script: str) -> None:
+        """SCRIPT LOAD ``script``."""
+        self.call("SCRIPT", "LOAD", script)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """DEL ``keys``."""
+        self.call("DEL", *keys)
+
+    def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip, once; error replies come back in place."""
+        client = self._client()
+        if client is None:
+            raise RuntimeError("the Redis client of this adapter is gone")
+        token = _SENDING.set(True)
+        try:
+            connection, release, pooled = self._checkout(client)
+            try:
+                return self._exchange(client, connection, commands, pooled)
+            finally:
+                release()
+        finally:
+            _SENDING.reset(token)
+
+    def _checkout(self, client: Any) -> tuple[Any, Callable[[], Any], bool]:
+        single = getattr(client, "connection", None)
+        if single is not None:  # a single_connection_client
+            lock = getattr(client, "single_connection_lock", None)
+            if lock is None:
+                return single, lambda: None, False
+            lock.acquire()
+            return single, lock.release, False
+        pool = client.connection_pool
+        _gate_retry(pool.connection_kwargs, _SyncGate)
+        # The pool hands out connections checked for EOF and unread data.
+        connection = pool.get_connection(*self._checkout_args)
+        return connection, lambda: pool.release(connection), True
+
+    def _exchange(
+        self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], checked: bool
+    ) -> list[Any]:
+        try:
+            _gate_retry(connection, _SyncGate)
+            if not checked and _is_stale_sync(connection):
+                # Closed by the server while idle: nothing was sent on it yet.
+                connection.disconnect()
+                connection.connect()
+            server = _server_of(connection)
+            if self._evictions.claim(server):
+                self._check_eviction(connection, server)
+            if len(commands) == 1:
+                connection.send_command(*commands[0])
+            else:
+                connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for args in commands:
+                try:
+                    replies.append(client.parse_response(connection, args[0]))
+                except Exception as error:
+                    if not is_reply_error(error):
+                        raise
+                    replies.append(error)
+            return replies
+        except BaseException as error:
+            if not is_reply_error(error):
+                quietly(connection.disconnect)
+            raise
+
+    def _check_eviction(self, connection: Any, server: str) -> None:
+        try:
+            connection.send_command(*CONFIG_GET)
+            reply = connection.read_response()
+        except BaseException as error:
+            if not is_reply_error(error):
+                self._evictions.forget(server)
+                raise
+            self._evictions.refused(server, error)
+        else:
+            self._evictions.report(server, reply)
+
+
+class AsyncSender:
+    """Awaitable twin of :class:`SyncSender`, on a ``redis.asyncio.Redis``-like client."""
+
+    def __init__(self, client: Any, evictions: EvictionCheck) -> None:
+        self._client = weakref.ref(client)
+        self._evictions = evictions
+        self._checkout_args = _checkout_args(client.connection_pool)
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command once; its error reply is raised."""
+        return reply_or_raise(await self.run([args]))
+
+    async def load(self, script: str) -> None:
+        """SCRIPT LOAD ``script``."""
+        await self.call("SCRIPT", "LOAD", script)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """DEL ``keys``."""
+        await self.call("DEL", *keys)
+
+    async def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip, once; error replies come back in place."""
+        client = self._client()
+        if client is None:
+            raise RuntimeError("the Redis client of this adapter is gone")
+        token = _SENDING.set(True)
+        try:
+            connection, release = await self._checkout(client)
+            try:
+                return await self._exchange(client, connection, commands)
+            finally:
+                await release()
+        finally:
+            _SENDING.reset(token)
+
+    async def _checkout(self, client: Any) -> tuple[Any, Callable[[], Awaitable[Any]]]:
+        if getattr(client, "single_connection_client", False):
+            await client.initialize()
+            single = client.connection
+            lock = getattr(client, "_single_conn_lock", None)
+            if lock is None:
+                return single, _nothing
+            await lock.acquire()
+
+            async def unlock() -> None:
+                lock.release()
+
+            return single, unlock
+        pool = client.connection_pool
+        _gate_retry(pool.connection_kwargs, _AsyncGate)
+        connection = await pool.get_connection(*self._checkout_args)
+        return connection, lambda: pool.release(connection)
+
+    async def _exchange(self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        try:
+            _gate_retry(connection, _AsyncGate)
+            if await is_stale(connection):
+                # Closed by the server while idle (its `timeout`), or left with
+                # unread data: nothing was sent on it yet, so a fresh one is safe.
+                await connection.disconnect(nowait=True)
+                await connection.connect()
+            server = _server_of(connection)
+            if self._evictions.claim(server):
+                await self._check_eviction(connection, server)
+            if len(commands) == 1:
+                await connection.send_command(*commands[0])
+            else:
+                await connection.send_packed_command(connection.pack_commands(commands))
+            replies = []
+            for args in commands:
+                try:
+                    replies.append(await client.parse_response(connection, args[0]))
+                except Exception as error:
+                    if not is_reply_error(error):
+                        raise
+                    replies.append(error)
+            return replies
+        except BaseException as error:
+            if not is_reply_error(error):
+                await quietly_async(connection.disconnect(nowait=True))
+            raise
+
+    async def _check_eviction(self, connection: Any, server: str) -> None:
+        try:
+            await connection.send_command(*CONFIG_GET)
+            reply = await connection.read_response()
+        except BaseException as error:
+            if not is_reply_error(error):
+                self._evictions.forget(server)
+                raise
+            self._evictions.refused(server, error)
+        else:
+            self._evictions.report(server, reply)
+
+
+def _is_stale_sync(connection: Any) -> bool:
+    """True when a connected socket is at EOF or holds unread data (redis-py raises on EOF)."""
+    if getattr(connection, "_sock", True) is None:
+        return False  # not connected: it connects when used
+    try:
+        return bool(connection.can_read())
+    except Exception as error:
+        if client_error_names(error) & {"ConnectionError", "TimeoutError"} or isinstance(error, OSError):
+            return True
+        raise
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def is_stale(connection: Any) -> bool:
+    """True when a pooled asyncio connection is at EOF or holds unread data.
+
+    redis.asyncio's pools check this on checkout, but redis-py 8 skips the check
+    when RESP3 maintenance notifications are on (the default), so a connection the
+    server closed while idle is handed out as if alive.
+    """
+    probe = getattr(connection, "can_read", None)
+    if probe is None or not inspect.iscoroutinefunction(probe):
+        probe = connection.can_read_destructive
+    try:
+        return bool(await probe())
+    except Exception as error:
+        if client_error_names(error) & {"ConnectionError", "TimeoutError"} or isinstance(error, OSError):
+            return True
+        raise
+
+
+def quietly(action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except Exception:  # the original error is what matters
+        pass
+
+
+async def quietly_async(action: Awaitable[Any]) -> None:
+    try:
+        await action
+    except Exception:
+        pass
