@@ -14,6 +14,7 @@ from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND
 from limify.core.algorithms.concurrency import CONCURRENCY, AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.check import Check
 from tests.strategies import LEASE_START, LeaseTimeline, lease_histories, lease_plans
 
 PLAN = Plan("default", 2, 30)
@@ -131,9 +132,9 @@ class Twins:
 
     def call(self, kind: str, token: str, cost: int) -> tuple[Any, ...]:
         """Run one call on both; they must agree; return the outcome."""
-        args = (CONCURRENCY, self.keys, self.plans, cost, MODES[kind], token)
-        expected = self.memory.execute(*args)
-        assert self.remote.execute(*args) == expected, (kind, token, cost)
+        check = Check(CONCURRENCY, tuple(self.keys), tuple(self.plans), cost, MODES[kind], token)
+        expected = self.memory.execute(check)
+        assert self.remote.execute(check) == expected, (kind, token, cost)
         return expected
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
 from limify.core.algorithms.gcra import GCRA, AsyncGCRAAlgorithm, GCRAAlgorithm, refund, transition
 from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.check import Check
 from tests.strategies import call_sequences, plans
 
 START = 1_700_000_000_000_000
@@ -223,9 +224,8 @@ def test_huge_limits_stay_exact_in_lua(
         clock.advance(us=gap)
         cost = max(1, int(fraction * limit))
         for mode in ("0", "1", "2"):
-            assert remote.execute(GCRA, ["k"], [plan], cost, mode) == memory.execute(
-                GCRA, ["k"], [plan], cost, mode
-            )
+            check = Check(GCRA, ("k",), (plan,), cost, mode)
+            assert remote.execute(check) == memory.execute(check)
 
 
 @pytest.mark.parametrize("storage", ["memory", "redis"])

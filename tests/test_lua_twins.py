@@ -27,6 +27,7 @@ from limify.core.algorithms.sliding_log import SLIDING_LOG
 from limify.core.algorithms.sliding_window import SLIDING_WINDOW
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.check import Check
 from tests.strategies import gaps_us, instants_us, month_plans, plans
 
 SPECS = [TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, QUOTA, CONCURRENCY, SLIDING_LOG, LEAKY_BUCKET, GCRA]
@@ -72,6 +73,7 @@ def test_python_and_lua_agree_on_every_decision(
             # A refund naming a call made `back` calls ago (possibly in an earlier window).
             token = refund_token(instants[max(0, len(instants) - 1 - back)], token)
         keys = [f"limify:diff:p{i}:{key_index}" for i in range(len(limits))]
-        expected = memory.execute(spec, keys, limits, cost, mode, token)
-        actual = remote.execute(spec, keys, limits, cost, mode, token)
+        check = Check(spec, tuple(keys), tuple(limits), cost, mode, token)
+        expected = memory.execute(check)
+        actual = remote.execute(check)
         assert actual == expected, (key_index, cost, gap, mode, token)

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock
 from limify.contrib._outbound import OutboundGate, parse_retry_after
-from limify.contrib._pauses import AsyncRedisPauses, MemoryPauses, RedisPauses, pauses_for
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 
 NOW = 1_700_000_000.0
@@ -57,7 +56,7 @@ def test_pause_length_is_capped_and_only_for_pause_statuses(clock: ManualClock) 
 
 def test_memory_pause_only_grows_and_ends_on_time(clock: ManualClock) -> None:
     """A pause lasts its length on the adapter's clock; a shorter one never cuts it short."""
-    pauses = MemoryPauses(clock)
+    pauses = InMemoryAdapter(clock=clock)
     assert pauses.hold("k", 0) == 0
     assert pauses.hold("k", 1000) == 1000
     assert pauses.hold("k", 200) == 1000
@@ -71,7 +70,7 @@ def test_memory_pause_only_grows_and_ends_on_time(clock: ManualClock) -> None:
 
 def test_redis_pause_is_a_key_whose_ttl_is_the_pause(redis_client: redis.Redis) -> None:
     """On Redis a pause is one key with a TTL; reads write nothing; a shorter pause changes nothing."""
-    pauses = RedisPauses(RedisSyncAdapter(redis_client))
+    pauses = RedisSyncAdapter(redis_client)
     assert pauses.hold("limify:up:#pause:h", 0) == 0
     assert redis_client.keys("*") == []
     assert pauses.hold("limify:up:#pause:h", 5000) == 5000
@@ -82,7 +81,7 @@ def test_redis_pause_is_a_key_whose_ttl_is_the_pause(redis_client: redis.Redis) 
 
 def test_redis_pause_survives_script_flush(redis_client: redis.Redis) -> None:
     """After SCRIPT FLUSH the pause script is reloaded transparently."""
-    pauses = RedisPauses(RedisSyncAdapter(redis_client))
+    pauses = RedisSyncAdapter(redis_client)
     pauses.hold("limify:p", 1000)
     redis_client.script_flush()
     assert 900 < pauses.hold("limify:p", 0) <= 1000
@@ -92,34 +91,33 @@ def test_async_redis_pause(redis_url: str) -> None:
     """The async store reads and writes the same key as the sync one."""
     import anyio
 
-    sync = RedisPauses(RedisSyncAdapter.from_url(redis_url))
+    sync = RedisSyncAdapter.from_url(redis_url)
     adapter = RedisAsyncAdapter.from_url(redis_url)
 
     async def main() -> tuple[int, int]:
-        pauses = AsyncRedisPauses(adapter)
-        return await pauses.hold_async("limify:p", 3000), await pauses.hold_async("limify:p", 0)
+        return await adapter.hold_async("limify:p", 3000), await adapter.hold_async("limify:p", 0)
 
     first, second = anyio.run(main)
     assert first == 3000 and 2900 < second <= 3000 and 2900 < sync.hold("limify:p", 0) <= 3000
 
 
 def test_pauses_follow_the_adapter() -> None:
-    """Clients of one in-memory adapter share its pauses; another adapter has its own."""
+    """Sync and async clients of one in-memory adapter share its pauses; another adapter has its own."""
+    import anyio
+
     one, two = InMemoryAdapter(), InMemoryAdapter()
-    assert pauses_for(one, is_async=False) is pauses_for(one, is_async=True)
-    assert pauses_for(one, is_async=False) is not pauses_for(two, is_async=False)
+    one.hold("k", 1000)
+    assert 990 < anyio.run(one.hold_async, "k", 0) <= 1000
+    assert two.hold("k", 0) == 0
 
 
 def test_unknown_adapters_are_refused_with_advice() -> None:
-    """An adapter pauses cannot live on raises TypeError pointing at pause_on=()."""
+    """An adapter without the store protocol's pause hold is refused when the gate is built."""
 
     class Custom:
         def execute(self, *args: object) -> None: ...
 
         def clear(self, keys: object) -> None: ...
 
-    with pytest.raises(TypeError, match="pause_on"):
-        pauses_for(Custom(), is_async=False)
-    # ... and with pause_on=() no pause store is needed at all.
-    gate: OutboundGate[object] = OutboundGate("1/s", default_key=str, storage=Custom(), pause_on=())  # type: ignore[arg-type]
-    assert gate.pauses is None
+    with pytest.raises(TypeError, match="hold"):
+        OutboundGate("10/second", default_key=str, storage=Custom())  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from limify.core.algorithms.quota import (
     transition,
 )
 from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.check import Check
 from tests.histories import admitted, replay
 from tests.strategies import UTC, call_sequences, instants_us, month_plans, plans, utc
 
@@ -76,11 +77,11 @@ def test_lua_month_window_matches_datetime(redis_client: redis.Redis, instant: i
     start, end = expected_month(instant)
     adapter = RedisSyncAdapter(redis_client, clock=ManualClock(instant))
     plan = parse_rate(f"{limit}/month")
-    assert adapter.execute(QUOTA, ["limify:q"], [plan], 1, PEEK)[2] == end - instant
-    allowed, remaining, reset, retry, _, _ = adapter.execute(QUOTA, ["limify:q"], [plan], limit)
+    assert adapter.execute(Check(QUOTA, ("limify:q",), (plan,), 1, PEEK))[2] == end - instant
+    allowed, remaining, reset, retry, _, _ = adapter.execute(Check(QUOTA, ("limify:q",), (plan,), limit))
     assert (allowed, remaining, reset, retry) == (True, 0, end - instant, 0)
     assert redis_client.get("limify:q") == f"{start}:{limit}".encode()
-    assert adapter.execute(QUOTA, ["limify:q"], [plan], 1)[3] == end - instant
+    assert adapter.execute(Check(QUOTA, ("limify:q",), (plan,), 1))[3] == end - instant
 
 
 @given(st.data(), plans | month_plans, instants_us)

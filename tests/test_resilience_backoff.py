@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 from limify import Plan, StorageError
-from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
+from limify.core.algorithms.base import Outcome
+from limify.core.check import Check
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from limify.core.resilience import GuardedStorage
@@ -27,16 +28,16 @@ class DeadStorage:
         self.barrier = barrier
         self.calls = 0
 
-    def execute(
-        self, spec: AlgorithmSpec, keys: Sequence[str], plans: Sequence[Plan], cost: int,
-        mode: str = CONSUME, token: str = "",
-    ) -> Outcome:  # fmt: skip
+    def execute(self, check: Check) -> Outcome:
         self.calls += 1
         if self.barrier is not None:
             self.barrier.wait(10)
         raise StorageError("connection refused")
 
     def clear(self, keys: Sequence[str]) -> None:
+        raise StorageError("connection refused")
+
+    def hold(self, key: str, ms: int) -> int:
         raise StorageError("connection refused")
 
 

@@ -23,6 +23,7 @@ from limify.core.algorithms.sliding_log import (
     transition,
 )
 from limify.core.redis_adapter import RedisSyncAdapter
+from limify.core.check import Check
 from tests.strategies import call_sequences, plans
 
 START = 1_700_000_000_000_000
@@ -182,7 +183,7 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     remote = RedisSyncAdapter(redis_client, clock=clock)
     step = transition(([expired, *live], 0, 3), now, plan, 2)
     assert step[:4] == (True, 2, 60_000_000, 0)
-    assert remote.execute(SLIDING_LOG, ["k"], [plan], 2) == (*step[:4], 0, now)
+    assert remote.execute(Check(SLIDING_LOG, ("k",), (plan,), 2)) == (*step[:4], 0, now)
     state = step[4]
     assert state[0][state[1] : state[2]] == [
         (now - 30_000_000, 3, 3, ""),
@@ -196,7 +197,7 @@ def test_cum_is_rebased_identically_in_python_and_lua(redis_client: redis.Redis)
     ]
     for cost in (1, 1, 1):
         step = transition(state, now, plan, cost)
-        assert remote.execute(SLIDING_LOG, ["k"], [plan], cost) == (*step[:4], 0, now)
+        assert remote.execute(Check(SLIDING_LOG, ("k",), (plan,), cost)) == (*step[:4], 0, now)
         state = step[4] if step[0] else state
 
 

@@ -37,7 +37,7 @@ from limify.core.context import RequestContext
 from limify.core.keys import encode_part, period_tag
 from limify.core.limify import Limify
 from limify.core.limiter import Decision
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded

@@ -3,17 +3,22 @@
 One request goes through :meth:`OutboundGate.admit` before it is sent and
 :meth:`OutboundGate.observe` once its response headers arrived:
 
-* ``admit`` reads the upstream's pause (see :mod:`limify.contrib._pauses`);
-  while one runs it waits (or raises). Then it runs one check of the limit;
-  refused, it waits ``retry_after`` (or raises) and starts over. The pause is
-  read before the check, so a paused request consumes nothing.
+* ``admit`` runs one check of the request's limit through the engine, which
+  first reads the upstream's pause (the store's ``hold``); while one runs it
+  waits (or raises), so a paused request consumes nothing. Refused, it waits
+  ``retry_after`` (or raises) and starts over.
 * ``observe`` turns a 429/503 (``pause_on``) carrying ``Retry-After`` into a
   pause of that key, capped at ``max_pause``, that every caller sharing the
-  storage honours.
+  storage honours: a pause is storage data, one key per upstream whose
+  remaining lifetime is the pause left (``pause.lua``, measured with the Redis
+  server's clock so app servers with skewed clocks agree on when it ends).
 
 Requests already past ``admit`` when the pause starts still go out: the gate
 holds back the requests that come after a refusal, not those in flight with it.
-:class:`AsyncOutboundGate` is the same loop with ``await``.
+The gate is written once: :class:`AsyncOutboundGate` differs only in running
+the engine's ``run_async`` (so ``admit`` and ``observe`` return awaitables). It
+follows :func:`limify.configure`, storage and failure policy alike, unless given
+its own.
 """
 
 from __future__ import annotations
@@ -25,18 +30,15 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
-import anyio
-
-from limify.contrib._pauses import pauses_for
 from limify.core.algorithms import algorithm_classes
+from limify.core.check import HOLD, Check
+from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine
 from limify.core.keys import PREFIX, encode_part
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.rate import parse_rate
-from limify.core.result import LimitationResult
-from limify.core.storage import StorageLike, adapter_for
+from limify.core.resilience import check_policy
+from limify.core.storage import StorageLike
 from limify.core.validation import check_wait_options
-from limify.decorator import get_default_storage
-from limify.errors import RateLimitExceeded
 
 __all__ = ["parse_retry_after", "OutboundGate", "AsyncOutboundGate", "DEFAULT_PAUSE_ON", "DEFAULT_MAX_PAUSE"]
 
@@ -93,15 +95,30 @@ def _check_options(
     return statuses
 
 
-class _Gate(Generic[R]):
-    """Settled at construction: plan, keys, storage, options. Sync/async differ below."""
+class OutboundGate(Generic[R]):
+    """Settled at construction: plan, keys, engine and options (see the module docs).
+
+    Args:
+        rate: the limit of each upstream (a rate string or a Plan).
+        default_key: ``(request) -> key`` when ``key`` is not given (the host).
+        storage: a URL or adapter; ``None`` follows :func:`limify.configure`.
+        key: ``(request) -> key``; ``None`` from it exempts the request.
+        algorithm: a rate algorithm's name (not a lease such as ``concurrency``).
+        on_exceeded: ``"wait"`` (sleep until admitted) or ``"raise"``.
+        max_wait: with ``"wait"``, the longest total wait before raising.
+        pause_on: statuses whose ``Retry-After`` pauses the upstream (``()``: none).
+        max_pause: the longest pause taken from one ``Retry-After``, in seconds.
+        name: the limit's name in storage keys.
+        on_storage_error: the failure policy; ``None`` follows :func:`limify.configure`.
+    """
+
+    is_async = False
 
     def __init__(
         self,
         rate: str | Plan,
         *,
         default_key: Callable[[R], Any],
-        is_async: bool,
         storage: StorageLike | None = None,
         key: Callable[[R], Any] | None = None,
         algorithm: str = "token_bucket",
@@ -110,44 +127,52 @@ class _Gate(Generic[R]):
         pause_on: Iterable[int] = DEFAULT_PAUSE_ON,
         max_pause: float = DEFAULT_MAX_PAUSE,
         name: str = "outbound",
+        on_storage_error: str | None = None,
     ) -> None:
         self.plan = rate if isinstance(rate, Plan) else parse_rate(rate)
-        classes = algorithm_classes(algorithm)
-        if classes[0].spec.lease:
+        spec = algorithm_classes(algorithm)[0].spec
+        if spec.lease:
             # A lease is held until released, and the gate never sees a request end
             # (only its response headers): every slot would leak for its whole TTL.
             raise ValueError(
                 f"algorithm={algorithm!r} limits calls in flight, which outbound requests cannot "
                 "release; use a rate algorithm such as 'token_bucket' or 'gcra'"
             )
+        spec.check_plans((self.plan,))
         self.pause_on = frozenset(_check_options(on_exceeded, max_wait, pause_on, max_pause, name, key))
-        self.wait = on_exceeded == "wait"
-        self.max_wait = max_wait
         self.max_pause = float(max_pause)
         self.get_key = key or default_key
-        adapter = adapter_for(get_default_storage() if storage is None else storage, is_async=is_async)
-        self.algorithm: Any = classes[1 if is_async else 0](adapter)
-        self.pauses: Any = pauses_for(adapter, is_async=is_async) if self.pause_on else None
+        self.spec = spec
+        self.engine = Engine(
+            storage,
+            is_async=self.is_async,
+            policy=DEFAULT_POLICY if on_storage_error is None else check_policy(on_storage_error),
+            refusal=WAIT if on_exceeded == "wait" else RAISE,
+            max_wait=max_wait,
+        )
         self.prefix = f"{PREFIX}:{encode_part(name)}:{encode_part(self.plan.id)}"
         # '#' never occurs in an encoded part, so no plan id can make a limit key equal a pause key.
         self.pause_prefix = f"{PREFIX}:{encode_part(name)}:#pause"
 
-    def keys(self, request: R) -> tuple[str, str] | None:
-        """(limit key, pause key) of ``request``; None when the key function exempts it."""
+    def admit(self, request: R) -> Any:
+        """Wait until ``request`` may go out (or raise); return its pause key for :meth:`observe`.
+
+        An async gate returns an awaitable of it.
+        """
         identity = self.get_key(request)
-        if identity is None:
-            return None
-        part = encode_part(identity)
-        return f"{self.prefix}:{part}", f"{self.pause_prefix}:{part}"
+        part = None if identity is None else encode_part(identity)
+        pause_key = None if part is None or not self.pause_on else f"{self.pause_prefix}:{part}"
+        if part is None:  # exempted by the key function
+            return _ready(self, None)
+        check = Check(self.spec, (f"{self.prefix}:{part}",), (self.plan,), 1, pause_key=pause_key)
+        return self.engine.runner(check, lambda check, outcome: pause_key)
 
-    def _delay(self, result: LimitationResult, key: str, waited: float) -> float:
-        """Raise, or return how long to sleep before trying again."""
-        if not self.wait or (self.max_wait is not None and waited + result.retry_after > self.max_wait):
-            raise RateLimitExceeded(result, key)
-        return result.retry_after
-
-    def _paused(self, ms: int) -> LimitationResult:
-        return LimitationResult(False, 0, self.plan.limit, ms / 1000, ms / 1000)
+    def observe(self, pause_key: str | None, status: int, retry_after: str | None) -> Any:
+        """Pause the upstream if the response asks for it (an awaitable for an async gate)."""
+        ms = self.pause_ms(status, retry_after) if pause_key is not None else 0
+        if not ms:
+            return _ready(self, None)
+        return self.engine.runner(Check(self.spec, (pause_key,), (self.plan,), ms, HOLD))  # type: ignore[arg-type]
 
     def pause_ms(self, status: int, retry_after: str | None) -> int:
         """The pause a response asks for, in whole ms (0: none)."""
@@ -160,65 +185,16 @@ class _Gate(Generic[R]):
         return math.ceil(min(seconds, self.max_pause) * 1000) + 1
 
 
-class OutboundGate(_Gate[R]):
-    """The synchronous gate (``time.sleep`` while waiting)."""
+class AsyncOutboundGate(OutboundGate[R]):
+    """The asynchronous gate: ``await admit(request)``, ``await observe(...)`` (asyncio or trio)."""
 
-    def __init__(self, rate: str | Plan, **options: Any) -> None:
-        super().__init__(rate, is_async=False, **options)
-
-    def admit(self, request: R) -> str | None:
-        """Wait until ``request`` may go out (or raise); return its pause key for :meth:`observe`."""
-        keys = self.keys(request)
-        if keys is None:
-            return None
-        limit_key, pause_key = keys
-        waited = 0.0
-        while True:
-            paused_ms = self.pauses.hold(pause_key, 0) if self.pauses is not None else 0
-            if paused_ms > 0:
-                delay = self._delay(self._paused(paused_ms), pause_key, waited)
-            else:
-                result = self.algorithm.check(limit_key, self.plan)
-                if result.allowed:
-                    return pause_key
-                delay = self._delay(result, limit_key, waited)
-            time.sleep(delay)
-            waited += delay
-
-    def observe(self, pause_key: str | None, status: int, retry_after: str | None) -> None:
-        """Pause the upstream if the response asks for it."""
-        ms = self.pause_ms(status, retry_after) if pause_key is not None else 0
-        if ms:
-            self.pauses.hold(pause_key, ms)
+    is_async = True
 
 
-class AsyncOutboundGate(_Gate[R]):
-    """The asynchronous gate (``anyio.sleep`` while waiting; asyncio or trio)."""
+async def _resolved(value: Any) -> Any:
+    return value
 
-    def __init__(self, rate: str | Plan, **options: Any) -> None:
-        super().__init__(rate, is_async=True, **options)
 
-    async def admit(self, request: R) -> str | None:
-        """Wait until ``request`` may go out (or raise); return its pause key for :meth:`observe`."""
-        keys = self.keys(request)
-        if keys is None:
-            return None
-        limit_key, pause_key = keys
-        waited = 0.0
-        while True:
-            paused_ms = await self.pauses.hold_async(pause_key, 0) if self.pauses is not None else 0
-            if paused_ms > 0:
-                delay = self._delay(self._paused(paused_ms), pause_key, waited)
-            else:
-                result = await self.algorithm.check(limit_key, self.plan)
-                if result.allowed:
-                    return pause_key
-                delay = self._delay(result, limit_key, waited)
-            await anyio.sleep(delay)
-            waited += delay
-
-    async def observe(self, pause_key: str | None, status: int, retry_after: str | None) -> None:
-        """Pause the upstream if the response asks for it."""
-        ms = self.pause_ms(status, retry_after) if pause_key is not None else 0
-        if ms:
-            await self.pauses.hold_async(pause_key, ms)
+def _ready(gate: OutboundGate[Any], value: Any) -> Any:
+    """``value``, or an awaitable of it for an async gate (a request with nothing to check)."""
+    return _resolved(value) if gate.is_async else value

@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 
 from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, AsyncOutboundGate, OutboundGate
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.storage import StorageLike
 
 __all__ = ["RateLimitTransport", "AsyncRateLimitTransport", "host_key"]

@@ -29,7 +29,7 @@ from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, OutboundGate
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.storage import StorageLike
 
 __all__ = ["RateLimitAdapter", "host_key"]

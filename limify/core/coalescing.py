@@ -5,7 +5,9 @@ EVALSHA per check makes every check wait for its own round trip (and hold its
 own connection). A :class:`ScriptBatcher` keeps at most one round trip in
 flight per client: a call made while the client is idle goes out at once, on
 its own; calls made while a round trip is in flight queue up and leave
-together, as one pipeline of EVALSHAs, as soon as it returns.
+together, as one pipeline of EVALSHAs, as soon as it returns. The batcher sends
+through the adapter's at-most-once sender (:mod:`limify.core.redis_sending`),
+so a pipeline whose replies were lost is never sent again either.
 
 Every EVALSHA in the pipeline is still its own atomic script run: the server
 executes them one after another, each seeing the state the previous one left.
@@ -29,18 +31,20 @@ already waited for, and the failure policy answers them meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from limify.core.redis_sending import AsyncSender
 
-__all__ = ["ScriptBatcher", "MAX_BATCH", "ScriptClient", "ScriptPipeline"]
+__all__ = ["ScriptBatcher", "MAX_BATCH", "Command"]
 
 #: Most calls sent in one pipeline; more wait for the next round trip.
 MAX_BATCH = 512
 
-_Call = tuple[str, int, tuple[Any, ...], "asyncio.Future[Any]"]
+#: One command as the sender takes it: ``("EVALSHA", sha, num_keys, *keys, *argv)``.
+Command = tuple[Any, ...]
+#: ``send(commands) -> replies``, one round trip; error replies come back in place.
+Send = Callable[[Sequence[Command]], Awaitable[list[Any]]]
+_Queued = tuple[Command, "asyncio.Future[Any]"]
 
 
 def _never(error: BaseException) -> bool:
@@ -48,13 +52,13 @@ def _never(error: BaseException) -> bool:
 
 
 class ScriptBatcher:
-    """One client's queue of EVALSHA calls (see the module docs); asyncio only.
+    """One client's queue of script calls (see the module docs); asyncio only.
 
     Args:
-        client: a ``redis.asyncio`` client (not a cluster client: its pipelines
-            split by node, so it is called directly instead).
-        recover: ``(error, sha, num_keys, args) -> awaitable`` answering one call
-            whose EVALSHA failed with NOSCRIPT (the adapter re-sends the source).
+        send: the sender's ``run``: a list of commands in one round trip, sent once.
+        recover: ``(error, command) -> awaitable`` answering one queued call whose
+            reply was an error (the adapter answers NOSCRIPT by sending the source,
+            and raises anything else).
         unreachable: ``(error) -> bool``, true when a failed round trip means the
             server cannot be reached; the queued calls then fail with that error
             instead of being sent. By default no error does.
@@ -62,33 +66,39 @@ class ScriptBatcher:
 
     def __init__(
         self,
-        client: Any,
-        recover: Callable[[BaseException, str, int, tuple[Any, ...]], Any],
+        send: Send,
+        recover: Callable[[BaseException, Command], Awaitable[Any]],
         unreachable: Callable[[BaseException], bool] = _never,
     ) -> None:
-        self.client = client
+        self._send_commands = send
         self._recover = recover
         self._unreachable = unreachable
-        self._queue: list[_Call] = []
+        self._queue: list[_Queued] = []
         self._busy = False
         #: Pipelines sent and the calls they carried, for monitoring.
         self.pipelines = 0
         self.batched_calls = 0
 
-    async def evalsha(self, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
-        """EVALSHA ``sha``, alone when the client is idle, else in the next pipeline."""
+    async def call(self, command: Command) -> Any:
+        """Send ``command`` alone when the client is idle, else in the next pipeline; its reply.
+
+        An error reply is raised (the caller recovers NOSCRIPT itself).
+        """
         if not self._busy:
             self._busy = True
             failure: Exception | None = None
             try:
-                return await self.client.evalsha(sha, num_keys, *args)
+                reply = (await self._send_commands((command,)))[0]
             except Exception as error:
                 failure = error
                 raise
             finally:
                 self._release(failure)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((sha, num_keys, args, future))
+        self._queue.append((command, future))
         return await future
 
     def _release(self, failure: Exception | None) -> None:
@@ -102,7 +112,7 @@ class ScriptBatcher:
 
     def _fail_queue(self, error: Exception) -> None:
         queue, self._queue = self._queue, []
-        for *_, future in queue:
+        for _, future in queue:
             if not future.done():
                 future.set_exception(error)
 
@@ -110,7 +120,7 @@ class ScriptBatcher:
         try:
             while self._queue:
                 # Calls cancelled while queued were never sent: drop them.
-                live = [call for call in self._queue if not call[3].done()]
+                live = [queued for queued in self._queue if not queued[1].done()]
                 batch, self._queue = live[:MAX_BATCH], live[MAX_BATCH:]
                 if batch:
                     await self._send(batch)
@@ -120,27 +130,24 @@ class ScriptBatcher:
                 self._busy = True
                 asyncio.get_running_loop().create_task(self._drain())
 
-    async def _send(self, batch: list[_Call]) -> None:
-        pipeline = self.client.pipeline(transaction=False)
-        for sha, num_keys, args, _ in batch:
-            pipeline.evalsha(sha, num_keys, *args)
+    async def _send(self, batch: list[_Queued]) -> None:
         self.pipelines += 1
         self.batched_calls += len(batch)
         try:
-            replies = await pipeline.execute(raise_on_error=False)
+            replies = await self._send_commands([command for command, _ in batch])
         except Exception as error:  # the round trip itself failed: every call in it did
-            for *_, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             if self._unreachable(error):
                 self._fail_queue(error)
             return
-        for (sha, num_keys, args, future), reply in zip(batch, replies, strict=True):
+        for (command, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled; the script ran all the same
                 continue
             if isinstance(reply, BaseException):
                 try:
-                    reply = await self._recover(reply, sha, num_keys, args)
+                    reply = await self._recover(reply, command)
                 except Exception as error:
                     if not future.done():
                         future.set_exception(error)
@@ -148,41 +155,3 @@ class ScriptBatcher:
                 if future.done():  # its caller was cancelled during the recovery
                     continue
             future.set_result(reply)
-
-
-class ScriptClient:
-    """What :class:`~limify.core.coalescing.ScriptBatcher` needs of a client, on an :class:`AsyncSender`.
-
-    ``evalsha`` and non-transactional pipelines of ``EVALSHA`` calls, each sent once.
-    """
-
-    def __init__(self, sender: AsyncSender) -> None:
-        self._sender = sender
-
-    async def evalsha(self, sha: str, num_keys: int, *args: Any) -> Any:
-        return await self._sender.call("EVALSHA", sha, num_keys, *args)
-
-    def pipeline(self, transaction: bool = False) -> ScriptPipeline:
-        if transaction:
-            raise ValueError("Limify's script pipelines are not transactions")
-        return ScriptPipeline(self._sender)
-
-
-class ScriptPipeline:
-    """A batch of ``EVALSHA`` calls sent in one round trip, once (see :class:`ScriptClient`)."""
-
-    def __init__(self, sender: AsyncSender) -> None:
-        self._sender = sender
-        self._commands: list[tuple[Any, ...]] = []
-
-    def evalsha(self, sha: str, num_keys: int, *args: Any) -> ScriptPipeline:
-        self._commands.append(("EVALSHA", sha, num_keys, *args))
-        return self
-
-    async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        replies = await self._sender.run(self._commands) if self._commands else []
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies

@@ -40,7 +40,7 @@ from typing import Any
 from limify.core.algorithms import algorithm_classes
 from limify.core.context import Identity, RequestContext
 from limify.core.keys import encode_part, limit_keys
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.plans import plans as plan_registry
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule

@@ -6,15 +6,17 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from limify.core.algorithms.base import CONSUME, REFUND, AlgorithmSpec, Outcome, run_limits
+from limify.core.algorithms.base import Outcome, run_limits
+from limify.core.check import Check
 from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.forksafe import fork_safe_lock
-from limify.core.plans import Plan
 
 __all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
 
 #: Default bound on the number of keys one :class:`InMemoryAdapter` holds.
 DEFAULT_MAX_KEYS = 1_000_000
+#: Beyond this many outbound pauses, ended ones are swept when a new one starts.
+_SWEEP_PAUSES_ABOVE = 1024
 
 
 class InMemoryAdapter:
@@ -32,6 +34,9 @@ class InMemoryAdapter:
         clock: where ``now`` comes from; tests pass a :class:`~limify.ManualClock`.
     """
 
+    #: Its async methods never await anything, so no cancellation can cut one short.
+    never_suspends = True
+
     def __init__(self, *, max_keys: int = DEFAULT_MAX_KEYS, clock: Clock = SYSTEM_CLOCK) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int):
             raise TypeError(f"max_keys must be an int >= 1, got {max_keys!r}")
@@ -42,6 +47,8 @@ class InMemoryAdapter:
         self.max_keys = max_keys
         self.clock = clock
         self._data: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        #: Outbound pauses: key -> end of the pause (µs, on ``clock``).
+        self._pauses: dict[str, int] = {}
         self._lock = fork_safe_lock(self)
 
     def __len__(self) -> int:
@@ -84,42 +91,22 @@ class InMemoryAdapter:
         while len(data) >= self.max_keys:
             data.popitem(last=False)
 
-    def execute(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
-        """Run ``spec`` over ``keys`` (one per plan) in one lock section, all or nothing."""
+    def execute(self, check: Check) -> Outcome:
+        """Run ``check`` over its keys in one lock section, all or nothing."""
+        keys = check.keys
         with self._lock:
             now = self.clock.now_us()
-            if len(keys) == 1 and mode != REFUND:
-                # One limit, the common case: run_limits reduced to its single step.
-                key = keys[0]
-                step = spec.transition(self._load(key, now), now, plans[0], cost, token)
-                if step[0] and mode == CONSUME:
-                    self._store(key, step[4], step[5], now)
-                return (step[0], step[1], step[2], step[3], 0, now)
             states = [self._load(key, now) for key in keys]
-            outcome, writes = run_limits(spec, states, now, plans, cost, mode, token)
+            outcome, writes = run_limits(
+                check.spec, states, now, check.plans, check.cost, check.mode, check.token
+            )
             for index, state, ttl in writes:
                 self._store(keys[index], state, ttl, now)
             return outcome
 
-    async def execute_async(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
+    async def execute_async(self, check: Check) -> Outcome:
         """Same as :meth:`execute`; it never blocks on I/O, so it is safe in any event loop."""
-        return self.execute(spec, keys, plans, cost, mode, token)
+        return self.execute(check)
 
     def clear(self, keys: Sequence[str]) -> None:
         """Forget the state of ``keys``."""
@@ -130,3 +117,23 @@ class InMemoryAdapter:
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Same as :meth:`clear`."""
         self.clear(keys)
+
+    def hold(self, key: str, ms: int) -> int:
+        """The outbound pause of ``key`` (twin of ``pause.lua``): see :class:`~limify.core.check.SyncStore`."""
+        with self._lock:
+            now = self.clock.now_us()
+            pauses = self._pauses
+            left_us = pauses.get(key, now) - now
+            if ms > 0 and ms * 1000 > left_us:
+                if len(pauses) > _SWEEP_PAUSES_ABOVE:
+                    self._pauses = pauses = {k: until for k, until in pauses.items() if until > now}
+                pauses[key] = now + ms * 1000
+                return ms
+            if left_us <= 0:
+                pauses.pop(key, None)
+                return 0
+            return -(-left_us // 1000)  # whole ms, rounded up: never report a pause as over early
+
+    async def hold_async(self, key: str, ms: int) -> int:
+        """Same as :meth:`hold`."""
+        return self.hold(key, ms)

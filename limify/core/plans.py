@@ -10,12 +10,12 @@ default registry that ``@rate_limit(plan=..., plan_provider=...)`` looks names u
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol, Union, runtime_checkable
 
 from limify.core.forksafe import fork_safe_lock
+from limify.core.plan import CALENDARS, MAX_LIMIT, MAX_PERIOD_SECONDS, MONTH_SECONDS, Plan
+from limify.core.rate import parse_rate
 
 __all__ = [
     "Plan",
@@ -29,68 +29,6 @@ __all__ = [
     "CALENDARS",
     "MONTH_SECONDS",
 ]
-
-#: Accepted values of :attr:`Plan.calendar`.
-CALENDARS = (None, "month")
-#: ``period_seconds`` of a ``"<n>/month"`` plan for algorithms without calendars.
-MONTH_SECONDS = 30 * 86400
-
-#: Largest accepted ``limit``. Limits are tracked as doubles in Lua; this keeps
-#: every count and product exact with a wide margin.
-MAX_LIMIT = 10**12
-#: Longest accepted period: 400 days, enough for yearly-ish quotas while keeping
-#: microsecond arithmetic exact.
-MAX_PERIOD_SECONDS = 400 * 86400
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A rate limit: at most ``limit`` units of cost per ``period_seconds``.
-
-    ``id`` names the plan (``"default"``, ``"free"``, ``"pro"`` ...); it is part of
-    the storage key, so moving a caller to another plan starts a fresh bucket.
-    Instances are immutable and validated on construction.
-    """
-
-    id: str
-    limit: int
-    period_seconds: float
-    #: ``"month"`` for calendar months (``"1000/month"``): the ``quota`` algorithm
-    #: resets at the first of each month, UTC; other algorithms use ``period_seconds``
-    #: (30 days). ``None`` for plain periods.
-    calendar: str | None = None
-    #: ``period_seconds`` in whole microseconds, the unit algorithms work in.
-    period_us: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise TypeError(f"Plan id must be a non-empty str, got {self.id!r}")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
-            raise TypeError(f"Plan {self.id!r}: limit must be an int, got {self.limit!r}")
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise ValueError(f"Plan {self.id!r}: limit must be between 1 and {MAX_LIMIT}, got {self.limit!r}")
-        period = self.period_seconds
-        if isinstance(period, bool) or not isinstance(period, (int, float)):
-            raise TypeError(f"Plan {self.id!r}: period_seconds must be a number, got {period!r}")
-        if not (math.isfinite(period) and 0 < period <= MAX_PERIOD_SECONDS):
-            raise ValueError(
-                f"Plan {self.id!r}: period_seconds must be > 0 and <= {MAX_PERIOD_SECONDS}, got {period!r}"
-            )
-        period_us = round(period * 1_000_000)
-        if period_us < 1:
-            raise ValueError(
-                f"Plan {self.id!r}: period_seconds must be at least one microsecond, got {period!r}"
-            )
-        if self.calendar not in CALENDARS:
-            raise ValueError(f"Plan {self.id!r}: calendar must be one of {CALENDARS}, got {self.calendar!r}")
-        object.__setattr__(self, "period_us", period_us)
-
-
-def _parse_rate(rate: str, *, plan_id: str = "default") -> Plan:
-    from limify.core.rate import parse_rate  # rate.py builds Plans: import late
-
-    return parse_rate(rate, plan_id=plan_id)
-
 
 @runtime_checkable
 class PlanProvider(Protocol):
@@ -127,7 +65,7 @@ class PlanRegistry:
                 raise TypeError("register(plan) takes a Plan alone, or a name and a rate string")
             found = plan
         elif isinstance(plan, str) and plan and isinstance(rate, str):
-            found = _parse_rate(rate, plan_id=plan)
+            found = parse_rate(rate, plan_id=plan)
         else:
             raise TypeError(
                 "register() takes a Plan, or a plan name and a rate string such as "
@@ -154,7 +92,7 @@ class PlanRegistry:
         if isinstance(value, Plan):
             return value
         if isinstance(value, str):
-            return _parse_rate(value) if "/" in value else self.get(value)
+            return parse_rate(value) if "/" in value else self.get(value)
         raise TypeError(f"expected a Plan, a plan name or a rate string, got {value!r}")
 
     def register_provider(self, name: str, provider: ProviderLike) -> None:

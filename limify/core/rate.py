@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from limify.core.plans import MONTH_SECONDS, Plan
+from limify.core.plan import MONTH_SECONDS, Plan
 
 __all__ = ["parse_rate", "parse_rates", "GlobalLimit", "RateSpec", "UNITS", "RATE_FORMAT"]
 

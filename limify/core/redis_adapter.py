@@ -49,8 +49,10 @@ from redis.exceptions import NoScriptError
 
 from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
 from limify.core.clock import Clock
-from limify.core.coalescing import ScriptBatcher, ScriptClient
-from limify.core.plans import Plan
+from limify.core.algorithms.pause import PAUSE_SCRIPT
+from limify.core.check import Check
+from limify.core.coalescing import ScriptBatcher
+from limify.core.plan import Plan
 from limify.core.redis_clients import ClientPerLoop, close_sync, sync_client
 from limify.core.redis_cluster_sending import async_sender, sync_sender
 from limify.core.redis_errors import (
@@ -102,6 +104,7 @@ class _ScriptBook:
         self.clock = clock
         self._sources: dict[str, str] = {}
         self._spec_shas: dict[str, str] = {}
+        self._pause_sha: str | None = None
         #: Which servers' eviction policies were read (see the module docs).
         self._evictions = EvictionCheck()
 
@@ -146,19 +149,29 @@ class _ScriptBook:
         except KeyError:
             raise NoScriptError(f"script {sha} is unknown to this adapter; load it first") from None
 
-    def _argv(
-        self, spec: AlgorithmSpec, plans: Sequence[Plan], cost: int, mode: str, token: str
-    ) -> list[Any]:
+    def _command(self, check: Check) -> tuple[Any, ...]:
+        """``EVALSHA`` of ``check``: its keys, then the ARGV layout of ``driver.lua``."""
+        spec, keys = check.spec, check.keys
         now = "" if self.clock is None else self.clock.now_us()
-        args = [spec.script_args(plan) for plan in plans]
-        argv: list[Any] = [now, cost, mode, len(args[0]), token]
+        args = [spec.script_args(plan) for plan in check.plans]
+        command: list[Any] = ["EVALSHA", self._sha(spec), len(keys), *keys]
+        command += [now, check.cost, check.mode, len(args[0]), check.token]
         for plan_args in args:
-            argv.extend(plan_args)
-        return argv
+            command.extend(plan_args)
+        return tuple(command)
+
+    def _pause_command(self, key: str, ms: int) -> tuple[Any, ...]:
+        sha = self._pause_sha or self._remember(PAUSE_SCRIPT)
+        self._pause_sha = sha
+        return ("EVALSHA", sha, 1, key, ms)
+
+    def _eval(self, command: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The ``EVAL`` twin of an ``EVALSHA`` command: it runs and caches the source in one step."""
+        return ("EVAL", self._source(command[1]), *command[2:])
 
     @staticmethod
     def _outcome(reply: Sequence[int]) -> Outcome:
-        return (reply[0] == 1, reply[1], reply[2], reply[3], reply[4], reply[5])
+        return Outcome(reply[0] == 1, reply[1], reply[2], reply[3], reply[4], reply[5])
 
     def __repr__(self) -> str:
         clock = "server TIME" if self.clock is None else repr(self.clock)
@@ -206,30 +219,31 @@ class RedisSyncAdapter(_ScriptBook):
             # which a concurrent SCRIPT FLUSH could strike between load and call.
             return self._sender.call("EVAL", self._source(sha), num_keys, *keys_and_args)
 
-    def execute(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
-        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA.
+    def execute(self, check: Check) -> Outcome:
+        """Run ``check``'s script over its keys in one EVALSHA.
 
         Raises:
-            limify.StorageError: the server could not be reached.
+            limify.StorageError: the server could not be reached or refused the call.
         """
-        argv = self._argv(spec, plans, cost, mode, token)
-        reply = self._run(lambda: self.evalsha(self._sha(spec), len(keys), *keys, *argv))
-        return self._outcome(reply)
+        return self._outcome(self._run(self._command(check)))
 
-    def _run(self, command: Callable[[], Any]) -> Any:
-        """``command()``, retried while its slot is half-migrated; StorageError if unreachable."""
+    def hold(self, key: str, ms: int) -> int:
+        """The outbound pause of ``key`` (``pause.lua``), on the server's clock."""
+        return int(self._run(self._pause_command(key, ms)))
+
+    def _run(self, command: tuple[Any, ...]) -> Any:
+        """Send ``command`` once (EVAL on NOSCRIPT), again only while its slot is half-migrated."""
         first_failure = None
         while True:
             try:
-                return command()
+                try:
+                    if command[0] == "DEL":  # split by slot on a cluster, as its client does
+                        return self._sender.delete(command[1:])
+                    return self._sender.call(*command)
+                except Exception as error:
+                    if command[0] != "EVALSHA" or not is_noscript(error):
+                        raise
+                    return self._sender.call(*self._eval(command))
             except Exception as error:
                 first_failure = self._after_failure(error, first_failure)
             time.sleep(_RESHARDING_PAUSE)
@@ -241,7 +255,7 @@ class RedisSyncAdapter(_ScriptBook):
     def clear(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            self._run(lambda: self._sender.delete(keys))
+            self._run(("DEL", *keys))
 
 
 class RedisAsyncAdapter(_ScriptBook):
@@ -276,7 +290,7 @@ class RedisAsyncAdapter(_ScriptBook):
         batcher = self._batchers.get(client)
         if batcher is None:
             batcher = self._batchers[client] = ScriptBatcher(
-                ScriptClient(self._sender(client)), self._recover, is_unreachable
+                self._sender(client).run, self._recover, is_unreachable
             )
         return batcher
 
@@ -287,10 +301,11 @@ class RedisAsyncAdapter(_ScriptBook):
             sender = self._senders[client] = async_sender(client, self._evictions)
         return sender
 
-    async def _recover(self, error: BaseException, sha: str, num_keys: int, args: tuple[Any, ...]) -> Any:
-        if not is_noscript(error):
+    async def _recover(self, error: BaseException, command: tuple[Any, ...]) -> Any:
+        """A NOSCRIPT answer gets the script's source (EVAL caches it again); anything else is raised."""
+        if command[0] != "EVALSHA" or not is_noscript(error):
             raise error
-        return await self._sender(await self._client()).call("EVAL", self._source(sha), num_keys, *args)
+        return await self._sender(await self._client()).call(*self._eval(command))
 
     async def _client(self) -> Any:
         client = self.client
@@ -308,48 +323,42 @@ class RedisAsyncAdapter(_ScriptBook):
 
         The script is sent once: a failure after sending is raised, never retried.
         """
+        command = ("EVALSHA", sha, num_keys, *keys_and_args)
         client = await self._client()
         try:
-            return await self._sender(client).call("EVALSHA", sha, num_keys, *keys_and_args)
+            return await self._sender(client).call(*command)
         except Exception as error:
-            return await self._recover(error, sha, num_keys, keys_and_args)
+            return await self._recover(error, command)
 
-    async def execute_async(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
-        """Run ``spec``'s script over ``keys`` (one per plan) in one EVALSHA.
+    async def execute_async(self, check: Check) -> Outcome:
+        """Run ``check``'s script over its keys in one EVALSHA (shared with concurrent checks).
 
         Raises:
-            limify.StorageError: the server could not be reached.
+            limify.StorageError: the server could not be reached or refused the call.
         """
-        argv = self._argv(spec, plans, cost, mode, token)
-        sha = self._sha(spec)
-        reply = await self._run(lambda: self._evalsha_shared(sha, keys, argv))
-        return self._outcome(reply)
+        return self._outcome(await self._run(self._command(check)))
 
-    async def _evalsha_shared(self, sha: str, keys: Sequence[str], argv: list[Any]) -> Any:
-        """EVALSHA through the client's batcher when coalescing, else directly."""
-        client = await self._client()
-        batcher = self._batcher(client)
-        if batcher is None:
-            return await self.evalsha(sha, len(keys), *keys, *argv)
-        try:
-            return await batcher.evalsha(sha, len(keys), (*keys, *argv))
-        except Exception as error:
-            return await self._recover(error, sha, len(keys), (*keys, *argv))
+    async def hold_async(self, key: str, ms: int) -> int:
+        """The outbound pause of ``key`` (``pause.lua``), on the server's clock."""
+        return int(await self._run(self._pause_command(key, ms)))
 
-    async def _run(self, command: Callable[[], Awaitable[Any]]) -> Any:
-        """Awaitable twin of :meth:`RedisSyncAdapter._run`."""
+    async def _run(self, command: tuple[Any, ...]) -> Any:
+        """Send ``command`` once, through the client's batcher when coalescing (see the sync twin)."""
         first_failure = None
         while True:
+            client = self.client
+            if type(client) is ClientPerLoop:
+                client = client.current() or await client.open()
+            batcher = self._batchers.get(client) if self.coalesce else None
             try:
-                return await command()
+                try:
+                    if command[0] == "DEL":  # split by slot on a cluster, as its client does
+                        return await self._sender(client).delete(command[1:])
+                    if batcher is None and (batcher := self._batcher(client)) is None:
+                        return await self._sender(client).call(*command)
+                    return await batcher.call(command)
+                except Exception as error:
+                    return await self._recover(error, command)
             except Exception as error:
                 first_failure = self._after_failure(error, first_failure)
             await asyncio.sleep(_RESHARDING_PAUSE)
@@ -357,5 +366,4 @@ class RedisAsyncAdapter(_ScriptBook):
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Delete ``keys``."""
         if keys:
-            sender = self._sender(await self._client())
-            await self._run(lambda: sender.delete(keys))
+            await self._run(("DEL", *keys))

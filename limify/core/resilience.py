@@ -24,23 +24,41 @@ import logging
 import sys
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
+from limify.core.algorithms.base import Outcome
+from limify.core.check import Check
 from limify.core.forksafe import fork_safe_lock
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.plans import Plan
 from limify.errors import StorageError
 
-__all__ = ["POLICIES", "GuardedStorage", "guarded", "check_policy"]
+__all__ = ["POLICIES", "GuardedStorage", "Fallback", "open_answer", "guarded", "check_policy"]
 
 POLICIES = ("fail_open", "fail_closed", "local")
 
 log = logging.getLogger("limify")
 
-# Where one call goes (GuardedStorage._route).
-_HEALTHY, _PROBE, _FALLBACK = range(3)
+#: Where one call goes (:meth:`GuardedStorage.route`): the storage, the one probe, the policy.
+HEALTHY, PROBE, FALLBACK = range(3)
+
+
+class Fallback(Outcome):
+    """An outcome the ``fail_open`` policy answered: admitted, the storage not asked.
+
+    It reports a full limit (``remaining`` = the smallest limit minus the cost),
+    the same through every entry point; web adapters send no rate-limit headers
+    for it, since no limit was checked.
+    """
+
+    __slots__ = ()
+
+
+def open_answer(check: Check) -> Fallback:
+    """What ``fail_open`` answers for ``check``: admitted, the smallest limit full."""
+    plans = check.plans
+    smallest = min(range(len(plans)), key=lambda index: plans[index].limit)
+    return Fallback(True, max(0, plans[smallest].limit - check.cost), 0, 0, smallest, 0)
 
 
 def check_policy(policy: Any) -> str:
@@ -83,23 +101,24 @@ class GuardedStorage:
         """True while one call probes the unreachable storage (every other call falls back)."""
         return self._probing
 
-    def _route(self) -> int:
+    def route(self) -> int:
         """Where this call goes: the storage (healthy), the one probe, or the fallback."""
         if self._next_probe == 0.0:
-            return _HEALTHY
+            return HEALTHY
         if self._probing or self._monotonic() < self._next_probe:
-            return _FALLBACK  # the usual answer during an outage, without taking the lock
+            return FALLBACK  # the usual answer during an outage, without taking the lock
         with self._lock:
             if self._next_probe == 0.0:
-                return _HEALTHY
+                return HEALTHY
             if self._probing or self._monotonic() < self._next_probe:
-                return _FALLBACK
+                return FALLBACK
             self._probing = True
-            return _PROBE
+            return PROBE
 
-    def _failed(self, error: StorageError, route: int) -> None:
+    def failed(self, error: StorageError, route: int) -> None:
+        """A call on ``route`` found the storage unusable: start or extend the backoff."""
         with self._lock:
-            if route == _PROBE:
+            if route == PROBE:
                 self._probing = False
             now = self._monotonic()
             if self._next_probe == 0.0:
@@ -110,7 +129,7 @@ class GuardedStorage:
                     self.policy,
                 )
                 self._backoff = self._first_backoff
-            elif route != _PROBE:
+            elif route != PROBE:
                 # A call that was already under way when another one failed: the
                 # backoff set by that failure stands. Doubling it once per such call
                 # would turn one outage seen by 50 concurrent callers into 30 s of
@@ -120,78 +139,92 @@ class GuardedStorage:
                 self._backoff = min(self._backoff * 2, self._max_backoff)
             self._next_probe = now + self._backoff
 
-    def _succeeded(self, route: int) -> None:
-        if self._next_probe != 0.0 or route == _PROBE:
+    def succeeded(self, route: int) -> None:
+        """A call on ``route`` got the storage's answer: the outage, if any, is over."""
+        if self._next_probe != 0.0 or route == PROBE:
             with self._lock:
-                if route == _PROBE:
+                if route == PROBE:
                     self._probing = False
                 if self._next_probe != 0.0:
                     log.warning("limify: storage %r reachable again; back from %r", self.adapter, self.policy)
                     self._next_probe = 0.0
 
-    def _abandoned(self, route: int) -> None:
+    def abandoned(self, route: int) -> None:
         """A call ended with neither an answer nor a storage failure (cancelled, bad input)."""
-        if route == _PROBE:
+        if route == PROBE:
             with self._lock:
                 self._probing = False  # the next call probes instead
 
-    def _fallback(
-        self, error: StorageError | None, spec: AlgorithmSpec, keys: Sequence[str], plans: Sequence[Plan],
-        cost: int, mode: str, token: str,
-    ) -> Outcome:  # fmt: skip
+    def fallback(self, error: StorageError | None, check: Check) -> Outcome:
+        """The policy's answer to ``check``: local store, :func:`open_answer`, or StorageError."""
         if self._local is not None:
-            return self._local.execute(spec, keys, plans, cost, mode, token)
+            return self._local.execute(check)
         if self.policy == "fail_open":
-            return (True, max(0, min(plan.limit for plan in plans) - cost), 0, 0, 0, 0)
+            return open_answer(check)
         raise StorageError(f"storage unavailable and on_storage_error='fail_closed': {error or 'in backoff'}")
 
-    def execute(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
-        """The adapter's answer, or the policy's while the adapter is unreachable."""
-        route = self._route()
-        if route == _FALLBACK:
-            return self._fallback(None, spec, keys, plans, cost, mode, token)
+    def _fallback_hold(self, error: StorageError | None, pause: tuple[str, int]) -> int:
+        if self._local is not None:
+            return self._local.hold(*pause)
+        if self.policy == "fail_open":
+            return 0  # no pause known: let the request go
+        raise StorageError(f"storage unavailable and on_storage_error='fail_closed': {error or 'in backoff'}")
+
+    def _guarded(self, call: Callable[[Any], Any], argument: Any, fallback: Callable[..., Any]) -> Any:
+        """``call(argument)`` on the adapter, or ``fallback(error, argument)`` per the policy."""
+        route = self.route()
+        if route == FALLBACK:
+            return fallback(None, argument)
         try:
-            outcome: Outcome = self.adapter.execute(spec, keys, plans, cost, mode, token)
+            answer = call(argument)
         except StorageError as error:
-            self._failed(error, route)
-            return self._fallback(error, spec, keys, plans, cost, mode, token)
+            self.failed(error, route)
+            return fallback(error, argument)
         except BaseException:
-            self._abandoned(route)
+            self.abandoned(route)
             raise
-        self._succeeded(route)
+        self.succeeded(route)
+        return answer
+
+    async def _guarded_async(
+        self, call: Callable[[Any], Awaitable[Any]], argument: Any, fallback: Callable[..., Any]
+    ) -> Any:
+        """Awaitable twin of :meth:`_guarded`."""
+        route = self.route()
+        if route == FALLBACK:
+            return fallback(None, argument)
+        try:
+            answer = await call(argument)
+        except StorageError as error:
+            self.failed(error, route)
+            return fallback(error, argument)
+        except BaseException:
+            self.abandoned(route)
+            raise
+        self.succeeded(route)
+        return answer
+
+    def execute(self, check: Check) -> Outcome:
+        """The adapter's answer, or the policy's while the adapter is unreachable."""
+        outcome: Outcome = self._guarded(self.adapter.execute, check, self.fallback)
         return outcome
 
-    async def execute_async(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
+    async def execute_async(self, check: Check) -> Outcome:
         """Awaitable twin of :meth:`execute`."""
-        route = self._route()
-        if route == _FALLBACK:
-            return self._fallback(None, spec, keys, plans, cost, mode, token)
-        try:
-            outcome: Outcome = await self.adapter.execute_async(spec, keys, plans, cost, mode, token)
-        except StorageError as error:
-            self._failed(error, route)
-            return self._fallback(error, spec, keys, plans, cost, mode, token)
-        except BaseException:
-            self._abandoned(route)
-            raise
-        self._succeeded(route)
+        outcome: Outcome = await self._guarded_async(self.adapter.execute_async, check, self.fallback)
         return outcome
+
+    def hold(self, key: str, ms: int) -> int:
+        """The adapter's outbound pause of ``key``, or the policy's answer while it is unreachable."""
+        left: int = self._guarded(lambda pause: self.adapter.hold(*pause), (key, ms), self._fallback_hold)
+        return left
+
+    async def hold_async(self, key: str, ms: int) -> int:
+        """Awaitable twin of :meth:`hold`."""
+        left: int = await self._guarded_async(
+            lambda pause: self.adapter.hold_async(*pause), (key, ms), self._fallback_hold
+        )
+        return left
 
     def clear(self, keys: Sequence[str]) -> None:
         """Clear ``keys`` remotely (and locally under the ``local`` policy)."""

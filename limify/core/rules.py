@@ -26,7 +26,7 @@ from typing import Any, Union
 
 from limify.core.algorithms import algorithm_classes
 from limify.core.client_ip import check_trusted_hops
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
 

@@ -1,17 +1,25 @@
-"""Storage resolution: URLs and adapters, and the process default.
+"""Storage resolution: a registry of URL schemes, adapters, and the process default.
 
-A storage URL stands for a pair of adapters, built lazily and shared by every
-limit that names the same URL: a sync one for sync callables and an async one
-for async callables. ``memory://`` is one :class:`InMemoryAdapter` serving both.
+A storage URL stands for the stores its scheme's factory builds, lazily, and
+shared by every limit that names the same URL: one for sync callables and one
+for async callables, or a single store serving both (``memory://`` is one
+:class:`~limify.InMemoryAdapter`). Schemes are registered, not hard-wired::
+
+    register_scheme("memcached", build_memcached_store, check=check_memcached_url)
+
+``build(url, is_async=...)`` returns a store (:class:`~limify.core.check.SyncStore`
+or :class:`~limify.core.check.AsyncStore`); ``check(url)`` validates a URL without
+connecting, so a bad one fails where it is configured.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
-from limify.core.algorithms.base import AsyncStorage, SyncStorage
+from limify.core.check import AsyncStore, SyncStore
 from limify.core.forksafe import fork_safe_lock
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
@@ -21,6 +29,8 @@ from limify.core.resilience import check_policy, guarded
 __all__ = [
     "StorageLike",
     "StorageURL",
+    "register_scheme",
+    "registered_schemes",
     "storage_from_url",
     "adapter_for",
     "check_storage",
@@ -32,51 +42,99 @@ __all__ = [
 ]
 
 #: What ``storage=`` accepts: a URL, or an adapter instance.
-StorageLike = Union[str, SyncStorage, AsyncStorage]
+StorageLike = Union[str, SyncStore, AsyncStore]
 
-SCHEMES = ("memory", *REDIS_SCHEMES)
+
+class Scheme(NamedTuple):
+    """How one URL scheme's stores are built (see :func:`register_scheme`)."""
+
+    build: Callable[..., Any]
+    check: Callable[[str], Any] | None
+
+
+_schemes: dict[str, Scheme] = {}
+
+
+def register_scheme(scheme: str, build: Callable[..., Any], *, check: Callable[[str], Any] | None = None) -> None:
+    """Make ``<scheme>://...`` storage URLs build their stores with ``build(url, is_async=...)``.
+
+    Registering a scheme again replaces it for URLs resolved afterwards.
+
+    Raises:
+        TypeError: ``build`` or ``check`` is not callable.
+        ValueError: ``scheme`` is not a lowercase URL scheme.
+    """
+    if not isinstance(scheme, str) or not scheme or scheme != scheme.lower() or "://" in scheme:
+        raise ValueError(f"scheme must be a lowercase URL scheme such as 'memcached', got {scheme!r}")
+    if not callable(build) or (check is not None and not callable(check)):
+        raise TypeError(f"register_scheme({scheme!r}) needs a callable build (and check), got {build!r}")
+    _schemes[scheme] = Scheme(build, check)
+
+
+def registered_schemes() -> tuple[str, ...]:
+    """The URL schemes storage URLs may use, in the order they were registered."""
+    return tuple(_schemes)
+
+
+def _build_memory(url: str, *, is_async: bool) -> InMemoryAdapter:
+    return InMemoryAdapter()
+
+
+def _build_redis(url: str, *, is_async: bool) -> Any:
+    from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+
+    return RedisAsyncAdapter.from_url(url) if is_async else RedisSyncAdapter.from_url(url)
+
+
+register_scheme("memory", _build_memory)
+for _scheme in REDIS_SCHEMES:
+    register_scheme(_scheme, _build_redis, check=check_url)
+
+#: The schemes Limify registers itself (see :func:`registered_schemes` for all).
+SCHEMES = registered_schemes()
 
 
 class StorageURL:
-    """A storage URL and the adapters it stands for (see module docs)."""
+    """A storage URL and the stores it stands for (see module docs)."""
 
     def __init__(self, url: str) -> None:
         if not isinstance(url, str):
             raise TypeError(f"storage URL must be a str, got {url!r}")
         scheme = urlsplit(url).scheme.lower() if "://" in url else ""
-        if scheme not in SCHEMES:
+        found = _schemes.get(scheme)
+        if found is None:
             raise ValueError(
                 f"unsupported storage URL {url!r}: expected one of "
-                + ", ".join(f"'{s}://...'" for s in SCHEMES)
+                + ", ".join(f"'{name}://...'" for name in _schemes)
             )
-        if scheme != "memory":
-            check_url(url)
+        if found.check is not None:
+            found.check(url)
         self.url = url
         self.scheme = scheme
+        self._build = found.build
         self._lock = fork_safe_lock(self)
-        self._memory = InMemoryAdapter() if scheme == "memory" else None
-        self._sync: SyncStorage | None = self._memory
-        self._async: AsyncStorage | None = self._memory
+        self._sync: Any = None
+        self._async: Any = None
 
-    def for_sync(self) -> SyncStorage:
-        """The adapter serving sync callables (created on first use)."""
-        if self._sync is None:
-            with self._lock:
-                if self._sync is None:
-                    from limify.core.redis_adapter import RedisSyncAdapter
+    def _store(self, is_async: bool) -> Any:
+        with self._lock:
+            store = self._async if is_async else self._sync
+            if store is None:
+                store = self._build(self.url, is_async=is_async)
+                # A store serving both kinds of code is shared by both.
+                if is_async or isinstance(store, AsyncStore):
+                    self._async = self._async or store
+                if not is_async or isinstance(store, SyncStore):
+                    self._sync = self._sync or store
+            return store
 
-                    self._sync = RedisSyncAdapter.from_url(self.url)
-        return self._sync
+    def for_sync(self) -> Any:
+        """The store serving sync callables (built on first use)."""
+        return self._sync if self._sync is not None else self._store(False)
 
-    def for_async(self) -> AsyncStorage:
-        """The adapter serving async callables (created on first use)."""
-        if self._async is None:
-            with self._lock:
-                if self._async is None:
-                    from limify.core.redis_adapter import RedisAsyncAdapter
-
-                    self._async = RedisAsyncAdapter.from_url(self.url)
-        return self._async
+    def for_async(self) -> Any:
+        """The store serving async callables (built on first use)."""
+        return self._async if self._async is not None else self._store(True)
 
     def __repr__(self) -> str:
         return f"StorageURL({self.url!r})"
@@ -101,10 +159,11 @@ def check_storage(storage: Any) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``storage`` is a valid storage value."""
     if isinstance(storage, str):
         storage_from_url(storage)
-    elif not isinstance(storage, (SyncStorage, AsyncStorage, StorageURL)):
+    elif not isinstance(storage, (SyncStore, AsyncStore, StorageURL)):
         raise TypeError(
             "storage must be None, a storage URL ('memory://', 'redis://host:port/db') or an "
-            f"adapter such as InMemoryAdapter or RedisSyncAdapter, got {storage!r}"
+            "adapter such as InMemoryAdapter or RedisSyncAdapter (a store with execute(check), "
+            f"clear(keys) and hold(key, ms), or their _async twins), got {storage!r}"
         )
 
 
@@ -124,12 +183,12 @@ def adapter_for(storage: Any, *, is_async: bool, on_storage_error: str | None = 
     if isinstance(storage, StorageURL):
         adapter: Any = storage.for_async() if is_async else storage.for_sync()
         return adapter if on_storage_error is None else guarded(adapter, on_storage_error)
-    if is_async and not isinstance(storage, AsyncStorage):
+    if is_async and not isinstance(storage, AsyncStore):
         raise TypeError(
             f"{storage!r} only serves sync callables; an async function needs an async adapter "
             "(RedisAsyncAdapter, InMemoryAdapter) or a storage URL"
         )
-    if not is_async and not isinstance(storage, SyncStorage):
+    if not is_async and not isinstance(storage, SyncStore):
         raise TypeError(
             f"{storage!r} only serves async callables; a sync function needs a sync adapter "
             "(RedisSyncAdapter, InMemoryAdapter) or a storage URL"

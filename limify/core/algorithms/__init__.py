@@ -6,7 +6,7 @@ their (sync, async) shell classes.
 
 from __future__ import annotations
 
-from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.concurrency import (
     AsyncConcurrencyAlgorithm,
     ConcurrencyAlgorithm,

@@ -49,9 +49,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 from limify.core.result import LimitationResult
 from limify.errors import PlanError
 
@@ -60,16 +60,12 @@ __all__ = [
     "Outcome",
     "Transition",
     "AlgorithmSpec",
-    "SyncStorage",
-    "AsyncStorage",
     "run_limits",
     "to_result",
     "new_token",
     "refund_token",
     "admission_of",
     "check_cost",
-    "SyncAlgorithm",
-    "AsyncAlgorithm",
     "Refund",
     "Write",
     "CONSUME",
@@ -77,12 +73,38 @@ __all__ = [
     "REFUND",
 ]
 
-#: ``(allowed, remaining, reset_us, retry_us, new_state, ttl_us)``
-Step = tuple[bool, int, int, int, Any, int]
-#: ``(allowed, remaining, reset_us, retry_us, index of the deciding limit, now_us)``;
-#: ``now_us`` is the instant the store decided at, on its clock (server ``TIME`` or the
-#: caller's clock), so that a later refund can name the window its call was admitted in.
-Outcome = tuple[bool, int, int, int, int, int]
+
+class Step(NamedTuple):
+    """What a transition decides for one limit (see the module docs)."""
+
+    allowed: bool
+    #: Units of cost left after this call (after an admission, or as things stand).
+    remaining: int
+    #: Microseconds until the limit is full again (the state is back to fresh).
+    reset_us: int
+    #: Microseconds until the same call would be admitted (0 when admitted).
+    retry_us: int
+    #: The state to save when the call is admitted (the old one when refused).
+    state: Any
+    #: How long ``state`` stays meaningful; ``<= 0``: drop it now.
+    ttl_us: int
+
+
+class Outcome(NamedTuple):
+    """What a store answers for one check: the most restrictive limit's decision."""
+
+    allowed: bool
+    remaining: int
+    reset_us: int
+    retry_us: int
+    #: Index of the deciding limit among the check's plans.
+    decided_by: int
+    #: The instant the store decided at, on its clock (server ``TIME`` or the
+    #: caller's clock), so that a later refund can name the window of its call.
+    now_us: int
+
+
+#: ``transition(state, now_us, plan, cost, token) -> Step``
 Transition = Callable[[Any, int, Plan, int, str], Step]
 #: ``refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)``
 Refund = Callable[[Any, int, Plan, int, str], tuple[Any, int]]
@@ -161,6 +183,10 @@ def run_limits(
 
     Returns the most restrictive outcome and the states the storage must save.
     """
+    if len(plans) == 1 and mode != REFUND:  # one limit, the common case: one step, no tables
+        step = spec.transition(states[0], now_us, plans[0], cost, token)
+        outcome = Outcome(step.allowed, step.remaining, step.reset_us, step.retry_us, 0, now_us)
+        return outcome, [(0, step.state, step.ttl_us)] if step.allowed and mode == CONSUME else []
     writes: list[Write] = []
     if mode == REFUND:
         states = list(states)
@@ -179,7 +205,7 @@ def run_limits(
     allowed = all(step[0] for step in steps)
     if allowed and mode == CONSUME:
         writes = [(index, step[4], step[5]) for index, step in enumerate(steps)]
-    return (allowed, best[1], best[2], best[3], pick, now_us), writes
+    return Outcome(allowed, best.remaining, best.reset_us, best.retry_us, pick, now_us), writes
 
 
 def to_result(outcome: Outcome, plans: Sequence[Plan]) -> LimitationResult:
@@ -219,48 +245,6 @@ def admission_of(token: str) -> tuple[int | None, str]:
     return None, token
 
 
-@runtime_checkable
-class SyncStorage(Protocol):
-    """Storage usable from synchronous code."""
-
-    def execute(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Outcome:
-        """Apply ``spec`` to ``keys`` (one per plan) atomically; see :func:`run_limits`."""
-        ...
-
-    def clear(self, keys: Sequence[str]) -> None:
-        """Forget the state of ``keys``."""
-        ...
-
-
-@runtime_checkable
-class AsyncStorage(Protocol):
-    """Storage usable from asynchronous code."""
-
-    def execute_async(
-        self,
-        spec: AlgorithmSpec,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> Awaitable[Outcome]:
-        """Awaitable twin of :meth:`SyncStorage.execute`."""
-        ...
-
-    def clear_async(self, keys: Sequence[str]) -> Awaitable[None]:
-        """Awaitable twin of :meth:`SyncStorage.clear`."""
-        ...
-
-
 def check_cost(cost: Any, plans: Sequence[Plan], what: str = "cost") -> None:
     """Raise unless ``cost`` is an int from 1 to the smallest limit of ``plans``.
 
@@ -283,148 +267,15 @@ def check_cost(cost: Any, plans: Sequence[Plan], what: str = "cost") -> None:
         )
 
 
-def _check_keys(keys: Sequence[str], plans: Sequence[Plan]) -> None:
-    if len(keys) != len(plans) or not keys:
-        raise ValueError(f"need one key per plan, got {len(keys)} keys for {len(plans)} plans")
-    if len(keys) > 1 and len(set(keys)) != len(keys):
-        raise ValueError(f"each limit needs its own key; got {list(keys)!r}")
+def __getattr__(name: str) -> Any:
+    # The shells and the store protocols moved (to shells.py and check.py); their
+    # old names here keep working for code that imported them from this module.
+    if name in ("SyncAlgorithm", "AsyncAlgorithm"):
+        from limify.core.algorithms import shells
 
+        return getattr(shells, name)
+    if name in ("SyncStorage", "AsyncStorage"):
+        from limify.core import check
 
-class SyncAlgorithm:
-    """Synchronous shell: ``check(key, plan, cost)`` on a :class:`SyncStorage`.
-
-    ``check_all`` is the compound form: one key per plan, decided atomically
-    (all-or-nothing); the result is the most restrictive limit's.
-    """
-
-    spec: ClassVar[AlgorithmSpec]
-
-    def __init__(self, adapter: SyncStorage) -> None:
-        if not isinstance(adapter, SyncStorage):
-            raise TypeError(
-                f"{type(self).__name__} needs a storage adapter usable from sync code "
-                f"(with execute()), got {adapter!r}"
-            )
-        self.adapter = adapter
-
-    def decide(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> tuple[LimitationResult, int]:
-        """Like :meth:`check_all`, also returning the index of the deciding limit."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        self.spec.check_plans(plans)
-        outcome = self.adapter.execute(self.spec, keys, plans, cost, mode, token)
-        return to_result(outcome, plans), outcome[4]
-
-    def run(
-        self, keys: Sequence[str], plans: Sequence[Plan], cost: int, mode: str = CONSUME, token: str = ""
-    ) -> Outcome:
-        """The raw :data:`Outcome`, without argument checks.
-
-        For callers that validated keys, plans and cost once, at set-up (as
-        ``@rate_limit`` does at decoration time); others use :meth:`decide`.
-        """
-        return self.adapter.execute(self.spec, keys, plans, cost, mode, token)
-
-    def check_all(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> LimitationResult:
-        """Run one mode over several limits at once (see the module docs)."""
-        return self.decide(keys, plans, cost, mode, token)[0]
-
-    def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
-        return self.check_all((key,), (plan,), cost)
-
-    def peek(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """The decision :meth:`check` would return now, consuming nothing."""
-        return self.check_all((key,), (plan,), cost, PEEK)
-
-    def refund(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """Give ``cost`` back to ``key``; report what a call would get afterwards."""
-        return self.check_all((key,), (plan,), cost, REFUND)
-
-    def reset(self, key: str) -> None:
-        """Forget ``key``'s state: its next call sees a fresh limit."""
-        self.adapter.clear((key,))
-
-    def reset_all(self, keys: Sequence[str]) -> None:
-        """Forget the state of every key in ``keys``."""
-        self.adapter.clear(keys)
-
-
-class AsyncAlgorithm:
-    """Asynchronous shell: ``await check(key, plan, cost)`` on an :class:`AsyncStorage`."""
-
-    spec: ClassVar[AlgorithmSpec]
-
-    def __init__(self, adapter: AsyncStorage) -> None:
-        if not isinstance(adapter, AsyncStorage):
-            raise TypeError(
-                f"{type(self).__name__} needs a storage adapter usable from async code "
-                f"(with execute_async()), got {adapter!r}"
-            )
-        self.adapter = adapter
-
-    async def decide(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> tuple[LimitationResult, int]:
-        """Like :meth:`check_all`, also returning the index of the deciding limit."""
-        _check_keys(keys, plans)
-        check_cost(cost, plans)
-        self.spec.check_plans(plans)
-        outcome = await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
-        return to_result(outcome, plans), outcome[4]
-
-    async def run(
-        self, keys: Sequence[str], plans: Sequence[Plan], cost: int, mode: str = CONSUME, token: str = ""
-    ) -> Outcome:
-        """The raw :data:`Outcome`, without argument checks (see :meth:`SyncAlgorithm.run`)."""
-        return await self.adapter.execute_async(self.spec, keys, plans, cost, mode, token)
-
-    async def check_all(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> LimitationResult:
-        """Run one mode over several limits at once (see the module docs)."""
-        return (await self.decide(keys, plans, cost, mode, token))[0]
-
-    async def check(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """Consume ``cost`` from ``key`` under ``plan`` if it fits; report the decision."""
-        return await self.check_all((key,), (plan,), cost)
-
-    async def peek(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """The decision :meth:`check` would return now, consuming nothing."""
-        return await self.check_all((key,), (plan,), cost, PEEK)
-
-    async def refund(self, key: str, plan: Plan, cost: int = 1) -> LimitationResult:
-        """Give ``cost`` back to ``key``; report what a call would get afterwards."""
-        return await self.check_all((key,), (plan,), cost, REFUND)
-
-    async def reset(self, key: str) -> None:
-        """Forget ``key``'s state: its next call sees a fresh limit."""
-        await self.adapter.clear_async((key,))
-
-    async def reset_all(self, keys: Sequence[str]) -> None:
-        """Forget the state of every key in ``keys``."""
-        await self.adapter.clear_async(keys)
+        return getattr(check, name.replace("Storage", "Store"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,27 +48,20 @@ leases live in one sorted set and each call touches only the members it needs.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
-from limify.core.algorithms.base import (
-    CONSUME,
-    PEEK,
-    REFUND,
-    AlgorithmSpec,
-    AsyncAlgorithm,
-    Step,
-    SyncAlgorithm,
-    new_token,
-)
-from limify.core.plans import Plan
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, Outcome, Step, new_token, to_result
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.check import Check
+from limify.core.plan import Plan
 from limify.core.result import LimitationResult
-from limify.errors import RateLimitExceeded, StorageError
+from limify.errors import RateLimitExceeded
 
 __all__ = [
     "transition",
@@ -135,7 +128,7 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
         insort(leased.order, (expiry, token))
         new_state = Leases(leased.by_token, leased.order, leased.held + cost)
         reset = new_state.order[-1][0] - now
-        return True, limit - others - cost, reset, 0, new_state, reset
+        return Step(True, limit - others - cost, reset, 0, new_state, reset)
     last = state.order[-1][0] if state.order else now
     reset = max(0, last - now)
     if cost > limit:  # never admissible; shells reject such costs before they get here
@@ -154,7 +147,7 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
             if freed >= need:
                 retry = expiry - now
                 break
-    return False, max(0, limit - in_flight), reset, retry, state, reset
+    return Step(False, max(0, limit - in_flight), reset, retry, state, reset)
 
 
 def refund(
@@ -195,7 +188,47 @@ def _check_token(token: str, mode: str) -> None:
         )
 
 
-class ConcurrencyAlgorithm(SyncAlgorithm):
+def _with_token(token: str) -> Callable[[Check, Outcome], tuple[LimitationResult, str]]:
+    def finish(check: Check, outcome: Outcome) -> tuple[LimitationResult, str]:
+        return to_result(outcome, check.plans), token
+
+    return finish
+
+
+class _Leases:
+    """What both concurrency shells share: every call names its lease by a token.
+
+    A mixin in front of :class:`SyncAlgorithm` / :class:`AsyncAlgorithm`, whose
+    ``_run``, ``_check`` and ``check_all`` it uses.
+    """
+
+    _run: Callable[..., Any]
+    check_all: Callable[..., Any]
+
+    def _check(self, keys: Sequence[str], plans: Sequence[Plan], cost: int, mode: str, token: str) -> Check:
+        _check_token(token, mode)
+        checked: Check = super()._check(keys, plans, cost, mode, token)  # type: ignore[misc]
+        return checked
+
+    def acquire(self, key: str, plan: Plan, cost: int = 1) -> Any:
+        """Try to take ``cost`` slots under a fresh token; return the result and the token.
+
+        An async acquire cancelled while waiting for its answer releases the token
+        before the cancellation goes on: it may have run on the server already.
+        """
+        token = new_token()
+        return self._run(self._check((key,), (plan,), cost, CONSUME, token), _with_token(token))
+
+    def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> Any:
+        """Extend ``token``'s lease to a full period from now (and set its cost); see the module docs."""
+        return self.check_all((key,), (plan,), cost, CONSUME, token)
+
+    def release(self, key: str, plan: Plan, token: str, cost: int = 1) -> Any:
+        """Give ``token``'s slots back (idempotent); report what a call of ``cost`` would get now."""
+        return self.check_all((key,), (plan,), cost, REFUND, token)
+
+
+class ConcurrencyAlgorithm(_Leases, SyncAlgorithm):
     """Concurrency limit on a synchronous storage adapter (memory or Redis).
 
     ``with limiter.slot(key, plan): ...`` holds one slot for the body. ``check()``
@@ -205,30 +238,11 @@ class ConcurrencyAlgorithm(SyncAlgorithm):
 
     spec = CONCURRENCY
 
-    def check_all(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> LimitationResult:
-        """Run one mode over several limits at once; CONSUME and REFUND need a token."""
-        _check_token(token, mode)
-        return super().check_all(keys, plans, cost, mode, token)
+    if TYPE_CHECKING:
 
-    def acquire(self, key: str, plan: Plan, cost: int = 1) -> tuple[LimitationResult, str]:
-        """Try to take ``cost`` slots under a fresh token; return the result and the token."""
-        token = new_token()
-        return self.check_all((key,), (plan,), cost, CONSUME, token), token
-
-    def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult:
-        """Extend ``token``'s lease to a full period from now (and set its cost); see the module docs."""
-        return self.check_all((key,), (plan,), cost, CONSUME, token)
-
-    def release(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult:
-        """Give ``token``'s slots back (idempotent); report what a call of ``cost`` would get now."""
-        return self.check_all((key,), (plan,), cost, REFUND, token)
+        def acquire(self, key: str, plan: Plan, cost: int = 1) -> tuple[LimitationResult, str]: ...
+        def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult: ...
+        def release(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult: ...
 
     @contextmanager
     def slot(self, key: str, plan: Plan, cost: int = 1) -> Iterator[Lease]:
@@ -247,7 +261,7 @@ class ConcurrencyAlgorithm(SyncAlgorithm):
             self.release(key, plan, token, cost)
 
 
-class AsyncConcurrencyAlgorithm(AsyncAlgorithm):
+class AsyncConcurrencyAlgorithm(_Leases, AsyncAlgorithm):
     """Concurrency limit on an asynchronous storage adapter (memory or redis.asyncio).
 
     ``async with limiter.slot(key, plan): ...`` is the twin of the sync ``slot``.
@@ -255,43 +269,11 @@ class AsyncConcurrencyAlgorithm(AsyncAlgorithm):
 
     spec = CONCURRENCY
 
-    async def check_all(
-        self,
-        keys: Sequence[str],
-        plans: Sequence[Plan],
-        cost: int = 1,
-        mode: str = CONSUME,
-        token: str = "",
-    ) -> LimitationResult:
-        """Run one mode over several limits at once; CONSUME and REFUND need a token."""
-        _check_token(token, mode)
-        return await super().check_all(keys, plans, cost, mode, token)
+    if TYPE_CHECKING:
 
-    async def acquire(self, key: str, plan: Plan, cost: int = 1) -> tuple[LimitationResult, str]:
-        """Try to take ``cost`` slots under a fresh token; return the result and the token.
-
-        Cancelled while waiting for its answer, it releases the token before
-        raising the cancellation: the acquire may already have run on the
-        server, and nobody else could ever release that lease.
-        """
-        token = new_token()
-        try:
-            result = await self.check_all((key,), (plan,), cost, CONSUME, token)
-        except anyio.get_cancelled_exc_class():
-            # Shielded, and a storage failure must not replace the cancellation:
-            # an unreleased lease ages out at the end of its period.
-            with anyio.CancelScope(shield=True), suppress(StorageError):
-                await self.release(key, plan, token, cost)
-            raise
-        return result, token
-
-    async def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult:
-        """Extend ``token``'s lease to a full period from now (and set its cost)."""
-        return await self.check_all((key,), (plan,), cost, CONSUME, token)
-
-    async def release(self, key: str, plan: Plan, token: str, cost: int = 1) -> LimitationResult:
-        """Give ``token``'s slots back (idempotent); report what a call of ``cost`` would get now."""
-        return await self.check_all((key,), (plan,), cost, REFUND, token)
+        def acquire(self, key: str, plan: Plan, cost: int = 1) -> Awaitable[tuple[LimitationResult, str]]: ...
+        def renew(self, key: str, plan: Plan, token: str, cost: int = 1) -> Awaitable[LimitationResult]: ...
+        def release(self, key: str, plan: Plan, token: str, cost: int = 1) -> Awaitable[LimitationResult]: ...
 
     @asynccontextmanager
     async def slot(self, key: str, plan: Plan, cost: int = 1) -> AsyncIterator[Lease]:

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = [
     "transition",
@@ -80,8 +81,8 @@ def window_step(state: State | None, now: int, plan: Plan, cost: int, window: Wi
     left = end - now
     if count + cost <= limit:
         count += cost
-        return True, limit - count, left, 0, (start, count), left
-    return False, limit - count, left, left, state, left
+        return Step(True, limit - count, left, 0, (start, count), left)
+    return Step(False, limit - count, left, left, state, left)
 
 
 def window_refund(

@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = ["transition", "refund", "GCRA", "GCRAAlgorithm", "AsyncGCRAAlgorithm"]
 
@@ -117,9 +118,9 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     reach = _ceil_ahead(new_whole, new_k, now)
     if reach <= period:
         left = _room(new_whole, new_k, now, plan)
-        return True, left, reach, 0, (new_whole, new_k, limit), reach
+        return Step(True, left, reach, 0, (new_whole, new_k, limit), reach)
     reset = _ceil_ahead(base_whole, base_k, now)
-    return False, _room(base_whole, base_k, now, plan), reset, reach - period, state, reset
+    return Step(False, _room(base_whole, base_k, now, plan), reset, reach - period, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = ["transition", "refund", "LEAKY_BUCKET", "LeakyBucketAlgorithm", "AsyncLeakyBucketAlgorithm"]
 
@@ -95,10 +96,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         filled = current + cost
         stamp = max(last, now)
         reset = _drain_wait(filled, stamp, now, 0, rate)
-        return True, _room(filled, limit), reset, 0, (filled, stamp), reset
+        return Step(True, _room(filled, limit), reset, 0, (filled, stamp), reset)
     retry = _drain_wait(level, last, now, limit - cost, rate)
     reset = _drain_wait(level, last, now, 0, rate)
-    return False, _room(current, limit), reset, retry, state, reset
+    return Step(False, _room(current, limit), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

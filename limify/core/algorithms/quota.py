@@ -31,9 +31,10 @@ The Lua twin receives ``(limit, period_us, 1 if month else 0)`` per limit
 
 from __future__ import annotations
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
+from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.fixed_window import State, epoch_window, window_refund, window_step
-from limify.core.plans import Plan
+from limify.core.plan import Plan
 
 __all__ = [
     "transition",

@@ -58,8 +58,9 @@ from __future__ import annotations
 import operator
 from bisect import bisect_left, bisect_right
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = [
     "transition",
@@ -138,12 +139,12 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         else:
             new_state = _append(entries, live, end, (stamp, cum, cost, token))
         reset = stamp + period - now
-        return True, limit - used - cost, reset, 0, new_state, reset
+        return Step(True, limit - used - cost, reset, 0, new_state, reset)
     # Refused: used > limit - cost >= 0, so the live part is not empty.
     oldest_needed = bisect_left(entries, base + used + cost - limit, live, end, key=_cum)
     retry = entries[oldest_needed][0] + period - now
     reset = entries[end - 1][0] + period - now
-    return False, max(0, limit - used), reset, retry, state, reset  # used > limit if the limit shrank
+    return Step(False, max(0, limit - used), reset, retry, state, reset)  # used > limit if the limit shrank
 
 
 def _take_call(kept: list[Entry], call_token: str, cost: int) -> None:

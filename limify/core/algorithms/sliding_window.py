@@ -60,8 +60,9 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm, admission_of
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = ["transition", "refund", "SLIDING_WINDOW", "SlidingWindowAlgorithm", "AsyncSlidingWindowAlgorithm"]
 
@@ -154,10 +155,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     if _weighted(prev, elapsed, period) + (cur + cost) <= limit:
         cur += cost
         reset = start + 2 * period - now
-        return True, _room(prev, cur, elapsed, period, limit), reset, 0, (start, prev, cur), reset
+        return Step(True, _room(prev, cur, elapsed, period, limit), reset, 0, (start, prev, cur), reset)
     retry = _first_admission(state, at, plan, cost) - now
     reset = _reset(start, prev, cur, period, now)
-    return False, _room(prev, cur, elapsed, period, limit), reset, retry, state, reset
+    return Step(False, _room(prev, cur, elapsed, period, limit), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, AsyncAlgorithm, Step, SyncAlgorithm
-from limify.core.plans import Plan
+from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.plan import Plan
 
 __all__ = ["transition", "refund", "TOKEN_BUCKET", "TokenBucketAlgorithm", "AsyncTokenBucketAlgorithm"]
 
@@ -77,10 +78,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         left = current - cost
         stamp = max(last, now)
         reset = _wait_until(left, stamp, now, limit, limit, rate, period)
-        return True, math.floor(left), reset, 0, (left, stamp), reset
+        return Step(True, math.floor(left), reset, 0, (left, stamp), reset)
     retry = _wait_until(tokens, last, now, cost, limit, rate, period)
     reset = _wait_until(tokens, last, now, limit, limit, rate, period)
-    return False, math.floor(current), reset, retry, state, reset
+    return Step(False, math.floor(current), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

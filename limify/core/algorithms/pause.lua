@@ -1,4 +1,4 @@
--- Pause marker for outbound clients; Python twin: MemoryPauses in limify/contrib/_pauses.py.
+-- Pause marker for outbound clients; Python twin: InMemoryAdapter.hold in limify/core/memory_adapter.py.
 -- Not an algorithm: a key whose remaining TTL is how long callers must hold back.
 -- KEYS[1]: the pause key. ARGV[1]: pause length in ms (0 only reads).
 -- Returns the pause left in ms, 0 when there is none. A pause only ever grows:

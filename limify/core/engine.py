@@ -1,0 +1,298 @@
+"""The engine: runs one prepared :class:`~limify.core.check.Check` on a store.
+
+Every entry point prepares a Check (purely, with everything settled at
+decoration or configuration time) and hands it to an :class:`Engine`, which
+does the rest, the same way for all of them:
+
+* **execute** the Check on the store, atomically over all its keys;
+* apply the **failure policy** while the store is unreachable (the routing of
+  :class:`~limify.core.resilience.GuardedStorage`: one probe at a time, the
+  others answered at once);
+* answer a **refusal** as the entry point asked: return it (web rules, the
+  algorithm shells), raise :class:`~limify.RateLimitExceeded`, or wait and try
+  again (``time.sleep`` / ``anyio.sleep``) within ``max_wait``; a lease polls,
+  since a release may free a slot long before the leases expire;
+* check an upstream **pause** first (outbound requests: ``Check.pause_key``);
+* **give back** (mode REFUND: a released lease, a refunded call) shielded from
+  cancellation, and release a lease whose acquire was cancelled after it was sent.
+
+:meth:`Engine.run` and :meth:`Engine.run_async` are the only hand-written
+sync/async pair above the stores: they differ in ``await`` and in cancellation,
+and share every decision through the helpers below. Entry points stay
+sync/async agnostic by calling :attr:`Engine.runner` (one of the two) with a
+``finish(check, answer)`` callback that turns the store's answer into what they
+return; ``on_error(check, error)`` may answer a StorageError or PlanError instead
+of raising it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import anyio
+
+from limify.core.algorithms.base import Outcome, to_result
+from limify.core.check import CLEAR, CONSUME, HOLD, REFUND, Check, Pending
+from limify.core.resilience import FALLBACK, GuardedStorage
+from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
+from limify.errors import PlanError, RateLimitExceeded, StorageError
+
+__all__ = [
+    "Engine",
+    "RETURN",
+    "RAISE",
+    "WAIT",
+    "DEFAULT_POLICY",
+    "FIRST_POLL",
+    "LONGEST_POLL",
+    "keep",
+    "as_result",
+    "log_give_back_failure",
+]
+
+log = logging.getLogger("limify")
+
+#: How a refusal is answered: returned to the caller, raised, or waited out.
+RETURN, RAISE, WAIT = "return", "raise", "wait"
+#: ``policy=`` value meaning "follow :func:`limify.configure`" (``None``: no failure policy).
+DEFAULT_POLICY = "default"
+#: A lease waiting for a slot polls after this many seconds, then twice as long
+#: each time, up to :data:`LONGEST_POLL`: a release can free a slot at any moment.
+FIRST_POLL = 0.01
+LONGEST_POLL = 0.25
+
+Finish = Callable[[Check, Any], Any]
+#: ``on_error(check, error)``: ``check`` is still a :class:`~limify.core.check.Pending` when
+#: completing it failed (a plan provider's plan the check cannot run under).
+OnError = Callable[[Any, Exception], Any]
+_NO_SCOPE = contextlib.nullcontext()
+
+
+def keep(check: Check, answer: Any) -> Any:
+    """The ``finish`` that returns the store's answer as it is."""
+    return answer
+
+
+def as_result(check: Check, outcome: Outcome) -> Any:
+    """The ``finish`` that turns an outcome into a :class:`~limify.LimitationResult`."""
+    return to_result(outcome, check.plans)
+
+
+def log_give_back_failure(check: Check, error: Exception) -> None:
+    """The ``on_error`` of a give-back: the call's own outcome wins; the lease or cost ages out."""
+    log.warning("limify: could not give back the cost of a call to %s: %s", check.keys, error)
+
+
+class Engine:
+    """Runs checks on one storage under one failure policy (see the module docs).
+
+    Args:
+        storage: a URL or adapter; ``None`` follows :func:`limify.configure`.
+        is_async: whether checks run from async code (:meth:`run_async`).
+        policy: ``"fail_open"``, ``"fail_closed"``, ``"local"``, :data:`DEFAULT_POLICY`
+            (follow :func:`limify.configure`) or ``None`` (none: storage errors raise).
+        refusal: :data:`RETURN`, :data:`RAISE` or :data:`WAIT`.
+        max_wait: with :data:`WAIT`, the longest total wait before raising (``None``: no bound).
+    """
+
+    __slots__ = ("is_async", "refusal", "max_wait", "runner", "_storage", "_policy", "_follows",
+                 "_version", "_adapter", "_guard", "_shields")  # fmt: skip
+
+    def __init__(
+        self,
+        storage: StorageLike | None,
+        *,
+        is_async: bool,
+        policy: str | None = DEFAULT_POLICY,
+        refusal: str = RETURN,
+        max_wait: float | None = None,
+    ) -> None:
+        self.is_async = is_async
+        self.refusal = refusal
+        self.max_wait = max_wait
+        #: :meth:`run_async` for async engines, else :meth:`run`: what entry points call.
+        self.runner: Callable[..., Any] = self.run_async if is_async else self.run
+        self._storage = storage
+        self._policy = policy
+        #: Whether the store is re-resolved when :func:`limify.configure` changes the defaults.
+        self._follows = storage is None or policy == DEFAULT_POLICY
+        self._version = -1
+        self._adapter: Any = None
+        self._guard: GuardedStorage | None = None
+        self._shields = False
+        if storage is not None:
+            adapter_for(storage, is_async=is_async)  # a sync-only adapter on async code: TypeError now
+        if not self._follows:
+            self._bind(adapter_for(storage, is_async=is_async, on_storage_error=policy))
+
+    def _bind(self, store: Any) -> None:
+        if isinstance(store, GuardedStorage):
+            self._guard, self._adapter = store, store.adapter
+        else:
+            self._guard, self._adapter = None, store
+        # A give-back on a store that may suspend (I/O) is shielded from cancellation.
+        self._shields = self.is_async and not getattr(self._adapter, "never_suspends", False)
+
+    def _follow_defaults(self) -> None:
+        version, storage, policy = default_storage()
+        own_policy = self._policy
+        self._bind(
+            adapter_for(
+                self._storage if self._storage is not None else storage,
+                is_async=self.is_async,
+                on_storage_error=policy if own_policy == DEFAULT_POLICY else own_policy,
+            )
+        )
+        self._version = version
+
+    @property
+    def store(self) -> Any:
+        """The store checks run on now (behind its failure policy, if any)."""
+        if self._follows and self._version != DEFAULTS.version:
+            self._follow_defaults()
+        return self._adapter if self._guard is None else self._guard
+
+    def _after_refusal(self, check: Check, outcome: Outcome, key: str, waited: float, tries: int) -> float | None:
+        """``None``: answer the refusal; a number: sleep that long and try again. May raise."""
+        if self.refusal == RETURN:
+            return None
+        result = to_result(outcome, check.plans)
+        if self.refusal == RAISE:
+            raise RateLimitExceeded(result, key)
+        max_wait = self.max_wait
+        if check.spec.lease:
+            # retry_after is when enough leases expire; a release can free a slot
+            # at any moment before that. So poll, ever less often, within max_wait.
+            pause = min(result.retry_after, FIRST_POLL * (1 << min(tries, 8)), LONGEST_POLL)
+            if max_wait is not None:
+                if max_wait - waited <= 0:
+                    raise RateLimitExceeded(result, key)
+                pause = min(pause, max_wait - waited)
+            return pause
+        if max_wait is not None and waited + result.retry_after > max_wait:
+            raise RateLimitExceeded(result, key)
+        return result.retry_after
+
+    def run(self, check: Check | Pending, finish: Finish = keep, on_error: OnError | None = None) -> Any:
+        """Run ``check`` (see the module docs) and return ``finish(check, answer)``."""
+        if self._follows and self._version != DEFAULTS.version:
+            self._follow_defaults()
+        adapter, guard = self._adapter, self._guard
+        try:
+            if type(check) is Pending:
+                check = check.complete(check.value)
+            check = cast(Check, check)
+            mode = check.mode
+            if mode == CLEAR or mode == HOLD:
+                store = adapter if guard is None else guard
+                answer = store.clear(check.keys) if mode == CLEAR else store.hold(check.keys[0], check.cost)
+                return finish(check, answer)
+            waited, tries = 0.0, 0
+            while True:
+                key = check.pause_key
+                paused = 0 if key is None else (adapter if guard is None else guard).hold(key, 0)
+                if paused > 0:
+                    outcome = _paused(paused)
+                elif guard is None:
+                    outcome, key = adapter.execute(check), None
+                else:
+                    route, key = guard.route(), None
+                    if route == FALLBACK:
+                        outcome = guard.fallback(None, check)
+                    else:
+                        try:
+                            outcome = adapter.execute(check)
+                        except StorageError as error:
+                            guard.failed(error, route)
+                            outcome = guard.fallback(error, check)
+                        except BaseException:
+                            guard.abandoned(route)
+                            raise
+                        else:
+                            guard.succeeded(route)
+                if outcome.allowed or mode != CONSUME:
+                    return finish(check, outcome)
+                pause = self._after_refusal(check, outcome, key or check.keys[outcome.decided_by], waited, tries)
+                if pause is None:
+                    return finish(check, outcome)
+                time.sleep(pause)
+                waited += pause
+                tries += 1
+        except (StorageError, PlanError) as error:
+            if on_error is None:
+                raise
+            return on_error(check, error)
+
+    async def run_async(
+        self, check: Check | Pending, finish: Finish = keep, on_error: OnError | None = None
+    ) -> Any:
+        """Awaitable twin of :meth:`run`; also shields give-backs and releases cancelled acquires."""
+        if self._follows and self._version != DEFAULTS.version:
+            self._follow_defaults()
+        adapter, guard = self._adapter, self._guard
+        sent = False  # a CONSUME is on its way to the store
+        try:
+            if type(check) is Pending:
+                value = check.value
+                check = check.complete(await value if inspect.isawaitable(value) else value)
+            check = cast(Check, check)
+            mode = check.mode
+            if mode == CLEAR or mode == HOLD:
+                store = adapter if guard is None else guard
+                if mode == CLEAR:
+                    return finish(check, await store.clear_async(check.keys))
+                return finish(check, await store.hold_async(check.keys[0], check.cost))
+            waited, tries = 0.0, 0
+            with anyio.CancelScope(shield=True) if mode == REFUND and self._shields else _NO_SCOPE:
+                while True:
+                    key = check.pause_key
+                    paused = 0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
+                    sent = mode == CONSUME
+                    if paused > 0:
+                        outcome = _paused(paused)
+                    elif guard is None:
+                        outcome, key = await adapter.execute_async(check), None
+                    else:
+                        route, key = guard.route(), None
+                        if route == FALLBACK:
+                            outcome = guard.fallback(None, check)
+                        else:
+                            try:
+                                outcome = await adapter.execute_async(check)
+                            except StorageError as error:
+                                guard.failed(error, route)
+                                outcome = guard.fallback(error, check)
+                            except BaseException:
+                                guard.abandoned(route)
+                                raise
+                            else:
+                                guard.succeeded(route)
+                    sent = False
+                    if outcome.allowed or mode != CONSUME:
+                        return finish(check, outcome)
+                    retry_key = key or check.keys[outcome.decided_by]
+                    pause = self._after_refusal(check, outcome, retry_key, waited, tries)
+                    if pause is None:
+                        return finish(check, outcome)
+                    await anyio.sleep(pause)
+                    waited += pause
+                    tries += 1
+        except (StorageError, PlanError) as error:
+            if on_error is None:
+                raise
+            return on_error(check, error)
+        except anyio.get_cancelled_exc_class():
+            if sent and cast(Check, check).spec.lease:
+                # The acquire may have run on the store: release it, or nobody ever will.
+                await self.run_async(cast(Check, check)._replace(mode=REFUND), on_error=log_give_back_failure)
+            raise
+
+
+def _paused(ms: int) -> Outcome:
+    """A refusal for an upstream pause of ``ms`` milliseconds still to run."""
+    return Outcome(False, 0, ms * 1000, ms * 1000, 0, 0)
