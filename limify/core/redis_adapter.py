@@ -42,17 +42,16 @@ import asyncio
 import hashlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from limify.core.algorithms.base import CONSUME, AlgorithmSpec, Outcome
+from limify.core.algorithms.base import AlgorithmSpec, Outcome
 from limify.core.clock import Clock
 from limify.core.algorithms.pause import PAUSE_SCRIPT
 from limify.core.check import Check
 from limify.core.coalescing import ScriptBatcher
-from limify.core.plan import Plan
 from limify.core.redis_clients import ClientPerLoop, close_sync, sync_client
 from limify.core.redis_cluster_sending import async_sender, sync_sender
 from limify.core.redis_errors import (
