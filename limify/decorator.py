@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, cast
 
 import wrapt
 
@@ -38,6 +38,8 @@ from limify.core.validation import check_wait_options
 __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+ResultT = TypeVar("ResultT")
+NoneT = TypeVar("NoneT")
 
 
 def configure(*, storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
@@ -62,12 +64,8 @@ def get_default_storage() -> StorageLike:
     return default_storage()[1]
 
 
-class LimitHandle:
-    """``fn.rate_limit`` for a sync callable: inspect or clear the limit a call would use.
-
-    Pass the arguments a call would receive; they pick the key (and plan) the same
-    way the call would.
-    """
+class _Handle(Generic[ResultT, NoneT]):
+    """What both handles share; every method is written once (see :class:`LimitHandle`)."""
 
     __slots__ = ("_limit", "_instance")
 
@@ -82,42 +80,44 @@ class LimitHandle:
 
     def keys(self, *args: Any, **kwargs: Any) -> tuple[str, ...]:
         """The storage keys a call with these arguments uses."""
-        return self._limit.resolve(self._instance, args, kwargs).keys
+        return self._limit.keys(self._instance, args, kwargs)
 
-    def peek(self, *args: Any, **kwargs: Any) -> LimitationResult:
+    def peek(self, *args: Any, **kwargs: Any) -> ResultT:
         """The decision a call with these arguments would get now, consuming nothing."""
-        return self._limit.peek(self._instance, args, kwargs)
+        return cast(ResultT, self._limit.peek(self._instance, args, kwargs))
 
-    def reset(self, *args: Any, **kwargs: Any) -> None:
+    def reset(self, *args: Any, **kwargs: Any) -> NoneT:
         """Forget the state of the key a call with these arguments uses.
 
         A limit shared by every key (:class:`~limify.GlobalLimit`) is left alone
         unless the callable has no ``key``.
         """
-        self._limit.reset(self._instance, args, kwargs)
+        return cast(NoneT, self._limit.reset(self._instance, args, kwargs))
 
 
-class AsyncLimitHandle(LimitHandle):
+class LimitHandle(_Handle[LimitationResult, None]):
+    """``fn.rate_limit`` for a sync callable: inspect or clear the limit a call would use.
+
+    Pass the arguments a call would receive; they pick the key (and plan) the same
+    way the call would.
+    """
+
+    __slots__ = ()
+
+
+class AsyncLimitHandle(_Handle[Awaitable[LimitationResult], Awaitable[None]]):
     """``fn.rate_limit`` for an async callable: ``await fn.rate_limit.peek(...)``."""
 
     __slots__ = ()
 
-    async def peek(self, *args: Any, **kwargs: Any) -> LimitationResult:  # type: ignore[override]
-        """The decision a call with these arguments would get now, consuming nothing."""
-        return await self._limit.peek_async(self._instance, args, kwargs)
 
-    async def reset(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """Forget the state of the key a call with these arguments uses (see :class:`LimitHandle`)."""
-        await self._limit.reset_async(self._instance, args, kwargs)
-
-
-def _handle(limit: FunctionLimit, instance: Any = None) -> LimitHandle:
+def _handle(limit: FunctionLimit, instance: Any = None) -> LimitHandle | AsyncLimitHandle:
     return (AsyncLimitHandle if limit.is_async else LimitHandle)(limit, instance)
 
 
 class _BoundLimited(wrapt.BoundFunctionWrapper[..., Any]):
     @property
-    def rate_limit(self) -> LimitHandle:
+    def rate_limit(self) -> LimitHandle | AsyncLimitHandle:
         instance = self._self_instance
         if instance is None and self._self_binding == "classmethod":
             instance = self._self_owner
@@ -134,43 +134,47 @@ class _Limited(wrapt.FunctionWrapper[..., Any]):
         self._self_limit = limit
 
     @property
-    def rate_limit(self) -> LimitHandle:
+    def rate_limit(self) -> LimitHandle | AsyncLimitHandle:
         return _handle(self._self_limit)
 
 
 def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
+    admit, give_back = limit.admit, limit.give_back
+
     def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        admission = limit.enter(instance, args, kwargs)
+        admitted = admit(instance, args, kwargs)
         if not limit.has_epilogue:
             return wrapped(*args, **kwargs)
         try:
             value = wrapped(*args, **kwargs)
         except BaseException as error:
-            limit.leave(admission, error)
+            give_back(admitted, error)
             raise
-        limit.leave(admission, None)
+        give_back(admitted, None)
         return value
 
     return _Limited(fn, guarded, limit)
 
 
-async def _run_async(
-    limit: FunctionLimit,
-    call: Callable[..., Any],
-    instance: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    admission = await limit.enter_async(instance, args, kwargs)
-    if not limit.has_epilogue:
-        return await call(*args, **kwargs)
-    try:
-        value = await call(*args, **kwargs)
-    except BaseException as error:
-        await limit.leave_async(admission, error)
-        raise
-    await limit.leave_async(admission, None)
-    return value
+def _async_guard(limit: FunctionLimit) -> Callable[..., Any]:
+    """The wrapt wrapper of an async callable: one frame between the caller and the engine."""
+    admit, give_back, epilogue = limit.admit, limit.give_back, limit.has_epilogue
+
+    async def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        admitted = await admit(instance, args, kwargs)
+        if not epilogue:
+            return await wrapped(*args, **kwargs)
+        try:
+            value = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            if (giving_back := give_back(admitted, error)) is not None:
+                await giving_back
+            raise
+        if (giving_back := give_back(admitted, None)) is not None:
+            await giving_back
+        return value
+
+    return guarded
 
 
 def _is_function_like(fn: Any) -> bool:
@@ -180,18 +184,15 @@ def _is_function_like(fn: Any) -> bool:
 
 
 def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
+    guarded = _async_guard(limit)
     if _is_function_like(fn):
-
-        async def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            return await _run_async(limit, wrapped, instance, args, kwargs)
-
         return _Limited(fn, guarded, limit)
 
     # An object with an async __call__ (or a partial of a coroutine function): a
     # wrapt proxy of it would not look like a coroutine function to inspect, so
     # wrap it in a real `async def` instead.
     async def guarded_call(*args: Any, **kwargs: Any) -> Any:
-        return await _run_async(limit, fn, None, args, kwargs)
+        return await guarded(fn, None, args, kwargs)
 
     functools.update_wrapper(guarded_call, fn, assigned=("__module__", "__doc__"), updated=())
     guarded_call.__name__ = getattr(fn, "__name__", type(fn).__name__)

@@ -337,7 +337,7 @@ def doomed_redis() -> Iterator[RedisServer]:
 
 
 def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) -> None:
-    """Redis stopped: fail_open admits unlimited, fail_closed (default) refuses, local counts in process."""
+    """Redis stopped: fail_open admits (a full limit, counted by none), fail_closed refuses, local counts in process."""
     config = LimifyConfig(
         [
             Rule("open", path="/open", rate="1/minute", on_storage_error="fail_open"),
@@ -351,7 +351,8 @@ def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) ->
     doomed_redis.stop()
     for _ in range(2):
         opened = limiter.decide(RequestContext("GET", "/open", user_id=1))
-        assert opened.status == 200 and opened.result is limify.UNLIMITED
+        assert opened.status == 200 and opened.answered_by_policy and not opened.limited
+        assert (opened.result.remaining, opened.result.limit) == (0, 1)  # what @rate_limit reports too
     closed = limiter.decide(RequestContext("GET", "/closed", user_id=1))
     assert closed.status == 503 and not closed.result.allowed
     assert isinstance(closed.storage_error, StorageError)

@@ -23,6 +23,7 @@ its own.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -40,7 +41,14 @@ from limify.core.resilience import check_policy
 from limify.core.storage import StorageLike
 from limify.core.validation import check_wait_options
 
-__all__ = ["parse_retry_after", "OutboundGate", "AsyncOutboundGate", "DEFAULT_PAUSE_ON", "DEFAULT_MAX_PAUSE"]
+__all__ = [
+    "parse_retry_after",
+    "OutboundGate",
+    "AsyncOutboundGate",
+    "GATE_OPTIONS",
+    "DEFAULT_PAUSE_ON",
+    "DEFAULT_MAX_PAUSE",
+]
 
 R = TypeVar("R")
 
@@ -198,3 +206,7 @@ async def _resolved(value: Any) -> Any:
 def _ready(gate: OutboundGate[Any], value: Any) -> Any:
     """``value``, or an awaitable of it for an async gate (a request with nothing to check)."""
     return _resolved(value) if gate.is_async else value
+
+
+#: The keyword options a transport passes on to its gate (all but ``default_key``).
+GATE_OPTIONS = frozenset(inspect.signature(OutboundGate.__init__).parameters) - {"self", "rate", "default_key"}

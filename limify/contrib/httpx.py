@@ -22,9 +22,10 @@ Options (all keyword-only, checked when the transport is built):
 ``transport``
     the inner transport that sends requests (default ``httpx.HTTPTransport()`` /
     ``httpx.AsyncHTTPTransport()``).
-``storage``
-    a URL or adapter, as for ``@rate_limit``; ``None``: the process default at the
-    time the transport is built (see :func:`limify.configure`).
+``storage``, ``on_storage_error``
+    a URL or adapter, and the failure policy, as for ``@rate_limit``; ``None``
+    follows the process defaults (see :func:`limify.configure`), also when they
+    change after the transport was built.
 ``key``
     a callable of the ``httpx.Request`` returning the bucket's key; ``None`` from
     it lets that request through unlimited.
@@ -42,14 +43,12 @@ Options (all keyword-only, checked when the transport is built):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
 
-from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, AsyncOutboundGate, OutboundGate
+from limify.contrib._outbound import AsyncOutboundGate, OutboundGate
 from limify.core.plan import Plan
-from limify.core.storage import StorageLike
 
 __all__ = ["RateLimitTransport", "AsyncRateLimitTransport", "host_key"]
 
@@ -63,34 +62,11 @@ def host_key(request: httpx.Request) -> str:
 class RateLimitTransport(httpx.BaseTransport):
     """A sync ``httpx`` transport that rate-limits the requests of an inner transport."""
 
-    def __init__(
-        self,
-        rate: str | Plan,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        storage: StorageLike | None = None,
-        key: Callable[[httpx.Request], Any] | None = None,
-        algorithm: str = "token_bucket",
-        on_exceeded: str = "wait",
-        max_wait: float | None = None,
-        pause_on: Iterable[int] = DEFAULT_PAUSE_ON,
-        max_pause: float = DEFAULT_MAX_PAUSE,
-        name: str = "outbound",
-    ) -> None:
+    def __init__(self, rate: str | Plan, *, transport: httpx.BaseTransport | None = None, **options: Any) -> None:
+        """``options``: the gate's, as the module docs list them (``storage``, ``key``, ...)."""
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
-        self.gate: OutboundGate[httpx.Request] = OutboundGate(
-            rate,
-            default_key=host_key,
-            storage=storage,
-            key=key,
-            algorithm=algorithm,
-            on_exceeded=on_exceeded,
-            max_wait=max_wait,
-            pause_on=pause_on,
-            max_pause=max_pause,
-            name=name,
-        )
+        self.gate: OutboundGate[httpx.Request] = OutboundGate(rate, default_key=host_key, **options)
         self.transport = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -106,34 +82,11 @@ class RateLimitTransport(httpx.BaseTransport):
 class AsyncRateLimitTransport(httpx.AsyncBaseTransport):
     """An async ``httpx`` transport that rate-limits the requests of an inner transport."""
 
-    def __init__(
-        self,
-        rate: str | Plan,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        storage: StorageLike | None = None,
-        key: Callable[[httpx.Request], Any] | None = None,
-        algorithm: str = "token_bucket",
-        on_exceeded: str = "wait",
-        max_wait: float | None = None,
-        pause_on: Iterable[int] = DEFAULT_PAUSE_ON,
-        max_pause: float = DEFAULT_MAX_PAUSE,
-        name: str = "outbound",
-    ) -> None:
+    def __init__(self, rate: str | Plan, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any) -> None:
+        """``options``: the gate's, as the module docs list them (``storage``, ``key``, ...)."""
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
-        self.gate: AsyncOutboundGate[httpx.Request] = AsyncOutboundGate(
-            rate,
-            default_key=host_key,
-            storage=storage,
-            key=key,
-            algorithm=algorithm,
-            on_exceeded=on_exceeded,
-            max_wait=max_wait,
-            pause_on=pause_on,
-            max_pause=max_pause,
-            name=name,
-        )
+        self.gate: AsyncOutboundGate[httpx.Request] = AsyncOutboundGate(rate, default_key=host_key, **options)
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -21,16 +21,14 @@ keyword arguments (``pool_connections``, ``max_retries`` ...) go to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, OutboundGate
+from limify.contrib._outbound import GATE_OPTIONS, OutboundGate
 from limify.core.plan import Plan
-from limify.core.storage import StorageLike
 
 __all__ = ["RateLimitAdapter", "host_key"]
 
@@ -45,33 +43,13 @@ def host_key(request: PreparedRequest) -> str:
 class RateLimitAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` whose requests pass a Limify limit and respect upstream pauses."""
 
-    def __init__(
-        self,
-        rate: str | Plan,
-        *,
-        storage: StorageLike | None = None,
-        key: Callable[[PreparedRequest], Any] | None = None,
-        algorithm: str = "token_bucket",
-        on_exceeded: str = "wait",
-        max_wait: float | None = None,
-        pause_on: Iterable[int] = DEFAULT_PAUSE_ON,
-        max_pause: float = DEFAULT_MAX_PAUSE,
-        name: str = "outbound",
-        **adapter_options: Any,
-    ) -> None:
-        self.gate: OutboundGate[PreparedRequest] = OutboundGate(
-            rate,
-            default_key=host_key,
-            storage=storage,
-            key=key,
-            algorithm=algorithm,
-            on_exceeded=on_exceeded,
-            max_wait=max_wait,
-            pause_on=pause_on,
-            max_pause=max_pause,
-            name=name,
-        )
-        super().__init__(**adapter_options)
+    def __init__(self, rate: str | Plan, **options: Any) -> None:
+        """``options``: the gate's (``storage``, ``key``, ``algorithm``, ``on_exceeded``,
+        ``max_wait``, ``pause_on``, ``max_pause``, ``name``, ``on_storage_error``), as for
+        :mod:`limify.contrib.httpx`; any other goes to ``HTTPAdapter``."""
+        gate_options = {name: options.pop(name) for name in GATE_OPTIONS & options.keys()}
+        self.gate: OutboundGate[PreparedRequest] = OutboundGate(rate, default_key=host_key, **gate_options)
+        super().__init__(**options)
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         pause_key = self.gate.admit(request)

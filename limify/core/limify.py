@@ -114,7 +114,7 @@ class Limify:
             self.storage = storage
             self.is_async = False
 
-    def _build(self, limiter_class: type[Limiter]) -> Any:
+    def _build(self, limiter_class: type[Limiter[Any, Any]]) -> Any:
         is_async = limiter_class.is_async
         shell = self._shell
         custom_class = None

@@ -24,28 +24,37 @@ single-limit key.
 
 Sync and async
 --------------
-:class:`SyncLimiter` and :class:`AsyncLimiter` share everything but the call to
-the algorithm shell: ``SyncLimiter.check`` returns a result, ``AsyncLimiter.check``
-an awaitable of one. :class:`~limify.Limify` builds whichever a framework needs.
+The :class:`Limiter` prepares one :class:`~limify.core.check.Check` per request
+and the engine runs it; :class:`SyncLimiter` and :class:`AsyncLimiter` differ only
+in which of the engine's runners they use: ``SyncLimiter.check`` returns a
+result, ``AsyncLimiter.check`` an awaitable of one. :class:`~limify.Limify`
+builds whichever a framework needs.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from limify.core.algorithms import algorithm_classes
+from limify.core.algorithms.base import AlgorithmSpec, Outcome, check_cost, to_result
+from limify.core.check import Check, Pending
 from limify.core.context import Identity, RequestContext
+from limify.core.engine import DEFAULT_POLICY, Engine, as_result
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import plans as plan_registry
+from limify.core.resilience import Fallback
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
-from limify.core.storage import StorageLike, adapter_for, check_storage, default_storage
+from limify.core.storage import StorageLike, check_storage, default_storage
 from limify.errors import PlanError, StorageError
+
+DecisionT = TypeVar("DecisionT")
+ResultT = TypeVar("ResultT")
 
 log = logging.getLogger("limify")
 #: Distinct (rule, plans, cost) combinations logged as unservable; later ones stay silent.
@@ -53,8 +62,8 @@ _UNSERVABLE_LOG_LIMIT = 1000
 
 __all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "build_keys"]
 
-#: The result for a request no rule limits (and for fail-open storage failures):
-#: admitted, ``limit == 0`` (no real plan has a zero limit).
+#: The result for a request no rule limits: admitted, ``limit == 0`` (no real plan
+#: has a zero limit).
 UNLIMITED = LimitationResult(allowed=True, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
 # The result carried by a 503 decision (storage unreachable under fail_closed).
 _REFUSED_BY_STORAGE = LimitationResult(allowed=False, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
@@ -73,7 +82,9 @@ class Decision:
     unreachable under a ``fail_closed`` rule (``storage_error`` says why), or a
     plan chosen by the plan provider whose limit is below the rule's cost
     (``plan_error`` says which; the ``fail_open`` policy admits instead). A
-    request admitted because storage failed open has :data:`UNLIMITED` as result.
+    request the ``fail_open`` policy admitted has ``answered_by_policy`` set: its
+    result is the one every entry point reports for it (the smallest limit full),
+    but no limit counted it, so adapters send no rate-limit headers.
     """
 
     result: LimitationResult
@@ -82,6 +93,7 @@ class Decision:
     keys: tuple[str, ...] = ()
     storage_error: StorageError | None = None
     plan_error: PlanError | None = None
+    answered_by_policy: bool = False
 
     @property
     def status(self) -> int:
@@ -92,7 +104,12 @@ class Decision:
     @property
     def limited(self) -> bool:
         """False when no limit counted this request (no rule, storage or plan failed either way)."""
-        return self.result is not UNLIMITED and self.storage_error is None and self.plan_error is None
+        return (
+            self.result is not UNLIMITED
+            and not self.answered_by_policy
+            and self.storage_error is None
+            and self.plan_error is None
+        )
 
 
 def build_keys(
@@ -134,10 +151,15 @@ def _limits(found: Any, rule: Rule) -> tuple[tuple[Plan, ...], tuple[bool, ...]]
     return chosen + kept, (False,) * len(chosen) + (True,) * len(kept)
 
 
-class Limiter:
-    """Shared half of :class:`SyncLimiter` and :class:`AsyncLimiter` (resolution, keys, policy)."""
+class Limiter(Generic[DecisionT, ResultT]):
+    """Request context -> rule -> plan -> identity -> one Check for the engine.
 
-    is_async = False
+    Written once: :class:`SyncLimiter` runs its checks with the engine's ``run``,
+    :class:`AsyncLimiter` with ``run_async`` (awaiting async plan providers), so
+    ``decide`` and ``check`` return values or awaitables of them.
+    """
+
+    is_async: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -153,38 +175,29 @@ class Limiter:
             raise TypeError(f"config must be a limify.LimifyConfig, got {config!r}")
         if storage is not None:
             check_storage(storage)
-        if algorithm_class is None:
-            algorithm_classes(algorithm)
+        # A custom shell class the caller built an instance of, for rules naming no algorithm.
+        self._default_spec = (
+            algorithm_class.spec if algorithm_class is not None else algorithm_classes(algorithm)[0].spec
+        )
         self.config = config
         self.algorithm = algorithm
         self.plan_resolver = plan_resolver
         self.key_resolver = key_resolver
         self.storage = storage
-        # A custom shell class the caller built an instance of, for rules naming no algorithm.
-        self._algorithm_class = algorithm_class
-        self._default_version = -1
-        self._shells: dict[tuple[str, str], Any] = {}
+        self._engines: dict[str | None, Engine] = {}
         self._unservable_seen: set[tuple[str, tuple[Plan, ...], int]] = set()
 
-    def _shell(self, rule: Rule) -> tuple[Any, str]:
-        """The algorithm shell for ``rule`` on its guarded storage, and the failure policy applied."""
-        version, default, default_policy = default_storage()
-        if version != self._default_version:
-            # Follow the process defaults, like @rate_limit: configure() applies on the next check.
-            self._shells = {}
-            self._default_version = version
-        policy = rule.on_storage_error or default_policy
-        name = rule.algorithm or self.algorithm
-        shell = self._shells.get((name, policy))
-        if shell is None:
-            if self._algorithm_class is not None and name == self.algorithm:
-                shell_class = self._algorithm_class
-            else:
-                shell_class = algorithm_classes(name)[1 if self.is_async else 0]
-            storage = self.storage if self.storage is not None else default
-            shell = shell_class(adapter_for(storage, is_async=self.is_async, on_storage_error=policy))
-            self._shells[(name, policy)] = shell
-        return shell, policy
+    def _engine(self, rule: Rule) -> Engine:
+        """The engine of ``rule``'s failure policy (each follows :func:`limify.configure`)."""
+        engine = self._engines.get(rule.on_storage_error)
+        if engine is None:
+            policy = DEFAULT_POLICY if rule.on_storage_error is None else rule.on_storage_error
+            engine = Engine(self.storage, is_async=self.is_async, policy=policy)
+            self._engines[rule.on_storage_error] = engine
+        return engine
+
+    def _spec(self, rule: Rule) -> AlgorithmSpec:
+        return self._default_spec if rule.algorithm is None else algorithm_classes(rule.algorithm)[0].spec
 
     def identity(self, context: RequestContext) -> Identity:
         """The identity ``context`` is counted under."""
@@ -198,98 +211,97 @@ class Limiter:
                 return found
         return context.identity()
 
-    def _prepare(
-        self, context: RequestContext, rule: Rule, found: Any
-    ) -> tuple[tuple[Plan, ...], tuple[str, ...]]:
-        plans, shared = _limits(found, rule)
-        return plans, build_keys(rule, plans, shared, self.identity(context))
+    def _check(self, context: RequestContext, rule: Rule) -> Check | Pending:
+        """The Check of one request, or a Pending one while a plan provider's answer is awaited."""
+        identity = self.identity(context)
+        spec = self._spec(rule)
 
-    @staticmethod
-    def _decided(rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], result: LimitationResult,
-                 shell: Any, policy: str) -> Decision:  # fmt: skip
-        if policy == "fail_open" and not getattr(shell.adapter, "healthy", True):
-            result = UNLIMITED  # admitted without counting: claim no limit in headers
-        return Decision(result, rule, plans, keys)
+        def complete(found: Any) -> Check:
+            plans, shared = _limits(found, rule)
+            if found is not None:  # the rule's own plans were checked when it was built
+                spec.check_plans(plans)
+                check_cost(rule.cost, plans)
+            return Check(spec, build_keys(rule, plans, shared, identity), plans, rule.cost)
 
-    def _unservable(self, rule: Rule, plans: tuple[Plan, ...], keys: tuple[str, ...], error: PlanError,
-                    policy: str) -> Decision:  # fmt: skip
+        if self.plan_resolver is None:
+            return complete(None)
+        return Pending(self.plan_resolver(context, rule), complete)
+
+    def _unservable(self, rule: Rule, check: Check | Pending, error: PlanError, policy: str) -> Decision:
         """The failure policy's answer to a plan below the rule's cost, logged once per rule and plan."""
+        plans, keys = (check.plans, check.keys) if isinstance(check, Check) else ((), ())
         seen = (rule.id, tuple(plans), rule.cost)
         if seen not in self._unservable_seen and len(self._unservable_seen) < _UNSERVABLE_LOG_LIMIT:
             self._unservable_seen.add(seen)
             log.error("limify: rule %r cannot be checked: %s; answering with on_storage_error=%r",
                       rule.id, error, policy)  # fmt: skip
         if policy == "fail_open":
-            return Decision(UNLIMITED, rule, plans, keys)
+            return Decision(UNLIMITED, rule, plans, keys, answered_by_policy=True)
         return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, plan_error=error)
-
-    @staticmethod
-    def _result(decision: Decision) -> LimitationResult:
-        if decision.storage_error is not None:
-            raise decision.storage_error
-        if decision.plan_error is not None:
-            raise decision.plan_error
-        return decision.result
 
     def _rule(self, context: RequestContext, rule: Rule | None) -> Rule | None:
         if not isinstance(context, RequestContext):
             raise TypeError(f"check() needs a limify.RequestContext, got {context!r}")
         return rule if rule is not None else self.config.match(context.method, context.path)
 
+    def decide(self, context: RequestContext, rule: Rule | None = None) -> DecisionT:
+        """Check ``context`` against its rule (or ``rule``), consuming the rule's cost if admitted.
 
-class SyncLimiter(Limiter):
+        Never raises for storage failures or unservable plans: the :class:`Decision`
+        says 503 (or admits, under ``fail_open``).
+        """
+        rule = self._rule(context, rule)
+        if rule is None:
+            return cast(DecisionT, _ready(self.is_async, Decision(UNLIMITED)))
+        matched = rule
+
+        def finish(check: Check, outcome: Outcome) -> Decision:
+            return Decision(
+                to_result(outcome, check.plans), matched, check.plans, check.keys,
+                answered_by_policy=type(outcome) is Fallback,
+            )  # fmt: skip
+
+        def failed(check: Check | Pending, error: Exception) -> Decision:
+            if isinstance(error, StorageError):
+                assert isinstance(check, Check)
+                return Decision(_REFUSED_BY_STORAGE, matched, check.plans, check.keys, error)
+            policy = matched.on_storage_error or default_storage()[2]
+            return self._unservable(matched, check, cast(PlanError, error), policy)
+
+        return cast(DecisionT, self._engine(rule).runner(self._check(context, rule), finish, failed))
+
+    def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
+        """The :class:`~limify.LimitationResult` of ``context`` under its rule.
+
+        Raises:
+            limify.StorageError: storage is unreachable and the rule fails closed.
+            limify.PlanError: the plan provider chose a plan whose limit is below the rule's cost.
+        """
+        rule = self._rule(context, rule)
+        if rule is None:
+            return cast(ResultT, _ready(self.is_async, UNLIMITED))
+        return cast(ResultT, self._engine(rule).runner(self._check(context, rule), as_result))
+
+
+class SyncLimiter(Limiter[Decision, LimitationResult]):
     """A limiter for sync code (Flask, Django's sync views, workers)."""
 
     is_async = False
 
-    def decide(self, context: RequestContext, rule: Rule | None = None) -> Decision:
-        """Check ``context`` against its rule (or ``rule``), consuming the rule's cost if admitted."""
-        rule = self._rule(context, rule)
-        if rule is None:
-            return Decision(UNLIMITED)
-        found = self.plan_resolver(context, rule) if self.plan_resolver is not None else None
-        plans, keys = self._prepare(context, rule, found)
-        shell, policy = self._shell(rule)
-        try:
-            result = shell.check_all(keys, plans, rule.cost)
-        except StorageError as exc:
-            return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
-        except PlanError as exc:
-            return self._unservable(rule, plans, keys, exc, policy)
-        return self._decided(rule, plans, keys, result, shell, policy)
 
-    def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:
-        """The :class:`~limify.LimitationResult` of :meth:`decide`.
+class AsyncLimiter(Limiter[Awaitable[Decision], Awaitable[LimitationResult]]):
+    """A limiter for async code (ASGI middleware, FastAPI dependencies, Django's async views).
 
-        Raises:
-            limify.StorageError: storage is unreachable and the rule fails closed.
-        """
-        return self._result(self.decide(context, rule))
-
-
-class AsyncLimiter(Limiter):
-    """A limiter for async code (ASGI middleware, FastAPI dependencies, Django's async views)."""
+    Plan providers may be async: their awaitable answer is awaited.
+    """
 
     is_async = True
 
-    async def decide(self, context: RequestContext, rule: Rule | None = None) -> Decision:
-        """Awaitable twin of :meth:`SyncLimiter.decide`; plan providers may be async."""
-        rule = self._rule(context, rule)
-        if rule is None:
-            return Decision(UNLIMITED)
-        found = self.plan_resolver(context, rule) if self.plan_resolver is not None else None
-        if inspect.isawaitable(found):
-            found = await found
-        plans, keys = self._prepare(context, rule, found)
-        shell, policy = self._shell(rule)
-        try:
-            result = await shell.check_all(keys, plans, rule.cost)
-        except StorageError as exc:
-            return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, exc)
-        except PlanError as exc:
-            return self._unservable(rule, plans, keys, exc, policy)
-        return self._decided(rule, plans, keys, result, shell, policy)
 
-    async def check(self, context: RequestContext, rule: Rule | None = None) -> LimitationResult:
-        """Awaitable twin of :meth:`SyncLimiter.check`."""
-        return self._result(await self.decide(context, rule))
+async def _resolved(value: Any) -> Any:
+    return value
+
+
+def _ready(is_async: bool, value: Any) -> Any:
+    """``value``, or an awaitable of it for async limiters (a request no rule limits)."""
+    return _resolved(value) if is_async else value

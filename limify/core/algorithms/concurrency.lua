@@ -60,15 +60,10 @@ local function survey(key, now, token)
   return held - expired_cost, own, expired
 end
 
-local function load(key)
-  return {key = key}
-end
+local load = load_handle
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
+  if drop_stale(key, ttl_us) then return end
   local drop = state.drop
   if drop then
     for first = 1, #drop, CHUNK do

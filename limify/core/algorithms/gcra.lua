@@ -89,12 +89,7 @@ local function load(key)
 end
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
-  local value = string.format('%d+%d/%d', state[1], state[2], state[3])
-  redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
+  set_or_drop(key, ttl_us > 0 and string.format('%d+%d/%d', state[1], state[2], state[3]), ttl_us)
 end
 
 local function transition(state, now, plan, cost, token)

@@ -33,25 +33,7 @@ local function room(current, limit)
   return guess
 end
 
-local function load(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local sep = string.find(raw, ':', 1, true)
-  if not sep then return nil end
-  local level = tonumber(string.sub(raw, 1, sep - 1))
-  local last = tonumber(string.sub(raw, sep + 1))
-  if not level or not last then return nil end
-  return {level, last}
-end
-
-local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
-  local value = string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2])
-  redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
-end
+local load, save = get_pair, save_level
 
 local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]

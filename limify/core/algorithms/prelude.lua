@@ -10,25 +10,49 @@ local function ttl_ms(ttl_us)
   return math.max(MIN_TTL_MS, math.ceil(ttl_us / 1000))
 end
 
--- Most states are two numbers kept in one string key as "<a>:<b>".
-local function get_pair(key)
+-- Most states are `count` numbers kept in one string key as "<a>:<b>[:<c>]"; the
+-- Python codecs (limify/core/algorithms/codecs.py) write and read the same text.
+local function get_numbers(key, count)
   local raw = redis.call('GET', key)
   if not raw then return nil end
-  local sep = string.find(raw, ':', 1, true)
-  if not sep then return nil end
-  local a = tonumber(string.sub(raw, 1, sep - 1))
-  local b = tonumber(string.sub(raw, sep + 1))
-  if not a or not b then return nil end
-  return {a, b}
+  local numbers, from = {}, 1
+  for i = 1, count do
+    local sep = string.find(raw, ':', from, true)
+    if (sep == nil) ~= (i == count) then return nil end
+    local number = tonumber(string.sub(raw, from, (sep or 0) - 1))
+    if not number then return nil end
+    numbers[i] = number
+    from = (sep or 0) + 1
+  end
+  return numbers
+end
+
+-- The state of algorithms whose Lua reads the key as it goes (sorted sets): a handle.
+local function load_handle(key)
+  return {key = key}
+end
+
+local function get_pair(key)
+  return get_numbers(key, 2)
+end
+
+-- Drop the key when its state is already stale (ttl_us <= 0); true if it did.
+local function drop_stale(key, ttl_us)
+  if ttl_us > 0 then return false end
+  redis.call('DEL', key)
+  return true
 end
 
 -- Store `value` for ttl_us, or drop the key when the state is already stale.
 local function set_or_drop(key, value, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-  else
+  if not drop_stale(key, ttl_us) then
     redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
   end
+end
+
+-- "<float>:<int>": the state of the token and leaky buckets (level or tokens, stamp).
+local function save_level(key, state, ttl_us)
+  set_or_drop(key, ttl_us > 0 and string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)
 end
 
 -- Twin of admission_of in base.py: a refund's token "<admitted_us>:<call token>"

@@ -31,15 +31,10 @@ local function encode(cum, cost, token)
   return member
 end
 
-local function load(key)
-  return {key = key}
-end
+local load = load_handle
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
+  if drop_stale(key, ttl_us) then return end
   if state.floor then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', us(state.floor))
   end

@@ -62,27 +62,11 @@ local function reset_after(start, prev, cur, period, now)
 end
 
 local function load(key)
-  local raw = redis.call('GET', key)
-  if not raw then return nil end
-  local a = string.find(raw, ':', 1, true)
-  if not a then return nil end
-  local b = string.find(raw, ':', a + 1, true)
-  if not b then return nil end
-  local start = tonumber(string.sub(raw, 1, a - 1))
-  local prev = tonumber(string.sub(raw, a + 1, b - 1))
-  local cur = tonumber(string.sub(raw, b + 1))
-  if not start or not prev or not cur then return nil end
-  return {start, prev, cur}
+  return get_numbers(key, 3)
 end
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then
-    redis.call('DEL', key)
-    return
-  end
-  local value = string.format('%d', state[1]) .. ':' .. string.format('%d', state[2])
-    .. ':' .. string.format('%d', state[3])
-  redis.call('SET', key, value, 'PX', ttl_ms(ttl_us))
+  set_or_drop(key, ttl_us > 0 and string.format('%d:%d:%d', state[1], state[2], state[3]), ttl_us)
 end
 
 local function transition(state, now, plan, cost, token)

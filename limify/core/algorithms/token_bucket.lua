@@ -20,14 +20,7 @@ local function wait_until(tokens, last, now, need, limit, rate, period)
   return wait
 end
 
-local function load(key)
-  return get_pair(key)
-end
-
-local function save(key, state, ttl_us)
-  if ttl_us <= 0 then return set_or_drop(key, nil, ttl_us) end
-  set_or_drop(key, string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)
-end
+local load, save = get_pair, save_level
 
 local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]

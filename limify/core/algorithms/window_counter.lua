@@ -9,8 +9,7 @@ local function load(key)
 end
 
 local function save(key, state, ttl_us)
-  if ttl_us <= 0 then return set_or_drop(key, nil, ttl_us) end
-  set_or_drop(key, string.format('%d', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)
+  set_or_drop(key, ttl_us > 0 and string.format('%d:%d', state[1], state[2]), ttl_us)
 end
 
 local function transition(state, now, plan, cost, token)
