@@ -51,6 +51,7 @@ from functools import cached_property
 from importlib.resources import files
 from typing import Any, NamedTuple
 
+from limify.core.algorithms.codecs import StateCodec
 from limify.core.plan import Plan
 from limify.core.result import LimitationResult
 from limify.errors import PlanError
@@ -130,6 +131,8 @@ class AlgorithmSpec:
     #: Package resource(s) holding the Lua twin (``load``, ``transition``, ``refund``,
     #: ``save``); several are concatenated in order, so twins can share a part.
     lua_resource: str | tuple[str, ...]
+    #: The state's text (the twin of the Lua ``load``/``save``), for stores without Lua.
+    codec: StateCodec = field(default=None)  # type: ignore[assignment]  # every spec sets one
     #: The per-limit ARGV the Lua twin reads as ``plan[1]``, ``plan[2]`` ... (all numbers).
     script_args: Callable[[Plan], tuple[int, ...]] = field(default=lambda plan: (plan.limit, plan.period_us))
     #: True when an admitted call holds its cost until it gives it back (a lease

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anyio
 
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, Outcome, Step, new_token, to_result
+from limify.core.algorithms.codecs import Member, ZsetCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.check import Check
 from limify.core.plan import Plan
@@ -165,7 +166,34 @@ def refund(
     return released, released.order[-1][0] - now
 
 
-CONCURRENCY = AlgorithmSpec("concurrency", transition, refund, "concurrency.lua", lease=True)
+def _to_members(state: Leases) -> list[Member]:
+    """The lease members of ``concurrency.lua`` (see its header): L, C and H."""
+    members: list[Member] = [(-state.held, "H")]
+    for token, (expiry, cost) in state.by_token.items():
+        members.append((expiry, "L" + token))
+        if cost > 1:
+            members.append((-cost, "C" + token))
+    return members
+
+
+def _from_members(members: Sequence[Member]) -> Leases:
+    expiries: dict[str, int] = {}
+    costs: dict[str, int] = {}
+    held = 0
+    for score, member in members:
+        if member == "H":
+            held = -int(score)
+        elif member[:1] == "L":
+            expiries[member[1:]] = int(score)
+        elif member[:1] == "C":
+            costs[member[1:]] = -int(score)
+    by_token = {token: (expiry, costs.get(token, 1)) for token, expiry in expiries.items()}
+    return Leases(by_token, sorted((expiry, token) for token, (expiry, _) in by_token.items()), held)
+
+
+CONCURRENCY = AlgorithmSpec(
+    "concurrency", transition, refund, "concurrency.lua", ZsetCodec(_to_members, _from_members), lease=True
+)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
 
@@ -118,7 +119,12 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return window_refund(state, now, plan, cost, epoch_window, token)
 
 
-FIXED_WINDOW = AlgorithmSpec("fixed_window", transition, refund, ("fixed_window.lua", "window_counter.lua"))
+#: The window counter's state text, shared with quota (``window_counter.lua``).
+WINDOW_CODEC = NumbersCodec("%d:%d")
+
+FIXED_WINDOW = AlgorithmSpec(
+    "fixed_window", transition, refund, ("fixed_window.lua", "window_counter.lua"), WINDOW_CODEC
+)
 
 
 class FixedWindowAlgorithm(SyncAlgorithm):

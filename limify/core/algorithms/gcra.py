@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 
 from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
 
@@ -134,7 +135,7 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return (whole, k, plan.limit), ttl
 
 
-GCRA = AlgorithmSpec("gcra", transition, refund, "gcra.lua")
+GCRA = AlgorithmSpec("gcra", transition, refund, "gcra.lua", NumbersCodec("%d+%d/%d"))
 
 
 class GCRAAlgorithm(SyncAlgorithm):

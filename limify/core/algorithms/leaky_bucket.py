@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 
 from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
 
@@ -113,7 +114,7 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return (lowered, stamp), _drain_wait(lowered, stamp, now, 0, rate)
 
 
-LEAKY_BUCKET = AlgorithmSpec("leaky_bucket", transition, refund, "leaky_bucket.lua")
+LEAKY_BUCKET = AlgorithmSpec("leaky_bucket", transition, refund, "leaky_bucket.lua", NumbersCodec("%.17g:%d"))
 
 
 class LeakyBucketAlgorithm(SyncAlgorithm):

@@ -57,8 +57,10 @@ from __future__ import annotations
 
 import operator
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 
 from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.codecs import Member, ZsetCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
 
@@ -203,11 +205,31 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
 #: admitted in the last period), about 150 bytes each in process and 100 on Redis.
 MAX_LOG_LIMIT = 10_000
 
+def _member(cum: int, cost: int, token: str) -> str:
+    """An entry's member on Redis (twin of ``encode`` in the Lua)."""
+    return f"{cum:016d}:{cost}:{token}" if token else f"{cum:016d}:{cost}"
+
+
+def _to_members(state: State) -> list[Member]:
+    entries, start, end = state
+    return [(stamp, _member(cum, cost, token)) for stamp, cum, cost, token in entries[start:end]]
+
+
+def _from_members(members: Sequence[Member]) -> State:
+    entries: list[Entry] = []
+    for stamp, member in members:
+        cum, _, rest = member.partition(":")
+        cost, _, token = rest.partition(":")
+        entries.append((int(stamp), int(cum), int(cost), token))
+    return entries, 0, len(entries)
+
+
 SLIDING_LOG = AlgorithmSpec(
     "sliding_log",
     transition,
     refund,
     "sliding_log.lua",
+    ZsetCodec(_to_members, _from_members),
     max_limit=MAX_LOG_LIMIT,
     max_limit_hint=(
         ": its state keeps one entry per admitted call, so memory per key grows with the "

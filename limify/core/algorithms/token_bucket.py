@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
 
@@ -96,7 +97,7 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return (level, stamp), _wait_until(level, stamp, now, limit, limit, rate, plan.period_us)
 
 
-TOKEN_BUCKET = AlgorithmSpec("token_bucket", transition, refund, "token_bucket.lua")
+TOKEN_BUCKET = AlgorithmSpec("token_bucket", transition, refund, "token_bucket.lua", NumbersCodec("%.17g:%d"))
 
 
 class TokenBucketAlgorithm(SyncAlgorithm):
