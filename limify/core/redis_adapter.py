@@ -42,7 +42,7 @@ import asyncio
 import hashlib
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -76,6 +76,10 @@ __all__ = [
 
 #: Seconds between two attempts while a slot is half-migrated.
 _RESHARDING_PAUSE = 0.05
+
+
+def _as_is(reply: Any) -> Any:
+    return reply
 
 
 def _describe(client: Any) -> str:
@@ -329,20 +333,24 @@ class RedisAsyncAdapter(_ScriptBook):
         except Exception as error:
             return await self._recover(error, command)
 
-    async def execute_async(self, check: Check) -> Outcome:
+    # The public methods return _run's coroutine rather than await it: one frame
+    # less on every call (see tests/test_frames.py).
+
+    def execute_async(self, check: Check) -> Awaitable[Outcome]:
         """Run ``check``'s script over its keys in one EVALSHA (shared with concurrent checks).
 
         Raises:
             limify.StorageError: the server could not be reached or refused the call.
         """
-        return self._outcome(await self._run(self._command(check)))
+        return self._run(self._command(check), self._outcome)
 
-    async def hold_async(self, key: str, ms: int) -> int:
+    def hold_async(self, key: str, ms: int) -> Awaitable[int]:
         """The outbound pause of ``key`` (``pause.lua``), on the server's clock."""
-        return int(await self._run(self._pause_command(key, ms)))
+        return self._run(self._pause_command(key, ms), int)
 
-    async def _run(self, command: tuple[Any, ...]) -> Any:
-        """Send ``command`` once, through the client's batcher when coalescing (see the sync twin)."""
+    async def _run(self, command: tuple[Any, ...], parse: Callable[[Any], Any] = _as_is) -> Any:
+        """Send ``command`` once, through the client's batcher when coalescing (see the sync twin);
+        ``parse`` its reply."""
         first_failure = None
         while True:
             client = self.client
@@ -354,10 +362,10 @@ class RedisAsyncAdapter(_ScriptBook):
                     if command[0] == "DEL":  # split by slot on a cluster, as its client does
                         return await self._sender(client).delete(command[1:])
                     if batcher is None and (batcher := self._batcher(client)) is None:
-                        return await self._sender(client).call(*command)
-                    return await batcher.call(command)
+                        return parse(await self._sender(client).call(*command))
+                    return parse(await batcher.call(command))
                 except Exception as error:
-                    return await self._recover(error, command)
+                    return parse(await self._recover(error, command))
             except Exception as error:
                 first_failure = self._after_failure(error, first_failure)
             await asyncio.sleep(_RESHARDING_PAUSE)

@@ -278,7 +278,10 @@ class AsyncSender:
         try:
             connection, release = await self._checkout(client)
             try:
-                return await self._exchange(client, connection, commands)
+                # Closed by the server while idle (its `timeout`), or left with unread
+                # data: nothing was sent on it yet, so a fresh connection is safe.
+                stale = await is_stale(connection)
+                return await self._exchange(client, connection, commands, stale)
             finally:
                 await release()
         finally:
@@ -302,12 +305,12 @@ class AsyncSender:
         connection = await pool.get_connection(*self._checkout_args)
         return connection, lambda: pool.release(connection)
 
-    async def _exchange(self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def _exchange(
+        self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], stale: bool
+    ) -> list[Any]:
         try:
             _gate_retry(connection, _AsyncGate)
-            if await is_stale(connection):
-                # Closed by the server while idle (its `timeout`), or left with
-                # unread data: nothing was sent on it yet, so a fresh one is safe.
+            if stale:
                 await connection.disconnect(nowait=True)
                 await connection.connect()
             server = _server_of(connection)
