@@ -96,7 +96,11 @@ async def test_async_waiter_is_admitted_soon_after_a_release(max_wait: float | N
         await release.wait()
 
     @rate_limit(
-        LEASE, algorithm="concurrency", storage=storage, name="async-slot", on_exceeded="wait",
+        LEASE,
+        algorithm="concurrency",
+        storage=storage,
+        name="async-slot",
+        on_exceeded="wait",
         max_wait=max_wait,
     )
     async def waiter() -> str:
@@ -130,7 +134,11 @@ async def test_async_waiter_gives_up_at_max_wait() -> None:
         await release.wait()
 
     @rate_limit(
-        LEASE, algorithm="concurrency", storage=storage, name="async-give-up", on_exceeded="wait",
+        LEASE,
+        algorithm="concurrency",
+        storage=storage,
+        name="async-give-up",
+        on_exceeded="wait",
         max_wait=0.2,
     )
     async def waiter() -> None:

@@ -70,7 +70,7 @@ def held_by_another_thread(lock: threading.Lock) -> Iterator[None]:
 
 
 def test_a_child_forked_while_the_memory_adapter_is_locked_can_check() -> None:
-    """The in-memory store's lock held by a parent thread at fork: the child's checks run, with the parent's counts."""
+    """The store's lock held by a parent thread at fork: the child checks limits, with the parent's counts."""
     adapter = InMemoryAdapter()
     limit = TokenBucketAlgorithm(adapter)
     plan = Plan("default", 2, 3600)

@@ -39,7 +39,8 @@ def test_invalid_rates_name_the_value_and_the_format(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["\u0661\u0660/s", "\uff11\uff10/s", "\u0967\u0966/minute", "1\u0660/s", "10/s\u3000", "10\u2009/s"]
+    "text",
+    ["\u0661\u0660/s", "\uff11\uff10/s", "\u0967\u0966/minute", "1\u0660/s", "10/s\u3000", "10\u2009/s"],
 )
 def test_only_ascii_digits_and_spaces_are_rates(text: str) -> None:
     """Digits and spaces of other scripts ("١٠/s", "１０/s") are not read as ASCII ones."""

@@ -51,7 +51,9 @@ def admitted(call: Callable[..., str]) -> bool:
     return True
 
 
-def test_sliding_log_refund_removes_the_refunded_calls_own_entry(sync_storage: Any, clock: ManualClock) -> None:
+def test_sliding_log_refund_removes_the_refunded_calls_own_entry(
+    sync_storage: Any, clock: ManualClock
+) -> None:
     """A at 0 s, B at 30 s, A refunded at 31 s, C at 31 s: D at 60 s is refused (B and C are live)."""
     clock.set(START)
     call = guarded(sync_storage, "sliding_log")
@@ -91,7 +93,9 @@ def test_fixed_window_refund_of_a_call_from_a_closed_window_gives_nothing(
     assert admitted(call)
 
 
-def test_fixed_window_refund_in_the_same_window_gives_the_cost_back(sync_storage: Any, clock: ManualClock) -> None:
+def test_fixed_window_refund_in_the_same_window_gives_the_cost_back(
+    sync_storage: Any, clock: ManualClock
+) -> None:
     """A refund within the window that counted its call frees its place at once."""
     clock.set(START)
     call = guarded(sync_storage, "fixed_window")

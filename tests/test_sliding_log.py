@@ -11,7 +11,16 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, PlanError, RateLimitExceeded, Rule
+from limify import (
+    InMemoryAdapter,
+    Limify,
+    LimifyConfig,
+    ManualClock,
+    Plan,
+    PlanError,
+    RateLimitExceeded,
+    Rule,
+)
 from limify import rate_limit
 from limify.core.algorithms.sliding_log import (
     MAX_LOG_LIMIT,
@@ -256,7 +265,7 @@ async def test_async_shell_works_on_memory(clock: ManualClock) -> None:
 
 
 def test_limits_above_the_log_maximum_are_refused_where_declared() -> None:
-    """A sliding log above MAX_LOG_LIMIT is a ValueError pointing to sliding_window, wherever it is declared."""
+    """A sliding log above MAX_LOG_LIMIT is a ValueError pointing to sliding_window, wherever declared."""
     too_many = f"{MAX_LOG_LIMIT + 1}/hour"
     rate_limit(f"{MAX_LOG_LIMIT}/hour", algorithm="sliding_log")  # the maximum itself is fine
     with pytest.raises(ValueError, match="sliding_window"):

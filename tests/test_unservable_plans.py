@@ -77,7 +77,9 @@ def app(clock: ManualClock, policy: str) -> Starlette:
 
     config = LimifyConfig([Rule("items", "GET", "/items", "10/minute", cost=5, on_storage_error=policy)])
     limify = Limify(config=config, plan_provider=tiny_plan, storage=InMemoryAdapter(clock=clock))
-    return Starlette(routes=[Route("/items", items)], middleware=[Middleware(LimifyMiddleware, limiter=limify)])
+    return Starlette(
+        routes=[Route("/items", items)], middleware=[Middleware(LimifyMiddleware, limiter=limify)]
+    )
 
 
 def test_web_rule_under_fail_closed_answers_503_and_logs_once(
@@ -103,7 +105,9 @@ def test_web_rule_under_fail_open_lets_requests_through(clock: ManualClock) -> N
 def test_limiter_check_raises_the_plan_error(clock: ManualClock) -> None:
     """Limiter.check() (the API frameworks build on) raises PlanError; decide() gives a 503 decision."""
     config = LimifyConfig([Rule("items", "GET", "/items", "10/minute", cost=5)])
-    limiter = Limify(config=config, plan_provider=tiny_plan, storage=InMemoryAdapter(clock=clock)).sync_limiter
+    limiter = Limify(
+        config=config, plan_provider=tiny_plan, storage=InMemoryAdapter(clock=clock)
+    ).sync_limiter
     context = RequestContext(method="GET", path="/items", client_ip="10.0.0.1")
     assert limiter.decide(context).status == 503
     with pytest.raises(PlanError, match="'tiny'"):

@@ -310,7 +310,9 @@ def test_rate_limit_views_with_redis_down_are_503_or_pass(
     assert SERVED == ["open", "open", "open"]
     # Django itself logs each 5xx response in one line ("Service Unavailable: /users/2"); no traceback.
     assert not [record for record in caplog.records if record.exc_info]
-    errors = {record.getMessage().split(":")[0] for record in caplog.records if record.levelno >= logging.ERROR}
+    errors = {
+        record.getMessage().split(":")[0] for record in caplog.records if record.levelno >= logging.ERROR
+    }
     assert errors == {"Service Unavailable"}
 
 

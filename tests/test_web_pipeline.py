@@ -337,7 +337,7 @@ def doomed_redis() -> Iterator[RedisServer]:
 
 
 def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) -> None:
-    """Redis stopped: fail_open admits (a full limit, counted by none), fail_closed refuses, local counts in process."""
+    """Redis stopped: fail_open admits (a full limit, uncounted), fail_closed refuses, local counts in process."""
     config = LimifyConfig(
         [
             Rule("open", path="/open", rate="1/minute", on_storage_error="fail_open"),

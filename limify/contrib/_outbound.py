@@ -209,4 +209,8 @@ def _ready(gate: OutboundGate[Any], value: Any) -> Any:
 
 
 #: The keyword options a transport passes on to its gate (all but ``default_key``).
-GATE_OPTIONS = frozenset(inspect.signature(OutboundGate.__init__).parameters) - {"self", "rate", "default_key"}
+GATE_OPTIONS = frozenset(inspect.signature(OutboundGate.__init__).parameters) - {
+    "self",
+    "rate",
+    "default_key",
+}

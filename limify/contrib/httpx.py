@@ -62,7 +62,9 @@ def host_key(request: httpx.Request) -> str:
 class RateLimitTransport(httpx.BaseTransport):
     """A sync ``httpx`` transport that rate-limits the requests of an inner transport."""
 
-    def __init__(self, rate: str | Plan, *, transport: httpx.BaseTransport | None = None, **options: Any) -> None:
+    def __init__(
+        self, rate: str | Plan, *, transport: httpx.BaseTransport | None = None, **options: Any
+    ) -> None:
         """``options``: the gate's, as the module docs list them (``storage``, ``key``, ...)."""
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
@@ -82,7 +84,9 @@ class RateLimitTransport(httpx.BaseTransport):
 class AsyncRateLimitTransport(httpx.AsyncBaseTransport):
     """An async ``httpx`` transport that rate-limits the requests of an inner transport."""
 
-    def __init__(self, rate: str | Plan, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any) -> None:
+    def __init__(
+        self, rate: str | Plan, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+    ) -> None:
         """``options``: the gate's, as the module docs list them (``storage``, ``key``, ...)."""
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")

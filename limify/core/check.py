@@ -104,5 +104,3 @@ class AsyncStore(Protocol):
     def hold_async(self, key: str, ms: int) -> Awaitable[int]:
         """Awaitable :meth:`SyncStore.hold`."""
         ...
-
-

@@ -157,7 +157,9 @@ class Engine:
             self._follow_defaults()
         return self._adapter if self._guard is None else self._guard
 
-    def _after_refusal(self, check: Check, outcome: Outcome, key: str, waited: float, tries: int) -> float | None:
+    def _after_refusal(
+        self, check: Check, outcome: Outcome, key: str, waited: float, tries: int
+    ) -> float | None:
         """``None``: answer the refusal; a number: sleep that long and try again. May raise."""
         if self.refusal == RETURN:
             return None
@@ -217,7 +219,9 @@ class Engine:
                             guard.succeeded(route)
                 if outcome.allowed or mode != CONSUME:
                     return finish(check, outcome)
-                pause = self._after_refusal(check, outcome, key or check.keys[outcome.decided_by], waited, tries)
+                pause = self._after_refusal(
+                    check, outcome, key or check.keys[outcome.decided_by], waited, tries
+                )
                 if pause is None:
                     return finish(check, outcome)
                 time.sleep(pause)
@@ -251,7 +255,9 @@ class Engine:
             with anyio.CancelScope(shield=True) if mode == REFUND and self._shields else _NO_SCOPE:
                 while True:
                     key = check.pause_key
-                    paused = 0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
+                    paused = (
+                        0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
+                    )
                     sent = mode == CONSUME
                     if paused > 0:
                         outcome = _paused(paused)

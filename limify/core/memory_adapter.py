@@ -119,7 +119,7 @@ class InMemoryAdapter:
         self.clear(keys)
 
     def hold(self, key: str, ms: int) -> int:
-        """The outbound pause of ``key`` (twin of ``pause.lua``): see :class:`~limify.core.check.SyncStore`."""
+        """The outbound pause of ``key`` (``pause.lua``'s twin; see the store protocol)."""
         with self._lock:
             now = self.clock.now_us()
             pauses = self._pauses

@@ -30,6 +30,7 @@ __all__ = [
     "MONTH_SECONDS",
 ]
 
+
 @runtime_checkable
 class PlanProvider(Protocol):
     """Chooses the plan of one call or request; ``None`` means "use the default"."""

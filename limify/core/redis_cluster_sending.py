@@ -13,7 +13,14 @@ from limify.core.redis_errors import client_error_names, is_reply_error
 from limify.core.redis_eviction import CONFIG_GET, EvictionCheck
 from limify.core.redis_sending import AsyncSender, SyncSender, is_stale, quietly, quietly_async
 
-__all__ = ["SyncClusterSender", "AsyncClusterSender", "PlainSender", "AsyncPlainSender", "sync_sender", "async_sender"]
+__all__ = [
+    "SyncClusterSender",
+    "AsyncClusterSender",
+    "PlainSender",
+    "AsyncPlainSender",
+    "sync_sender",
+    "async_sender",
+]
 
 
 async def _drop_stale(node: Any) -> None:

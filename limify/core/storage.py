@@ -55,7 +55,9 @@ class Scheme(NamedTuple):
 _schemes: dict[str, Scheme] = {}
 
 
-def register_scheme(scheme: str, build: Callable[..., Any], *, check: Callable[[str], Any] | None = None) -> None:
+def register_scheme(
+    scheme: str, build: Callable[..., Any], *, check: Callable[[str], Any] | None = None
+) -> None:
     """Make ``<scheme>://...`` storage URLs build their stores with ``build(url, is_async=...)``.
 
     Registering a scheme again replaces it for URLs resolved afterwards.

@@ -67,6 +67,9 @@ __all__ = [
     "refund_token",
     "admission_of",
     "check_cost",
+    "rate_bound",
+    "window_bound",
+    "period_bound",
     "Refund",
     "Write",
     "CONSUME",
@@ -138,6 +141,10 @@ class AlgorithmSpec:
     #: True when an admitted call holds its cost until it gives it back (a lease
     #: named by the call's token): ``@rate_limit`` then releases it when the call ends.
     lease: bool = False
+    #: ``admitted_bound(plan, span_us)``: the most cost the algorithm admits (without
+    #: refunds) over any span of ``span_us`` microseconds, both ends included; the
+    #: invariant its theory of operation states, checked by the shared contract tests.
+    admitted_bound: Callable[[Plan, int], float] = field(default=lambda plan, span: rate_bound(plan, span))
     #: Largest plan limit the algorithm accepts (``None``: up to :data:`~limify.core.plans.MAX_LIMIT`),
     #: for algorithms whose state grows with the limit; ``hint`` says what to use instead.
     max_limit: int | None = None
@@ -161,6 +168,21 @@ class AlgorithmSpec:
         own = (self.lua_resource,) if isinstance(self.lua_resource, str) else self.lua_resource
         parts = ("prelude.lua", *own, "driver.lua")
         return "\n".join(here.joinpath(part).read_text(encoding="utf-8") for part in parts)
+
+
+def rate_bound(plan: Plan, span_us: int) -> float:
+    """A burst of ``limit`` plus the steady rate over the span (token bucket, GCRA, leaky bucket)."""
+    return plan.limit + span_us * plan.limit / plan.period_us
+
+
+def window_bound(plan: Plan, span_us: int) -> float:
+    """``limit`` per aligned window the span touches: at most ``span // period + 2`` of them."""
+    return plan.limit * (span_us // plan.period_us + 2)
+
+
+def period_bound(plan: Plan, span_us: int) -> float:
+    """``limit`` per full period: any window of one period holds at most ``limit``."""
+    return plan.limit * (span_us // plan.period_us + 1)
 
 
 def _more_restrictive(step: Step, best: Step) -> bool:

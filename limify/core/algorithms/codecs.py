@@ -59,7 +59,9 @@ class NumbersCodec:
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
         fields = re.findall(r"%(?:\.17g|d)", pattern)
-        self._parsers: tuple[Callable[[str], Any], ...] = tuple(float if f == "%.17g" else int for f in fields)
+        self._parsers: tuple[Callable[[str], Any], ...] = tuple(
+            float if f == "%.17g" else int for f in fields
+        )
         number = r"(-?[0-9.eE+\-]+|-?inf|nan)"
         literal = re.split(r"%(?:\.17g|d)", pattern)
         self._regex = re.compile(number.join(re.escape(part) for part in literal) + r"\Z")

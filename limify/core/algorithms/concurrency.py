@@ -56,7 +56,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, Outcome, Step, new_token, to_result
+from limify.core.algorithms.base import (
+    CONSUME,
+    PEEK,
+    REFUND,
+    AlgorithmSpec,
+    Outcome,
+    Step,
+    new_token,
+    period_bound,
+    to_result,
+)
 from limify.core.algorithms.codecs import Member, ZsetCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.check import Check
@@ -192,7 +202,13 @@ def _from_members(members: Sequence[Member]) -> Leases:
 
 
 CONCURRENCY = AlgorithmSpec(
-    "concurrency", transition, refund, "concurrency.lua", ZsetCodec(_to_members, _from_members), lease=True
+    "concurrency",
+    transition,
+    refund,
+    "concurrency.lua",
+    ZsetCodec(_to_members, _from_members),
+    lease=True,
+    admitted_bound=period_bound,  # without releases: a lease holds its slot for one period
 )
 
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, window_bound
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -123,7 +123,12 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
 WINDOW_CODEC = NumbersCodec("%d:%d")
 
 FIXED_WINDOW = AlgorithmSpec(
-    "fixed_window", transition, refund, ("fixed_window.lua", "window_counter.lua"), WINDOW_CODEC
+    "fixed_window",
+    transition,
+    refund,
+    ("fixed_window.lua", "window_counter.lua"),
+    WINDOW_CODEC,
+    admitted_bound=window_bound,
 )
 
 

@@ -31,7 +31,7 @@ The Lua twin receives ``(limit, period_us, 1 if month else 0)`` per limit
 
 from __future__ import annotations
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, Step, window_bound
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.fixed_window import WINDOW_CODEC, State, epoch_window, window_refund, window_step
 from limify.core.plan import Plan
@@ -114,7 +114,13 @@ def _script_args(plan: Plan) -> tuple[int, ...]:
 
 
 QUOTA = AlgorithmSpec(
-    "quota", transition, refund, ("quota.lua", "window_counter.lua"), WINDOW_CODEC, script_args=_script_args
+    "quota",
+    transition,
+    refund,
+    ("quota.lua", "window_counter.lua"),
+    WINDOW_CODEC,
+    script_args=_script_args,
+    admitted_bound=window_bound,
 )
 
 

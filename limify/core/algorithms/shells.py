@@ -121,7 +121,10 @@ class SyncAlgorithm(_Shell[LimitationResult, tuple[LimitationResult, int], Outco
 
 class AsyncAlgorithm(
     _Shell[
-        Awaitable[LimitationResult], Awaitable[tuple[LimitationResult, int]], Awaitable[Outcome], Awaitable[None]
+        Awaitable[LimitationResult],
+        Awaitable[tuple[LimitationResult, int]],
+        Awaitable[Outcome],
+        Awaitable[None],
     ]
 ):
     """Asynchronous shell: ``await check(key, plan, cost)`` on an async store (memory or redis.asyncio)."""

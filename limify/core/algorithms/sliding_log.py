@@ -59,7 +59,7 @@ import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, period_bound
 from limify.core.algorithms.codecs import Member, ZsetCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -205,6 +205,7 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
 #: admitted in the last period), about 150 bytes each in process and 100 on Redis.
 MAX_LOG_LIMIT = 10_000
 
+
 def _member(cum: int, cost: int, token: str) -> str:
     """An entry's member on Redis (twin of ``encode`` in the Lua)."""
     return f"{cum:016d}:{cost}:{token}" if token else f"{cum:016d}:{cost}"
@@ -230,6 +231,7 @@ SLIDING_LOG = AlgorithmSpec(
     refund,
     "sliding_log.lua",
     ZsetCodec(_to_members, _from_members),
+    admitted_bound=period_bound,
     max_limit=MAX_LOG_LIMIT,
     max_limit_hint=(
         ": its state keeps one entry per admitted call, so memory per key grows with the "

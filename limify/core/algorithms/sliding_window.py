@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of
+from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, window_bound
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -182,7 +182,14 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return ((start, prev, cur) if ttl > 0 else None), ttl
 
 
-SLIDING_WINDOW = AlgorithmSpec("sliding_window", transition, refund, "sliding_window.lua", NumbersCodec("%d:%d:%d"))
+SLIDING_WINDOW = AlgorithmSpec(
+    "sliding_window",
+    transition,
+    refund,
+    "sliding_window.lua",
+    NumbersCodec("%d:%d:%d"),
+    admitted_bound=window_bound,
+)
 
 
 class SlidingWindowAlgorithm(SyncAlgorithm):
