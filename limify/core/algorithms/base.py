@@ -1,4 +1,4 @@
-"""The algorithm contract: a pure transition, its Lua twin, and thin shells.
+"""The algorithm contract: a pure transition, its Lua twin, its state codec and its bound.
 
 Theory of operation
 -------------------
@@ -24,10 +24,14 @@ concurrency slot).
 The Lua twin (``<name>.lua`` beside the Python module) defines ``load(key)``,
 ``transition``, ``refund`` and ``save(key, state, ttl_us)``; the shared
 ``driver.lua`` runs them over every limit of a call, behind ``prelude.lua``.
-The Python :func:`run_limits` is the driver's twin. Storage adapters only move
-state: the in-memory adapter runs :func:`run_limits` under a lock, Redis runs
-the script in one EVALSHA. Differential tests bind each Python function to its
-Lua twin.
+The Python :func:`run_limits` is the driver's twin. Stores only move state
+(see :mod:`limify.core.check`): the in-memory adapter runs :func:`run_limits`
+under a lock, Redis runs the script in one EVALSHA, and a store without Lua
+keeps the text of the spec's ``codec`` (:mod:`limify.core.algorithms.codecs`).
+Differential tests bind each Python function to its Lua twin, and the codec to
+what the Lua stores. The shells (``check(key, plan)``) are in
+:mod:`limify.core.algorithms.shells`; the engine that runs every check, in
+:mod:`limify.core.engine`.
 
 Refunds name their call: the token of a refund that follows an admission is
 ``"<admitted_us>:<call token>"`` (:func:`refund_token`), so that window counters
