@@ -138,8 +138,44 @@ class _Limited(wrapt.FunctionWrapper[..., Any]):
         return _handle(self._self_limit)
 
 
+def _is_plain_function(fn: Any) -> bool:
+    """A function that is not defined in a class body: it never needs wrapt's binding.
+
+    A plain closure is then the wrapper, with the function's name, docstring,
+    signature (through ``__wrapped__``) and the ``rate_limit`` handle: a generic
+    ``wrapt.FunctionWrapper`` costs about as much per call as a whole in-memory check.
+    Methods keep wrapt, which binds ``fn.rate_limit`` to the instance.
+    """
+    if not inspect.isfunction(fn):
+        return False
+    scope = fn.__qualname__.split(".")
+    return len(scope) == 1 or scope[-2] == "<locals>"
+
+
+def _as_plain(guarded: Callable[..., Any], fn: Any, limit: FunctionLimit) -> Any:
+    functools.update_wrapper(guarded, fn)
+    guarded.rate_limit = _handle(limit)  # type: ignore[attr-defined]
+    return guarded
+
+
 def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
     admit, give_back = limit.admit, limit.give_back
+    if _is_plain_function(fn):
+        if not limit.has_epilogue:
+
+            fast = limit.fast_admit
+
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                if not fast(args, kwargs):
+                    admit(None, args, kwargs)
+                return fn(*args, **kwargs)
+
+            return _as_plain(plain, fn, limit)
+
+        def plain_with_epilogue(*args: Any, **kwargs: Any) -> Any:
+            return guarded(fn, None, args, kwargs)
+
+        wrapper = _as_plain(plain_with_epilogue, fn, limit)
 
     def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         admitted = admit(instance, args, kwargs)
@@ -153,6 +189,8 @@ def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
         give_back(admitted, None)
         return value
 
+    if _is_plain_function(fn):
+        return wrapper
     return _Limited(fn, guarded, limit)
 
 
@@ -185,6 +223,15 @@ def _is_function_like(fn: Any) -> bool:
 
 def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
     guarded = _async_guard(limit)
+    if _is_plain_function(fn) and not limit.has_epilogue:
+        admit, fast = limit.admit, limit.fast_admit
+
+        async def plain(*args: Any, **kwargs: Any) -> Any:
+            if not fast(args, kwargs):
+                await admit(None, args, kwargs)
+            return await fn(*args, **kwargs)
+
+        return _as_plain(plain, fn, limit)
     if _is_function_like(fn):
         return _Limited(fn, guarded, limit)
 

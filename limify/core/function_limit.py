@@ -22,13 +22,16 @@ from typing import Any
 
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import PEEK, REFUND, Outcome, check_cost, new_token, refund_token
+from limify.core.algorithms.base import PEEK, REFUND, Outcome, Step, check_cost, new_token, refund_token
 from limify.core.check import CLEAR, CONSUME, Check
 from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
-from limify.core.storage import StorageLike
+from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.result import LimitationResult
+from limify.core.storage import DEFAULTS, StorageLike
+from limify.errors import RateLimitExceeded
 
 __all__ = ["CallContext", "FunctionLimit"]
 
@@ -111,6 +114,43 @@ class FunctionLimit:
             elif len(self.plans) == 1 and not self.shared[0]:
                 # limit_keys' single-limit layout, with the identity appended per call.
                 self._keyed_prefix = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, "")[0]
+        #: The store's one-key hot path (see :meth:`fast_admit`), rebuilt when the defaults change.
+        self._fast_run: Callable[[str], Step] | None = None
+        self._fast_version = -1
+        self._raises = not wait
+
+    def fast_admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Admit a plain call on the store's hot path; ``False``: take :meth:`admit` instead.
+
+        For limits of one plan, one key and a fixed cost on an in-memory store
+        (which never fails, so no failure policy applies): the key goes straight to
+        :meth:`limify.InMemoryAdapter.runner`, with no Check, engine or outcome in
+        between. A refusal raises here too when the limit raises; a limit that waits
+        (or any other store) answers ``False``, and the engine does the rest.
+        """
+        if self._fast_version != DEFAULTS.version:
+            self._fast_run = self._build_fast_run()
+            self._fast_version = DEFAULTS.version
+        run = self._fast_run
+        if run is None:
+            return False
+        key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
+        step = run(key)
+        if step[0]:
+            return True
+        if self._raises:
+            plan = self.plans[0]
+            result = LimitationResult(False, step[1], plan.limit, step[2] / 1e6, step[3] / 1e6)
+            raise RateLimitExceeded(result, key)
+        return False
+
+    def _build_fast_run(self) -> Callable[[str], Step] | None:
+        if self._keyed_prefix is None:
+            return None
+        store = self.engine.store
+        if type(store) is not InMemoryAdapter:
+            return None
+        return store.runner(self.spec, self.plans[0], self.cost)  # type: ignore[arg-type]
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
         """The Check of one call: keys, plans, cost (and, with a give-back, a fresh token)."""

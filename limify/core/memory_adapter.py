@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from limify.core.algorithms.base import Outcome, run_limits
+from limify.core.algorithms.base import AlgorithmSpec, Outcome, Step, run_limits
 from limify.core.check import Check
 from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.forksafe import fork_safe_lock
+from limify.core.plan import Plan
 
 __all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
 
@@ -103,6 +104,26 @@ class InMemoryAdapter:
             for index, state, ttl in writes:
                 self._store(keys[index], state, ttl, now)
             return outcome
+
+    def runner(self, spec: AlgorithmSpec, plan: Plan, cost: int) -> Callable[[str], Step]:
+        """The hot path of one-key checks: ``run(key)`` CONSUMEs ``cost`` under ``plan``.
+
+        It decides exactly as :meth:`execute` would for ``Check(spec, (key,), (plan,),
+        cost)``, and returns the transition's :class:`~limify.core.algorithms.base.Step`,
+        without building a Check or an Outcome per call (``@rate_limit`` uses it for
+        limits with one plan, one key and a fixed cost).
+        """
+        transition, load, store, now_us = spec.transition, self._load, self._store, self.clock.now_us
+
+        def run(key: str) -> Step:
+            with self._lock:  # read at each call: a forked child gets a fresh lock
+                now = now_us()
+                step = transition(load(key, now), now, plan, cost, "")
+                if step[0]:
+                    store(key, step[4], step[5], now)
+                return step
+
+        return run
 
     async def execute_async(self, check: Check) -> Outcome:
         """Same as :meth:`execute`; it never blocks on I/O, so it is safe in any event loop."""

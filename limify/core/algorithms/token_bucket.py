@@ -74,11 +74,19 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         tokens, last = float(limit), now
     else:
         tokens, last = state
-    current = _level(tokens, last, now, limit, rate)
+    # _level(tokens, last, now, ...) and, below, _wait_until(left, stamp, now, limit, ...),
+    # written out: the same operations in the same order, without the calls (this is
+    # the hot path of every admitted call).
+    current = tokens if now <= last else min(limit, tokens + (now - last) * rate)
     if current >= cost:
         left = current - cost
-        stamp = max(last, now)
-        reset = _wait_until(left, stamp, now, limit, limit, rate, period)
+        stamp = last if last > now else now
+        if left >= limit:
+            reset = 0
+        else:
+            reset = (stamp - now) + math.ceil((limit - left) / rate)
+            if left + (now + reset - stamp) * rate < limit:  # rounding fell short: search on
+                reset = _wait_until(left, stamp, now, limit, limit, rate, period)
         return Step(True, math.floor(left), reset, 0, (left, stamp), reset)
     retry = _wait_until(tokens, last, now, cost, limit, rate, period)
     reset = _wait_until(tokens, last, now, limit, limit, rate, period)
