@@ -70,6 +70,16 @@ def sentinel_servers() -> Iterator[SentinelServers]:
 
 
 @pytest.fixture
+def doomed_redis() -> Iterator[RedisServer]:
+    """A private redis-server of this test's own, which it may stop, freeze, kill or restart."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server_url: str) -> Iterator[str]:
     """The session's Redis URL, flushed before each test."""
     client = redis.Redis.from_url(redis_server_url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -150,16 +149,6 @@ def test_bad_config_fails_at_init_app() -> None:
         create_app(LimifyFlask(), LIMIFY_RULEZ=[])
     with pytest.raises(ValueError, match="rule 'x'"):
         create_app(LimifyFlask(), LIMIFY_RULES=[{"id": "x", "path": "/", "rate": "often"}])
-
-
-@pytest.fixture
-def doomed_redis() -> Iterator[RedisServer]:
-    """A private redis-server the test stops."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
