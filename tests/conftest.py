@@ -114,6 +114,14 @@ def sync_storage(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator
     client.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def live_storage(request: pytest.FixtureRequest) -> object:
+    """Each storage on the real clock: a fresh in-memory adapter, or the flushed real Redis by URL."""
+    if request.param == "memory":
+        return InMemoryAdapter()
+    return request.getfixturevalue("redis_url")
+
+
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Async tests run on asyncio and on trio."""
