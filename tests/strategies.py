@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from limify import Plan
 from limify.core.algorithms.base import AlgorithmSpec
 from limify.core.plans import MONTH_SECONDS
-from tests.histories import START, replay
+from tests.histories import START, Call, calls_of, replay
 
 #: Plans small enough to exhaust quickly, with periods from 1 ms to a day.
 plans = st.builds(
@@ -67,6 +67,13 @@ def call_sequences(draw: st.DrawFn, plan: Plan, keys: int = 1, size: int = 60) -
             max_size=size,
         )
     )
+
+
+@st.composite
+def replays(draw: st.DrawFn, spec: AlgorithmSpec, plans: st.SearchStrategy[Plan]) -> tuple[Plan, list[Call]]:
+    """A plan and random calls replayed through ``spec`` from any start (see ``calls_of``)."""
+    plan = draw(plans)
+    return plan, calls_of(spec, plan, draw(call_sequences(plan)), draw(starts_us))
 
 
 @st.composite

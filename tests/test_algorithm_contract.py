@@ -29,8 +29,8 @@ from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.check import Check
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
-from tests.histories import PROBE, SPECS, calls_of, decide, each_spec, give_back_token
-from tests.strategies import UTC, call_sequences, month_plans, plans, starts_us
+from tests.histories import PROBE, SPECS, decide, each_spec, give_back_token
+from tests.strategies import UTC, call_sequences, month_plans, plans, replays, starts_us
 
 #: Float slack on the rate algorithms' bound (limit + span * limit / period, in doubles).
 SLACK = 1e-9
@@ -55,8 +55,8 @@ def assert_same_decision(spec: AlgorithmSpec, got: tuple[int, ...], expected: tu
 @given(st.data())
 def test_admitted_cost_over_any_span_stays_within_the_bound(spec: AlgorithmSpec, data: st.DataObject) -> None:
     """Whatever the calls, the cost admitted over any span is at most spec.admitted_bound(plan, span)."""
-    plan = data.draw(plans)  # calendar months: see test_quota_months_can_exceed_the_window_bound
-    calls = calls_of(spec, plan, data.draw(call_sequences(plan)), data.draw(starts_us))
+    # Not over calendar months yet: see test_quota_months_can_exceed_the_window_bound.
+    plan, calls = data.draw(replays(spec, plans))
     admissions = [(call.now, call.cost) for call in calls if call.step.allowed]
     for index, (first, _) in enumerate(admissions):
         spent = 0
@@ -69,8 +69,8 @@ def test_admitted_cost_over_any_span_stays_within_the_bound(spec: AlgorithmSpec,
 @given(st.data())
 def test_a_refused_call_is_admitted_exactly_at_retry_after(spec: AlgorithmSpec, data: st.DataObject) -> None:
     """A refusal changes nothing; the call is admitted at now + retry (not 1 µs before), no later than reset."""
-    plan = data.draw(plans | month_plans)
-    for call in calls_of(spec, plan, data.draw(call_sequences(plan)), data.draw(starts_us)):
+    plan, calls = data.draw(replays(spec, plans | month_plans))
+    for call in calls:
         step = call.step
         if step.allowed:
             assert step.retry_us == 0
@@ -88,17 +88,16 @@ def test_a_refused_call_is_admitted_exactly_at_retry_after(spec: AlgorithmSpec, 
 @given(st.data())
 def test_remaining_and_reset_tell_what_the_next_call_sees(spec: AlgorithmSpec, data: st.DataObject) -> None:
     """`remaining` can be spent at once, not one more; the state lives until reset, then decides as fresh."""
-    plan = data.draw(plans | month_plans)
-    for call in calls_of(spec, plan, data.draw(call_sequences(plan)), data.draw(starts_us)):
-        step = call.step
+    plan, calls = data.draw(replays(spec, plans | month_plans))
+    for now, cost, _, step, _ in calls:
         state = step.state  # after an admission the new state, after a refusal the one it met
         assert step.ttl_us == step.reset_us > 0
         if step.remaining:
-            assert decide(spec, state, call.now, plan, step.remaining)[0]
+            assert decide(spec, state, now, plan, step.remaining)[0]
         if step.remaining < plan.limit:
-            assert not decide(spec, state, call.now, plan, step.remaining + 1)[0]
-        at_reset = call.now + step.reset_us
-        for probe in {1, call.cost, plan.limit}:
+            assert not decide(spec, state, now, plan, step.remaining + 1)[0]
+        at_reset = now + step.reset_us
+        for probe in {1, cost, plan.limit}:
             assert decide(spec, state, at_reset, plan, probe) == decide(spec, None, at_reset, plan, probe)
         if spec.name not in LATE_BY_A_MICROSECOND:
             assert not decide(spec, state, at_reset - 1, plan, plan.limit)[0]  # reset is the earliest
@@ -129,10 +128,8 @@ def test_peek_decides_like_consume_and_saves_nothing(
 @given(st.data())
 def test_a_refund_naming_its_call_gives_it_back(spec: AlgorithmSpec, data: st.DataObject) -> None:
     """Refunding an admitted call at once, named as the decorator names it (or unnamed), restores every decision."""
-    plan = data.draw(plans | month_plans)
-    for call in calls_of(spec, plan, data.draw(call_sequences(plan)), data.draw(starts_us)):
-        if not call.step.allowed:
-            continue
+    plan, calls = data.draw(replays(spec, plans | month_plans))
+    for call in (call for call in calls if call.step.allowed):
         # A lease is named by its token; other calls by their refund token, or by nothing at all.
         for token in [give_back_token(spec, call.now, call.token)] + ([] if spec.lease else [""]):
             refunded, ttl = spec.refund(call.step.state, call.now, plan, call.cost, token)

@@ -24,8 +24,10 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"concurrency"}))
 async def test_concurrent_checks_are_batched_and_exact(redis_url: str, name: str) -> None:
-    """300 simultaneous checks at limit 100 on one client: pipelines used, exactly 100 admitted, each
-    admitted call seeing a distinct `remaining` as if run one after another."""
+    """300 simultaneous checks at limit 100 on one client: pipelined, exactly 100 admitted, in order.
+
+    Each admitted call sees a distinct `remaining`, as if the calls ran one after another.
+    """
     clock = ManualClock()
     adapter = RedisAsyncAdapter.from_url(redis_url, clock=clock)
     shell = ALGORITHMS[name][1](adapter)

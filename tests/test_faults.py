@@ -199,8 +199,11 @@ def assert_one_at_a_time(probes: list[tuple[float, float]]) -> None:
 
 
 def test_one_thread_at_a_time_waits_on_a_frozen_server(doomed_redis: RedisServer) -> None:
-    """20 threads under fail_open on a stopped server: after the first timeout, each backoff window
-    lets one call wait on the server (the probe); every other call is answered at once."""
+    """20 threads, fail_open, a stopped server: one call per backoff window waits (the probe), others don't.
+
+    After the first timeout, each backoff window lets one call wait on the server; every
+    other call is answered at once.
+    """
     adapter = RedisSyncAdapter.from_url(doomed_redis.url + FROZEN_URL_OPTIONS)
     algorithm = TokenBucketAlgorithm(GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF))
     plan = Plan("p", 1_000_000, 1)
@@ -232,9 +235,11 @@ def test_one_thread_at_a_time_waits_on_a_frozen_server(doomed_redis: RedisServer
 def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(
     doomed_redis: RedisServer,
 ) -> None:
-    """50 asyncio tasks (coalescing on) under fail_open on a stopped server: no call waits more than one
-    socket timeout, since checks queued behind the round trip in flight fail with it; later, one task
-    at a time probes while the others are answered at once."""
+    """50 asyncio tasks, fail_open, a stopped server: no call waits more than one socket timeout.
+
+    Coalescing on: checks queued behind the round trip in flight fail with it; later, one
+    task at a time probes while the others are answered at once.
+    """
 
     adapter = RedisAsyncAdapter.from_url(doomed_redis.url + FROZEN_URL_OPTIONS)  # coalescing by default
     guard = GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF)
