@@ -151,7 +151,8 @@ def test_each_store_peeks_without_consuming_and_gives_refunds_back(
     peeked, plain = f"limify:contract:{example}:peeked", f"limify:contract:{example}:plain"
 
     def run(key: str, cost: int, mode: str, token: str) -> Outcome:
-        return sync_storage.execute(Check(spec, (key,), (plan,), cost, mode, token))
+        outcome: Outcome = sync_storage.execute(Check(spec, (key,), (plan,), cost, mode, token))
+        return outcome
 
     for index, (_, cost, gap) in enumerate(data.draw(call_sequences(plan, size=20))):
         clock.advance(us=gap)

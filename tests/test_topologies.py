@@ -63,7 +63,7 @@ async def settled(value: Any) -> Any:
 
 async def run_scenario(shell: Any, clock: ManualClock, seed: int) -> list[Any]:
     """The outcomes of ``scenario(seed)`` on a shell, sync or async, whose store runs on ``clock``."""
-    outcomes = []
+    outcomes: list[Any] = []
     for op, keys, plans, cost, token, advance in scenario(seed):
         clock.advance(us=advance)
         if op == "reset":
