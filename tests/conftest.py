@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
 import redis
@@ -12,6 +14,9 @@ from hypothesis import HealthCheck, settings
 from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from tests.servers import INSTALL_HINT, RedisClusterServers, RedisServer, SentinelServers
+
+#: What running() starts and stops: a Redis Cluster or a Sentinel set.
+ServersT = TypeVar("ServersT", bound=RedisClusterServers | SentinelServers)
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -43,30 +48,41 @@ def redis_server_url() -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def running(start: Callable[[], ServersT], what: str) -> Iterator[ServersT]:
+    """Servers started for a session fixture (the session fails, saying why, if they cannot start)."""
+    try:
+        servers = start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"could not start {what}: {exc}\n{INSTALL_HINT}", pytrace=False)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """A real 3-master Redis Cluster for this session, as a redis+cluster:// URL."""
-    try:
-        cluster = RedisClusterServers().start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"could not start a Redis Cluster: {exc}\n{INSTALL_HINT}", pytrace=False)
-    try:
+    with running(lambda: RedisClusterServers().start(), "a Redis Cluster") as cluster:
         yield cluster.url
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")
 def sentinel_servers() -> Iterator[SentinelServers]:
     """A real master + replica + 3 sentinels for this session."""
-    try:
-        servers = SentinelServers().start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"could not start Redis Sentinel: {exc}\n{INSTALL_HINT}", pytrace=False)
-    try:
+    with running(lambda: SentinelServers().start(), "Redis Sentinel") as servers:
         yield servers
+
+
+@pytest.fixture
+def doomed_redis() -> Iterator[RedisServer]:
+    """A private redis-server of this test's own, which it may stop, freeze, kill or restart."""
+    server = RedisServer().start()
+    try:
+        yield server
     finally:
-        servers.stop()
+        server.stop()
 
 
 @pytest.fixture
@@ -92,6 +108,12 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+@pytest.fixture
+def memory(clock: ManualClock) -> InMemoryAdapter:
+    """A private in-memory adapter on the manual clock."""
+    return InMemoryAdapter(clock=clock)
+
+
 @pytest.fixture(params=["memory", "redis"])
 def sync_storage(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator[object]:
     """Each sync storage on the same manual clock: in-memory and the real Redis."""
@@ -102,6 +124,14 @@ def sync_storage(request: pytest.FixtureRequest, clock: ManualClock) -> Iterator
     client = redis.Redis.from_url(url)
     yield RedisSyncAdapter(client, clock=clock)
     client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def live_storage(request: pytest.FixtureRequest) -> object:
+    """Each storage on the real clock: a fresh in-memory adapter, or the flushed real Redis by URL."""
+    if request.param == "memory":
+        return InMemoryAdapter()
+    return request.getfixturevalue("redis_url")
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -52,6 +52,16 @@ def free_port(*, cluster_bus: bool = False) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child started with ``start_new_session``; after 15 s, SIGKILL its whole group."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 class RedisServer:
     """One redis-server child process with persistence off."""
 

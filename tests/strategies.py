@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import strategies as st
 
 from limify import Plan
+from limify.core.algorithms.base import AlgorithmSpec
 from limify.core.plans import MONTH_SECONDS
+from tests.histories import START, Call, calls_of, replay
 
 #: Plans small enough to exhaust quickly, with periods from 1 ms to a day.
 plans = st.builds(
@@ -45,6 +48,9 @@ instants_us = st.datetimes(min_value=_EPOCH, max_value=datetime(2200, 12, 31, 23
     lambda moment: (moment - _EPOCH) // _US
 )
 
+#: Where a replay starts: the usual unaligned instant, or anywhere from 1970 to 2200.
+starts_us = st.just(START) | instants_us
+
 
 def utc(moment_us: int) -> datetime:
     """The aware UTC datetime of an instant in µs since the epoch."""
@@ -61,6 +67,23 @@ def call_sequences(draw: st.DrawFn, plan: Plan, keys: int = 1, size: int = 60) -
             max_size=size,
         )
     )
+
+
+@st.composite
+def replays(draw: st.DrawFn, spec: AlgorithmSpec, plans: st.SearchStrategy[Plan]) -> tuple[Plan, list[Call]]:
+    """A plan and random calls replayed through ``spec`` from any start (see ``calls_of``)."""
+    plan = draw(plans)
+    return plan, calls_of(spec, plan, draw(call_sequences(plan)), draw(starts_us))
+
+
+@st.composite
+def later_refunds(draw: st.DrawFn, spec: AlgorithmSpec) -> tuple[Plan, Any, int, int]:
+    """``(plan, state, now, cost)``: the state random calls leave, a refund up to a period after the last."""
+    plan = draw(plans)
+    history = replay(spec.transition, plan, draw(call_sequences(plan)))
+    states = [step.state for _, _, step, _ in history if step.allowed]
+    now = history[-1][0] + draw(st.integers(0, plan.period_us))
+    return plan, states[-1] if states else None, now, draw(st.integers(1, plan.limit))
 
 
 # --- Concurrency lease histories ------------------------------------------------------------

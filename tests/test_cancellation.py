@@ -7,7 +7,7 @@ cancels them. The server resumes before anything times out (2 s by default).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,14 +29,6 @@ SLOTS = Plan("default", 5, 60)
 def anyio_backend() -> str:
     """redis.asyncio needs asyncio."""
     return "asyncio"
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A private redis-server this test may stop and resume."""
-    own = RedisServer().start()
-    yield own
-    own.stop()
 
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -78,44 +70,47 @@ async def cancel_behind_a_round_trip(
 
 
 @pytest.mark.anyio
-async def test_checks_cancelled_while_queued_are_never_sent(server: RedisServer) -> None:
+async def test_checks_cancelled_while_queued_are_never_sent(doomed_redis: RedisServer) -> None:
     """Fixed-window checks cancelled while queued behind a round trip spend nothing; the one sent counts."""
-    adapter = RedisAsyncAdapter.from_url(server.url, clock=ManualClock())
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url, clock=ManualClock())
     shell = ALGORITHMS["fixed_window"][1](adapter)
     plan = Plan("default", 100, 86400)
     assert (await shell.peek("k", plan)).remaining == 99  # what a call would leave; opens the client
     batcher = await batcher_of(adapter)
     await cancel_behind_a_round_trip(
-        server, batcher, lambda: shell.check("k", plan), [lambda: shell.check("k", plan)] * 10
+        doomed_redis, batcher, lambda: shell.check("k", plan), [lambda: shell.check("k", plan)] * 10
     )
     assert (await shell.peek("k", plan)).remaining == 98  # one call spent: the one sent
     assert batcher.batched_calls == 0  # nothing was left to send
 
 
 @pytest.mark.anyio
-async def test_lease_acquires_cancelled_while_queued_hold_no_slot(server: RedisServer) -> None:
+async def test_lease_acquires_cancelled_while_queued_hold_no_slot(doomed_redis: RedisServer) -> None:
     """5 concurrency acquires cancelled while queued leave all 5 slots free (not held for the 60 s lease)."""
-    adapter = RedisAsyncAdapter.from_url(server.url, clock=ManualClock())
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url, clock=ManualClock())
     limiter = AsyncConcurrencyAlgorithm(adapter)
     assert (await limiter.peek("slots", SLOTS)).allowed
     batcher = await batcher_of(adapter)
     await cancel_behind_a_round_trip(
-        server, batcher, lambda: limiter.peek("other", SLOTS), [lambda: limiter.acquire("slots", SLOTS)] * 5
+        doomed_redis,
+        batcher,
+        lambda: limiter.peek("other", SLOTS),
+        [lambda: limiter.acquire("slots", SLOTS)] * 5,
     )
     result, _ = await limiter.acquire("slots", SLOTS, cost=5)
     assert result.allowed
 
 
 @pytest.mark.anyio
-async def test_lease_acquire_cancelled_after_sending_is_released(server: RedisServer) -> None:
+async def test_lease_acquire_cancelled_after_sending_is_released(doomed_redis: RedisServer) -> None:
     """An acquire cancelled while its EVALSHA is on the server is released: the slot is free afterwards."""
-    adapter = RedisAsyncAdapter.from_url(server.url, clock=ManualClock())
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url, clock=ManualClock())
     limiter = AsyncConcurrencyAlgorithm(adapter)
     one_slot = Plan("default", 1, 60)
     assert (await limiter.peek("slots", one_slot)).allowed
     batcher = await batcher_of(adapter)
     async with anyio.create_task_group() as group:
-        with frozen(server):
+        with frozen(doomed_redis):
             group.start_soon(limiter.acquire, "slots", one_slot)
             await wait_until(lambda: batcher._busy, "the acquire to be sent")
             await anyio.sleep(0.05)  # written to the server's socket, which holds it
@@ -124,36 +119,38 @@ async def test_lease_acquire_cancelled_after_sending_is_released(server: RedisSe
 
 
 @pytest.mark.anyio
-async def test_decorated_calls_cancelled_while_queued_hold_no_slot(server: RedisServer) -> None:
+async def test_decorated_calls_cancelled_while_queued_hold_no_slot(doomed_redis: RedisServer) -> None:
     """@rate_limit(algorithm="concurrency"): 5 calls cancelled before their acquire went out hold no slot."""
     ran = []
 
-    @rate_limit("5/minute", algorithm="concurrency", storage=server.url, name="queued-cancel")
+    @rate_limit("5/minute", algorithm="concurrency", storage=doomed_redis.url, name="queued-cancel")
     async def export() -> None:
         ran.append(1)
 
     assert (await export.rate_limit.peek()).allowed
-    adapter = storage_from_url(server.url).for_async()
+    adapter = storage_from_url(doomed_redis.url).for_async()
     batcher = await batcher_of(adapter)  # type: ignore[arg-type]
-    await cancel_behind_a_round_trip(server, batcher, export.rate_limit.peek, [export] * 5)
+    await cancel_behind_a_round_trip(doomed_redis, batcher, export.rate_limit.peek, [export] * 5)
     assert not ran
     assert (await export.rate_limit.peek()).remaining == 4  # what one more call would leave
 
 
 @pytest.mark.anyio
-async def test_decorated_call_cancelled_after_its_acquire_was_sent_releases_it(server: RedisServer) -> None:
+async def test_decorated_call_cancelled_after_its_acquire_was_sent_releases_it(
+    doomed_redis: RedisServer,
+) -> None:
     """A decorated concurrency call cancelled while its acquire is on the server gives the slot back."""
     ran = []
 
-    @rate_limit("1/minute", algorithm="concurrency", storage=server.url, name="sent-cancel")
+    @rate_limit("1/minute", algorithm="concurrency", storage=doomed_redis.url, name="sent-cancel")
     async def export() -> None:
         ran.append(1)
 
     assert (await export.rate_limit.peek()).allowed
-    adapter = storage_from_url(server.url).for_async()
+    adapter = storage_from_url(doomed_redis.url).for_async()
     batcher = await batcher_of(adapter)  # type: ignore[arg-type]
     async with anyio.create_task_group() as group:
-        with frozen(server):
+        with frozen(doomed_redis):
             group.start_soon(export)
             await wait_until(lambda: batcher._busy, "the acquire to be sent")
             await anyio.sleep(0.05)
@@ -163,14 +160,14 @@ async def test_decorated_call_cancelled_after_its_acquire_was_sent_releases_it(s
 
 
 @pytest.mark.anyio
-async def test_decorated_call_cancelled_in_its_body_releases_its_slot(server: RedisServer) -> None:
+async def test_decorated_call_cancelled_in_its_body_releases_its_slot(doomed_redis: RedisServer) -> None:
     """A concurrency call cancelled while it runs gives its slot back, even when the release must queue."""
 
-    @rate_limit("1/minute", algorithm="concurrency", storage=server.url, name="body-cancel")
+    @rate_limit("1/minute", algorithm="concurrency", storage=doomed_redis.url, name="body-cancel")
     async def export() -> None:
         await anyio.sleep(30)
 
-    adapter = storage_from_url(server.url).for_async()
+    adapter = storage_from_url(doomed_redis.url).for_async()
     assert (await export.rate_limit.peek()).allowed
     batcher = await batcher_of(adapter)  # type: ignore[arg-type]
     running = anyio.CancelScope()
@@ -183,7 +180,7 @@ async def test_decorated_call_cancelled_in_its_body_releases_its_slot(server: Re
         group.start_soon(run_export)
         while (await export.rate_limit.peek()).allowed:
             await anyio.sleep(0.005)
-        with frozen(server):
+        with frozen(doomed_redis):
             group.start_soon(export.rate_limit.peek)  # in flight: the release queues behind it
             await wait_until(lambda: batcher._busy, "the round trip to start")
             running.cancel()  # the cancellation is still being delivered while the release waits

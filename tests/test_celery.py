@@ -32,12 +32,6 @@ def app() -> Iterator[Celery]:
 
 
 @pytest.fixture
-def memory(clock: ManualClock) -> InMemoryAdapter:
-    """A private in-memory adapter on the manual clock."""
-    return InMemoryAdapter(clock=clock)
-
-
-@pytest.fixture
 def countdowns() -> Iterator[list[float]]:
     """The countdown of every retry Celery schedules during the test."""
     seen: list[float] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.servers import RedisServer
+from tests.servers import RedisServer, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = 30
@@ -23,13 +22,9 @@ RESULT_TIMEOUT = 90.0
 
 
 @pytest.fixture
-def private_redis() -> Iterator[str]:
+def private_redis(doomed_redis: RedisServer) -> str:
     """A redis-server of this test's own: broker, result backend and limit storage at once."""
-    server = RedisServer().start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    return doomed_redis.url
 
 
 @pytest.fixture
@@ -49,13 +44,7 @@ def worker(private_redis: str, tmp_path: Path) -> Iterator[Path]:
     try:
         yield log
     finally:
-        # Warm shutdown first; then the whole process group (the worker and its pool children).
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process)  # warm shutdown first, then the worker and its pool children
 
 
 def windows_over(starts: list[float], limit: int, width: float = 1.0) -> list[list[float]]:

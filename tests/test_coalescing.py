@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -25,8 +24,10 @@ def anyio_backend() -> str:
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"concurrency"}))
 async def test_concurrent_checks_are_batched_and_exact(redis_url: str, name: str) -> None:
-    """300 simultaneous checks at limit 100 on one client: pipelines used, exactly 100 admitted, each
-    admitted call seeing a distinct `remaining` as if run one after another."""
+    """300 simultaneous checks at limit 100 on one client: pipelined, exactly 100 admitted, in order.
+
+    Each admitted call sees a distinct `remaining`, as if the calls ran one after another.
+    """
     clock = ManualClock()
     adapter = RedisAsyncAdapter.from_url(redis_url, clock=clock)
     shell = ALGORITHMS[name][1](adapter)
@@ -84,18 +85,12 @@ async def test_coalescing_can_be_turned_off(redis_url: str) -> None:
     assert adapter._batchers.get(await adapter._client()) is None
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A private redis-server this test may stop and resume."""
-    own = RedisServer().start()
-    yield own
-    own.stop()
-
-
 @pytest.mark.anyio
-async def test_calls_queued_behind_a_round_trip_that_times_out_fail_with_it(server: RedisServer) -> None:
+async def test_calls_queued_behind_a_round_trip_that_times_out_fail_with_it(
+    doomed_redis: RedisServer,
+) -> None:
     """A stopped server: checks queued behind the timed-out round trip fail at once, never sent themselves."""
-    adapter = RedisAsyncAdapter.from_url(server.url + "?socket_timeout=1&socket_connect_timeout=1")
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url + "?socket_timeout=1&socket_connect_timeout=1")
     shell = ALGORITHMS["token_bucket"][1](adapter)
     plan = Plan("default", 1000, 3600)
     await shell.check("limify:frozen", plan)  # connects and loads the script
@@ -108,7 +103,7 @@ async def test_calls_queued_behind_a_round_trip_that_times_out_fail_with_it(serv
             await shell.check("limify:frozen", plan)
         took.append(time.monotonic() - started)
 
-    with frozen(server):
+    with frozen(doomed_redis):
         async with anyio.create_task_group() as group:
             for _ in range(20):
                 group.start_soon(check)

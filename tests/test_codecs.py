@@ -12,20 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
-from limify.core.algorithms import ALGORITHMS
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec
 from limify.core.algorithms.codecs import ZsetCodec
 from limify.core.check import Check
 from limify.core.redis_adapter import RedisSyncAdapter
+from tests.histories import each_spec
 from tests.strategies import gaps_us, plans
 
-SPECS = [classes[0].spec for classes in ALGORITHMS.values()]
 TOKENS = st.sampled_from(["", "a", "b"])
 
 
@@ -44,7 +42,7 @@ def live_state(memory: InMemoryAdapter, key: str, now: int) -> Any:
     return entry[0] if entry is not None and entry[1] > now else None
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+@each_spec
 @given(
     limit=plans,
     calls=st.lists(
@@ -90,7 +88,7 @@ def test_python_codec_text_equals_what_lua_stores(
         assert spec.transition(decoded, *probe)[:4] == spec.transition(state, *probe)[:4]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+@each_spec
 def test_text_that_is_no_state_reads_as_none(spec: AlgorithmSpec) -> None:
     """Empty or garbled text is no state at all: the codec says None, never raises."""
     for text in ("", "garbage", "1:2:3:4:5", "[[1]]", "{}"):

@@ -5,25 +5,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-import redis
 from redis.crc import key_slot
 
 from limify import GlobalLimit, InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, parse_rates, rate_limit
-from limify.core.redis_adapter import RedisSyncAdapter
 
 
-@pytest.fixture(params=["memory", "redis"])
-def storage(request: pytest.FixtureRequest, clock: ManualClock) -> object:
-    """Memory and the real Redis, both on the manual clock."""
-    if request.param == "memory":
-        return InMemoryAdapter(clock=clock)
-    return RedisSyncAdapter(redis.Redis.from_url(request.getfixturevalue("redis_url")), clock=clock)
-
-
-def test_rate_string_with_semicolons_is_all_or_nothing(storage: object, clock: ManualClock) -> None:
+def test_rate_string_with_semicolons_is_all_or_nothing(sync_storage: object, clock: ManualClock) -> None:
     """'2/second;3/minute': the minute limit refuses the 4th call even after the second refills."""
 
-    @rate_limit("2/second;3/minute", storage=storage, name="c")
+    @rate_limit("2/second;3/minute", storage=sync_storage, name="c")
     def call() -> None:
         return None
 
@@ -42,10 +32,12 @@ def test_rate_string_with_semicolons_is_all_or_nothing(storage: object, clock: M
     assert call.rate_limit.peek().remaining == 0 or not call.rate_limit.peek().allowed
 
 
-def test_refusal_by_one_limit_consumes_nothing_from_the_others(storage: object, clock: ManualClock) -> None:
+def test_refusal_by_one_limit_consumes_nothing_from_the_others(
+    sync_storage: object, clock: ManualClock
+) -> None:
     """A call refused by the small limit leaves the large limit's count untouched."""
 
-    @rate_limit(["1/second", "5/hour"], storage=storage, name="c", key="user")
+    @rate_limit(["1/second", "5/hour"], storage=sync_storage, name="c", key="user")
     def call(user: str) -> None:
         return None
 
@@ -62,10 +54,10 @@ def test_refusal_by_one_limit_consumes_nothing_from_the_others(storage: object, 
     assert info.value.result.limit == 5
 
 
-def test_per_key_and_global_limits_compose_atomically(storage: object) -> None:
+def test_per_key_and_global_limits_compose_atomically(sync_storage: object) -> None:
     """Each user gets 2; all users together get 3; refusals by either spend nothing."""
 
-    @rate_limit(["2/hour", GlobalLimit("3/hour")], storage=storage, name="g", key="user")
+    @rate_limit(["2/hour", GlobalLimit("3/hour")], storage=sync_storage, name="g", key="user")
     def call(user: str) -> str:
         return user
 
@@ -112,12 +104,12 @@ def test_single_limit_keeps_the_seed_key_layout() -> None:
     assert view.rate_limit.keys("42") == ("limify:items:default:42",)
 
 
-def test_compound_all_or_nothing_under_threads(storage: object) -> None:
+def test_compound_all_or_nothing_under_threads(sync_storage: object) -> None:
     """8 threads x 200 calls on '100/hour;150/day' per key + a global: never over any limit."""
     admitted: list[str] = []
     lock = threading.Lock()
 
-    @rate_limit(["100/hour", "150/day", GlobalLimit("180/hour")], storage=storage, name="t", key="user")
+    @rate_limit(["100/hour", "150/day", GlobalLimit("180/hour")], storage=sync_storage, name="t", key="user")
     def call(user: str) -> None:
         with lock:
             admitted.append(user)

@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded
-from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND
-from limify.core.algorithms.concurrency import CONCURRENCY, AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
+from limify.core.algorithms.concurrency import CONCURRENCY, ConcurrencyAlgorithm
 from limify.core.redis_adapter import RedisSyncAdapter
 from limify.core.check import Check
 from tests.strategies import LEASE_START, LeaseTimeline, lease_histories, lease_plans
@@ -107,11 +106,6 @@ def test_calls_without_a_token_are_refused(sync_storage: Any) -> None:
     with pytest.raises(ValueError, match="cost"):
         limiter.acquire("k", PLAN, cost=3)
     assert limiter.peek("k", PLAN, cost=2).allowed  # nothing was taken
-
-
-def test_registered_as_concurrency() -> None:
-    """The name "concurrency" gives the sync and async shells."""
-    assert algorithm_classes("concurrency") == (ConcurrencyAlgorithm, AsyncConcurrencyAlgorithm)
 
 
 # --- The Lua twin against the Python transition -----------------------------------------------

@@ -37,6 +37,24 @@ def held_slot_and_waiter(**wait_options: Any) -> tuple[Any, Any, threading.Event
     return holder, waiter, release
 
 
+def async_held_slot_and_waiter(name: str, **wait_options: Any) -> tuple[Any, Any, anyio.Event]:
+    """held_slot_and_waiter() for async code: the holder runs until the returned event is set."""
+    storage = InMemoryAdapter(clock=ManualClock())
+    release = anyio.Event()
+
+    @rate_limit(LEASE, algorithm="concurrency", storage=storage, name=name)
+    async def holder() -> None:
+        await release.wait()
+
+    @rate_limit(
+        LEASE, algorithm="concurrency", storage=storage, name=name, on_exceeded="wait", **wait_options
+    )
+    async def waiter() -> str:
+        return "admitted"
+
+    return holder, waiter, release
+
+
 @pytest.mark.parametrize("max_wait", [None, 5.0])
 def test_sync_waiter_is_admitted_soon_after_a_release(max_wait: float | None) -> None:
     """A call waiting for the one slot runs once the holder releases it, not after the 60 s lease."""
@@ -88,24 +106,7 @@ def test_sync_waiter_gives_up_at_max_wait() -> None:
 @pytest.mark.parametrize("max_wait", [None, 5.0])
 async def test_async_waiter_is_admitted_soon_after_a_release(max_wait: float | None) -> None:
     """An async call waiting for the one slot runs once the holder releases it (asyncio and trio)."""
-    storage = InMemoryAdapter(clock=ManualClock())
-    release = anyio.Event()
-
-    @rate_limit(LEASE, algorithm="concurrency", storage=storage, name="async-slot")
-    async def holder() -> None:
-        await release.wait()
-
-    @rate_limit(
-        LEASE,
-        algorithm="concurrency",
-        storage=storage,
-        name="async-slot",
-        on_exceeded="wait",
-        max_wait=max_wait,
-    )
-    async def waiter() -> str:
-        return "admitted"
-
+    holder, waiter, release = async_held_slot_and_waiter("async-slot", max_wait=max_wait)
     outcome: list[Any] = []
 
     async def wait_for_slot() -> None:
@@ -126,24 +127,7 @@ async def test_async_waiter_is_admitted_soon_after_a_release(max_wait: float | N
 @pytest.mark.anyio
 async def test_async_waiter_gives_up_at_max_wait() -> None:
     """With no release, an async waiting call raises RateLimitExceeded after max_wait, not at once."""
-    storage = InMemoryAdapter(clock=ManualClock())
-    release = anyio.Event()
-
-    @rate_limit(LEASE, algorithm="concurrency", storage=storage, name="async-give-up")
-    async def holder() -> None:
-        await release.wait()
-
-    @rate_limit(
-        LEASE,
-        algorithm="concurrency",
-        storage=storage,
-        name="async-give-up",
-        on_exceeded="wait",
-        max_wait=0.2,
-    )
-    async def waiter() -> None:
-        pytest.fail("the slot was never released")
-
+    holder, waiter, release = async_held_slot_and_waiter("async-give-up", max_wait=0.2)
     async with anyio.create_task_group() as group:
         group.start_soon(holder)
         while (await holder.rate_limit.peek()).allowed:

@@ -8,10 +8,12 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 import limify
 from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from limify.core.storage import adapter_for
 
 
 def exhausts_after(call: Any, n: int) -> bool:
@@ -23,12 +25,6 @@ def exhausts_after(call: Any, n: int) -> bool:
     except RateLimitExceeded:
         return True
     return False
-
-
-@pytest.fixture
-def memory(clock: ManualClock) -> InMemoryAdapter:
-    """A private in-memory adapter on the manual clock."""
-    return InMemoryAdapter(clock=clock)
 
 
 def test_plain_function_keeps_its_metadata(memory: InMemoryAdapter) -> None:
@@ -340,9 +336,6 @@ def test_bare_decorator_is_explained() -> None:
 
 def test_sync_and_async_adapters_must_match_the_callable(redis_url: str) -> None:
     """A sync-only adapter on an async function (or the reverse) is a TypeError at decoration."""
-    import redis
-    import redis.asyncio
-
     sync_adapter = RedisSyncAdapter(redis.Redis.from_url(redis_url))
     async_adapter = RedisAsyncAdapter.from_url(redis_url)
 
@@ -397,6 +390,4 @@ def test_plan_objects_are_accepted_and_name_the_key(memory: InMemoryAdapter) -> 
 
 def test_same_url_shares_one_adapter() -> None:
     """Limits naming the same URL share one adapter (and one connection pool)."""
-    from limify.core.storage import adapter_for
-
     assert adapter_for("memory://", is_async=False) is adapter_for("memory://", is_async=True)

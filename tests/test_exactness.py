@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -79,6 +79,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def admitted_by_tasks(
+    guarded: Callable[[], Awaitable[None]], tasks: int = 200, attempts: int = 40
+) -> int:
+    """Run ``tasks`` concurrent tasks of ``attempts`` calls each; return how many calls were admitted."""
+    admitted = 0
+
+    async def worker() -> None:
+        nonlocal admitted
+        for _ in range(attempts):
+            try:
+                await guarded()
+                admitted += 1
+            except RateLimitExceeded:
+                pass
+
+    async with anyio.create_task_group() as group:
+        for _ in range(tasks):
+            group.start_soon(worker)
+    return admitted
+
+
 @pytest.mark.anyio
 async def test_asyncio_tasks_on_redis_admit_exactly_the_limit(redis_url: str) -> None:
     """200 concurrent tasks x 40 attempts on one async client admit exactly 500."""
@@ -87,18 +108,4 @@ async def test_asyncio_tasks_on_redis_admit_exactly_the_limit(redis_url: str) ->
     async def guarded() -> None:
         return None
 
-    admitted = 0
-
-    async def worker() -> None:
-        nonlocal admitted
-        for _ in range(40):
-            try:
-                await guarded()
-                admitted += 1
-            except RateLimitExceeded:
-                pass
-
-    async with anyio.create_task_group() as group:
-        for _ in range(200):
-            group.start_soon(worker)
-    assert admitted == 500
+    assert await admitted_by_tasks(guarded) == 500

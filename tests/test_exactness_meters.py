@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import threading
 
-import anyio
 import pytest
 import redis
 
-from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, rate_limit
+from limify import InMemoryAdapter, ManualClock, Plan, rate_limit
 from limify.core.algorithms.base import SyncAlgorithm
 from limify.core.algorithms.gcra import GCRAAlgorithm
 from limify.core.algorithms.leaky_bucket import LeakyBucketAlgorithm
 from limify.core.algorithms.sliding_log import SlidingLogAlgorithm
 from limify.core.clock import Clock
 from limify.core.redis_adapter import RedisSyncAdapter
-from tests.test_exactness import THREADS, hammer
+from tests.test_exactness import THREADS, admitted_by_tasks, hammer
 
 ALGORITHMS = [SlidingLogAlgorithm, LeakyBucketAlgorithm, GCRAAlgorithm]
 PLAN = Plan("default", 500, 60)
@@ -90,18 +89,4 @@ async def test_asyncio_tasks_on_redis_admit_exactly_the_limit(redis_url: str, na
     async def guarded() -> None:
         return None
 
-    admitted = 0
-
-    async def worker() -> None:
-        nonlocal admitted
-        for _ in range(40):
-            try:
-                await guarded()
-                admitted += 1
-            except RateLimitExceeded:
-                pass
-
-    async with anyio.create_task_group() as group:
-        for _ in range(200):
-            group.start_soon(worker)
-    assert admitted == 500
+    assert await admitted_by_tasks(guarded) == 500

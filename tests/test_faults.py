@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,14 +25,6 @@ from tests.servers import RedisServer
 # Socket timeouts in the URL keep a dead server from stalling anyone for long.
 TIMEOUTS = "?socket_timeout=0.5&socket_connect_timeout=0.5"
 MARGIN = 1.5  # seconds on top of the socket timeout that a call may take while the server dies
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A private redis-server this test may kill and restart."""
-    own = RedisServer().start()
-    yield own
-    own.stop()
 
 
 def run_threads(call: object, seconds: float, threads: int = 4) -> tuple[Counter[str], float]:
@@ -70,29 +61,29 @@ def run_threads(call: object, seconds: float, threads: int = 4) -> tuple[Counter
 
 @pytest.mark.parametrize("policy", ["fail_open", "fail_closed", "local"])
 def test_sigkill_under_load_then_restart(
-    server: RedisServer, policy: str, caplog: pytest.LogCaptureFixture
+    doomed_redis: RedisServer, policy: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Killed mid-load: calls keep returning fast with the policy's answer; a restart resumes traffic."""
     caplog.set_level(logging.WARNING, logger="limify")
 
     @rate_limit(
-        "1000000/second", storage=server.url + TIMEOUTS, on_storage_error=policy, name=f"kill-{policy}"
+        "1000000/second", storage=doomed_redis.url + TIMEOUTS, on_storage_error=policy, name=f"kill-{policy}"
     )
     def call() -> None:
         return None
 
     before, _ = run_threads(call, 0.3)
     assert set(before) == {"ok"}
-    server.kill()
+    doomed_redis.kill()
     during, slowest = run_threads(call, 1.0)
     expected = {"storage_error"} if policy == "fail_closed" else {"ok"}
     assert set(during) == expected, during
     assert slowest < 0.5 + MARGIN
     switches = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(switches) == 1  # logged once, not per call
-    server.restart()
+    doomed_redis.restart()
     deadline = time.monotonic() + 10
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(doomed_redis.url)
     while time.monotonic() < deadline and not client.keys("limify:*"):
         run_threads(call, 0.2, threads=1)
     assert client.keys("limify:*"), "traffic did not return to the restarted server"
@@ -100,14 +91,14 @@ def test_sigkill_under_load_then_restart(
     client.close()
 
 
-def test_local_policy_keeps_limiting_in_process(server: RedisServer) -> None:
+def test_local_policy_keeps_limiting_in_process(doomed_redis: RedisServer) -> None:
     """Under 'local', an outage switches to an in-memory limiter that still enforces the rate."""
 
-    @rate_limit("3/hour", storage=server.url + TIMEOUTS, on_storage_error="local", name="local")
+    @rate_limit("3/hour", storage=doomed_redis.url + TIMEOUTS, on_storage_error="local", name="local")
     def call() -> None:
         return None
 
-    server.kill()
+    doomed_redis.kill()
     call()
     call()
     call()
@@ -115,14 +106,14 @@ def test_local_policy_keeps_limiting_in_process(server: RedisServer) -> None:
         call()
 
 
-def test_script_flush_mid_load_never_reaches_callers(server: RedisServer) -> None:
+def test_script_flush_mid_load_never_reaches_callers(doomed_redis: RedisServer) -> None:
     """SCRIPT FLUSH while threads call: NOSCRIPT is handled inside the adapter."""
 
-    @rate_limit("1000000/second", storage=server.url, name="flush")
+    @rate_limit("1000000/second", storage=doomed_redis.url, name="flush")
     def call() -> None:
         return None
 
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(doomed_redis.url)
     stop = threading.Event()
 
     def flusher() -> None:
@@ -141,11 +132,11 @@ def test_script_flush_mid_load_never_reaches_callers(server: RedisServer) -> Non
     assert set(outcomes) == {"ok"}, outcomes
 
 
-def test_asyncio_tasks_survive_a_kill(server: RedisServer) -> None:
+def test_asyncio_tasks_survive_a_kill(doomed_redis: RedisServer) -> None:
     """100 asyncio tasks under fail_open: a killed server turns into admissions, never errors or hangs."""
 
     @rate_limit(
-        "1000000/second", storage=server.url + TIMEOUTS, on_storage_error="fail_open", name="async-kill"
+        "1000000/second", storage=doomed_redis.url + TIMEOUTS, on_storage_error="fail_open", name="async-kill"
     )
     async def call() -> None:
         return None
@@ -169,7 +160,7 @@ def test_asyncio_tasks_survive_a_kill(server: RedisServer) -> None:
 
         async def killer() -> None:
             await asyncio.sleep(0.4)
-            await asyncio.to_thread(server.kill)
+            await asyncio.to_thread(doomed_redis.kill)
 
         await asyncio.gather(killer(), *(worker() for _ in range(100)))
         return outcomes, slowest
@@ -207,10 +198,13 @@ def assert_one_at_a_time(probes: list[tuple[float, float]]) -> None:
         assert start >= previous_end, f"two callers waited on the failed storage at once: {probes}"
 
 
-def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> None:
-    """20 threads under fail_open on a stopped server: after the first timeout, each backoff window
-    lets one call wait on the server (the probe); every other call is answered at once."""
-    adapter = RedisSyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)
+def test_one_thread_at_a_time_waits_on_a_frozen_server(doomed_redis: RedisServer) -> None:
+    """20 threads, fail_open, a stopped server: one call per backoff window waits (the probe), others don't.
+
+    After the first timeout, each backoff window lets one call wait on the server; every
+    other call is answered at once.
+    """
+    adapter = RedisSyncAdapter.from_url(doomed_redis.url + FROZEN_URL_OPTIONS)
     algorithm = TokenBucketAlgorithm(GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF))
     plan = Plan("p", 1_000_000, 1)
     algorithm.check("k", plan)  # connects and loads the script while the server answers
@@ -225,7 +219,7 @@ def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> N
                 calls.append((started, time.monotonic() - started))
             time.sleep(0.002)
 
-    with frozen(server):
+    with frozen(doomed_redis):
         deadline = time.monotonic() + FROZEN_RUN
         pool = [threading.Thread(target=worker, args=(deadline,)) for _ in range(20)]
         for thread in pool:
@@ -238,12 +232,16 @@ def test_one_thread_at_a_time_waits_on_a_frozen_server(server: RedisServer) -> N
     assert max(took for _, took in calls) < FROZEN_TIMEOUT + FROZEN_MARGIN
 
 
-def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(server: RedisServer) -> None:
-    """50 asyncio tasks (coalescing on) under fail_open on a stopped server: no call waits more than one
-    socket timeout, since checks queued behind the round trip in flight fail with it; later, one task
-    at a time probes while the others are answered at once."""
+def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(
+    doomed_redis: RedisServer,
+) -> None:
+    """50 asyncio tasks, fail_open, a stopped server: no call waits more than one socket timeout.
 
-    adapter = RedisAsyncAdapter.from_url(server.url + FROZEN_URL_OPTIONS)  # coalescing by default
+    Coalescing on: checks queued behind the round trip in flight fail with it; later, one
+    task at a time probes while the others are answered at once.
+    """
+
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url + FROZEN_URL_OPTIONS)  # coalescing by default
     guard = GuardedStorage(adapter, "fail_open", first_backoff=FIRST_BACKOFF)
 
     @rate_limit("1000000/second", storage=guard, name="frozen")
@@ -261,7 +259,7 @@ def test_frozen_server_holds_no_async_caller_longer_than_the_socket_timeout(serv
                 calls.append((started, time.monotonic() - started))
                 await asyncio.sleep(0.002)
 
-        with frozen(server):
+        with frozen(doomed_redis):
             deadline = time.monotonic() + FROZEN_RUN
             await asyncio.gather(*(worker(deadline) for _ in range(50)))
         return calls

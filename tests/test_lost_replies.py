@@ -11,8 +11,6 @@ the script ran.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +30,7 @@ from valkey.retry import Retry
 
 from limify import StorageError, rate_limit
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from tests.frozen import frozen
 from tests.lossy_proxy import LossyProxy, lossy_proxy
 from tests.servers import RedisServer
 
@@ -44,25 +43,15 @@ class Upstream(Exception):
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A private redis-server (these tests stop it, or let a proxy lose its replies)."""
-    own = RedisServer().start()
-    try:
-        yield own
-    finally:
-        own.stop()
-
-
-@pytest.fixture
-def proxy(server: RedisServer) -> Iterator[LossyProxy]:
-    with lossy_proxy(server.port) as own:
+def proxy(doomed_redis: RedisServer) -> Iterator[LossyProxy]:
+    with lossy_proxy(doomed_redis.port) as own:
         yield own
 
 
 @pytest.fixture
-def direct(server: RedisServer) -> Iterator[redis.Redis]:
+def direct(doomed_redis: RedisServer) -> Iterator[redis.Redis]:
     """A client straight to the server, to read what the scripts did."""
-    client = redis.Redis(port=server.port, decode_responses=True)
+    client = redis.Redis(port=doomed_redis.port, decode_responses=True)
     yield client
     client.close()
 
@@ -245,59 +234,54 @@ async def test_async_lost_reply_to_a_refund_gives_the_cost_back_once(
     assert count(direct, name) == 4
 
 
-def test_a_stopped_server_costs_a_caller_one_timeout(server: RedisServer) -> None:
-    """SIGSTOP: a redis-py 8 client with socket_timeout=1 used to hold each call 15 s (11 attempts).
+def test_a_stopped_server_costs_a_caller_one_timeout(doomed_redis: RedisServer) -> None:
+    """SIGSTOP: the call in flight, then the probe on a fresh connection, each take one timeout (not 15 s).
 
-    Now the call in flight and, after the backoff, the probe on a fresh connection each
-    take one timeout.
+    A redis-py 8 client with socket_timeout=1 used to hold each call 15 s (11 attempts).
     """
-    assert server.process is not None
 
-    @rate_limit("100/hour", storage=RedisSyncAdapter(redis.Redis(port=server.port, socket_timeout=TIMEOUT)))
+    @rate_limit(
+        "100/hour", storage=RedisSyncAdapter(redis.Redis(port=doomed_redis.port, socket_timeout=TIMEOUT))
+    )
     def call() -> None:
         return None
 
     call()
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
+    with frozen(doomed_redis):
         for attempt in range(2):  # on the pooled connection, then (after the backoff) a new one
             started = time.monotonic()
             with pytest.raises(StorageError, match="unreachable"):
                 call()
             assert time.monotonic() - started < TIMEOUT + MARGIN, attempt
             time.sleep(1.1)  # past the failure policy's first backoff: the next call probes
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
 
 
-def test_a_stopped_server_costs_an_async_caller_one_timeout(server: RedisServer) -> None:
+def test_a_stopped_server_costs_an_async_caller_one_timeout(doomed_redis: RedisServer) -> None:
     """The asyncio twin, on a redis.asyncio client with redis-py 8's default retries."""
-    assert server.process is not None
 
     async def main() -> None:
-        client = redis.asyncio.Redis(port=server.port, socket_timeout=TIMEOUT)
+        client = redis.asyncio.Redis(port=doomed_redis.port, socket_timeout=TIMEOUT)
 
         @rate_limit("100/hour", storage=RedisAsyncAdapter(client))
         async def call() -> None:
             return None
 
         await call()
-        os.kill(server.process.pid, signal.SIGSTOP)
         try:
-            for attempt in range(2):
-                started = time.monotonic()
-                with pytest.raises(StorageError, match="unreachable"):
-                    await call()
-                assert time.monotonic() - started < TIMEOUT + MARGIN, attempt
-                await asyncio.sleep(1.1)
+            with frozen(doomed_redis):
+                for attempt in range(2):
+                    started = time.monotonic()
+                    with pytest.raises(StorageError, match="unreachable"):
+                        await call()
+                    assert time.monotonic() - started < TIMEOUT + MARGIN, attempt
+                    await asyncio.sleep(1.1)
         finally:
-            os.kill(server.process.pid, signal.SIGCONT)
             await client.aclose()
 
     asyncio.run(main())
 
 
-def test_the_clients_other_commands_keep_their_retries(server: RedisServer, proxy: LossyProxy) -> None:
+def test_the_clients_other_commands_keep_their_retries(doomed_redis: RedisServer, proxy: LossyProxy) -> None:
     """Limify's scripts are sent once, but the user's own commands on the same client still retry."""
     client = SYNC_CLIENTS["redis-py with retries"](proxy.port)
 

@@ -6,36 +6,28 @@ exactly: admission, remaining, reset and retry to the microsecond. Calls carry
 tokens drawn from a small set, so that algorithms keyed by token (concurrency
 leases, sliding-log entries) see the same token acquire, renew and release;
 refunds may also name their call as the decorator does, with the instant of an
-earlier call (``refund_token``), which window algorithms read.
+earlier call (``refund_token``), which window algorithms read. Derived from the
+algorithm registry, so a new algorithm is covered by adding it there.
 """
 
 from __future__ import annotations
 
-import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan
 from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, refund_token
-from limify.core.algorithms.concurrency import CONCURRENCY
-from limify.core.algorithms.fixed_window import FIXED_WINDOW
-from limify.core.algorithms.gcra import GCRA
-from limify.core.algorithms.leaky_bucket import LEAKY_BUCKET
-from limify.core.algorithms.quota import QUOTA
-from limify.core.algorithms.sliding_log import SLIDING_LOG
-from limify.core.algorithms.sliding_window import SLIDING_WINDOW
-from limify.core.algorithms.token_bucket import TOKEN_BUCKET
 from limify.core.redis_adapter import RedisSyncAdapter
 from limify.core.check import Check
+from tests.histories import each_spec
 from tests.strategies import gaps_us, instants_us, month_plans, plans
 
-SPECS = [TOKEN_BUCKET, FIXED_WINDOW, SLIDING_WINDOW, QUOTA, CONCURRENCY, SLIDING_LOG, LEAKY_BUCKET, GCRA]
 #: Few tokens, so that the same one comes back (renewals, releases, double releases).
 TOKENS = st.sampled_from(["", "a", "b", "c"])
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
+@each_spec
 @given(
     data=st.data(),
     limits=st.lists(plans | month_plans, min_size=1, max_size=3),

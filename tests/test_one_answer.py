@@ -26,12 +26,10 @@ FULL = LimitationResult(allowed=True, remaining=9, limit=10, reset_after=0.0, re
 
 
 @pytest.fixture
-def stopped_redis() -> Iterator[str]:
+def stopped_redis(doomed_redis: RedisServer) -> str:
     """The URL of a private redis-server that has been stopped (connections are refused)."""
-    server = RedisServer().start()
-    url = server.url + "?socket_timeout=0.5&socket_connect_timeout=0.5"
-    server.stop()
-    yield url
+    doomed_redis.stop()
+    return doomed_redis.url + "?socket_timeout=0.5&socket_connect_timeout=0.5"
 
 
 @pytest.fixture

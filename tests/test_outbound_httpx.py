@@ -50,18 +50,10 @@ class AsyncRecording(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def storage(request: pytest.FixtureRequest) -> Any:
-    """A fresh in-memory adapter, or the flushed real Redis by URL."""
-    if request.param == "memory":
-        return InMemoryAdapter()
-    return request.getfixturevalue("redis_url")
-
-
-def test_threads_sharing_a_client_never_exceed_its_rate(open_upstream: Upstream, storage: Any) -> None:
+def test_threads_sharing_a_client_never_exceed_its_rate(open_upstream: Upstream, live_storage: Any) -> None:
     """4 threads x 6 requests through one client: no more are sent than the bucket admits."""
     sent = Recording()
-    transport = RateLimitTransport(BURSTY, storage=storage, transport=sent)
+    transport = RateLimitTransport(BURSTY, storage=live_storage, transport=sent)
     with httpx.Client(transport=transport, base_url=open_upstream.url) as client:
 
         def worker() -> None:
@@ -81,10 +73,10 @@ def test_threads_sharing_a_client_never_exceed_its_rate(open_upstream: Upstream,
 
 
 def test_after_a_429_nothing_reaches_the_upstream_before_retry_after(
-    strict_upstream: Upstream, storage: Any
+    strict_upstream: Upstream, live_storage: Any
 ) -> None:
     """A 429 with Retry-After (seconds or HTTP date) pauses the host: later requests wait it out."""
-    transport = RateLimitTransport("100/second", storage=storage)
+    transport = RateLimitTransport("100/second", storage=live_storage)
     with httpx.Client(transport=transport, base_url=strict_upstream.url) as client:
         statuses = [client.get("/").status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 200]
@@ -93,9 +85,11 @@ def test_after_a_429_nothing_reaches_the_upstream_before_retry_after(
     assert strict_upstream.arrivals[-1] >= until
 
 
-def test_fail_fast_raises_during_a_pause_without_sending(strict_upstream: Upstream, storage: Any) -> None:
+def test_fail_fast_raises_during_a_pause_without_sending(
+    strict_upstream: Upstream, live_storage: Any
+) -> None:
     """With on_exceeded='raise', a paused host refuses at once and the upstream sees nothing."""
-    transport = RateLimitTransport("100/second", storage=storage, on_exceeded="raise")
+    transport = RateLimitTransport("100/second", storage=live_storage, on_exceeded="raise")
     with httpx.Client(transport=transport, base_url=strict_upstream.url) as client:
         assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
         with pytest.raises(RateLimitExceeded) as refused:

@@ -34,26 +34,18 @@ class RecordingAdapter(RateLimitAdapter, _NotingHTTPAdapter):
     """RateLimitAdapter whose sends are noted once admitted (its super().send is the noting one)."""
 
 
-@pytest.fixture(params=["memory", "redis"])
-def storage(request: pytest.FixtureRequest) -> Any:
-    """A fresh in-memory adapter, or the flushed real Redis by URL."""
-    if request.param == "memory":
-        return InMemoryAdapter()
-    return request.getfixturevalue("redis_url")
-
-
 def session_with(adapter: HTTPAdapter) -> requests.Session:
     session = requests.Session()
     session.mount("http://", adapter)
     return session
 
 
-def test_sessions_in_threads_never_exceed_the_shared_rate(open_upstream: Upstream, storage: Any) -> None:
+def test_sessions_in_threads_never_exceed_the_shared_rate(open_upstream: Upstream, live_storage: Any) -> None:
     """4 threads, each with its own session and adapter on one storage: one shared rate."""
     sent: list[float] = []
 
     def worker() -> None:
-        adapter = RecordingAdapter(BURSTY, storage=storage)
+        adapter = RecordingAdapter(BURSTY, storage=live_storage)
         adapter.sent = sent
         with session_with(adapter) as session:
             for _ in range(6):
@@ -69,18 +61,20 @@ def test_sessions_in_threads_never_exceed_the_shared_rate(open_upstream: Upstrea
 
 
 def test_after_a_429_nothing_reaches_the_upstream_before_retry_after(
-    strict_upstream: Upstream, storage: Any
+    strict_upstream: Upstream, live_storage: Any
 ) -> None:
     """A 429 with Retry-After (seconds or HTTP date) pauses the host: later requests wait it out."""
-    with session_with(RateLimitAdapter("100/second", storage=storage)) as session:
+    with session_with(RateLimitAdapter("100/second", storage=live_storage)) as session:
         statuses = [session.get(strict_upstream.url).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 200]
     assert strict_upstream.early_arrivals() == []
 
 
-def test_fail_fast_raises_during_a_pause_without_sending(strict_upstream: Upstream, storage: Any) -> None:
+def test_fail_fast_raises_during_a_pause_without_sending(
+    strict_upstream: Upstream, live_storage: Any
+) -> None:
     """With on_exceeded='raise', a paused host refuses at once and the upstream sees nothing."""
-    adapter = RateLimitAdapter("100/second", storage=storage, on_exceeded="raise")
+    adapter = RateLimitAdapter("100/second", storage=live_storage, on_exceeded="raise")
     with session_with(adapter) as session:
         assert [session.get(strict_upstream.url).status_code for _ in range(4)] == [200, 200, 200, 429]
         with pytest.raises(RateLimitExceeded) as refused:

@@ -5,20 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 import limify
 from limify import InMemoryAdapter, ManualClock, Plan, PlanRegistry, RateLimitExceeded, rate_limit
 from limify.core.function_limit import CallContext
-from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
-
-
-@pytest.fixture(params=["memory", "redis"])
-def storage(request: pytest.FixtureRequest, clock: ManualClock) -> object:
-    """Memory and the real Redis, both on the manual clock."""
-    if request.param == "memory":
-        return InMemoryAdapter(clock=clock)
-    return RedisSyncAdapter(redis.Redis.from_url(request.getfixturevalue("redis_url")), clock=clock)
+from limify.core.redis_adapter import RedisAsyncAdapter
 
 
 @pytest.fixture
@@ -40,11 +31,11 @@ def test_registry_registers_plans_both_ways(registry: PlanRegistry) -> None:
         registry.register("pro")  # type: ignore[call-arg]
 
 
-def test_named_plan_on_the_decorator(registry: PlanRegistry, storage: object) -> None:
+def test_named_plan_on_the_decorator(registry: PlanRegistry, sync_storage: object) -> None:
     """@rate_limit(plan='free') uses the registered plan, whose id is part of the key."""
     registry.register("free", "2/hour")
 
-    @rate_limit(plan="free", storage=storage, name="api", key="user")
+    @rate_limit(plan="free", storage=sync_storage, name="api", key="user")
     def call(user: str) -> None:
         return None
 
@@ -68,7 +59,7 @@ def test_unknown_names_fail_at_decoration_listing_known_ones(registry: PlanRegis
 
 
 def test_provider_picks_the_plan_per_call_and_upgrades_start_fresh(
-    registry: PlanRegistry, storage: object
+    registry: PlanRegistry, sync_storage: object
 ) -> None:
     """A provider's plan applies per call; None falls back to the inline rate; plan ids key the buckets."""
     registry.register("pro", "3/hour")
@@ -81,7 +72,7 @@ def test_provider_picks_the_plan_per_call_and_upgrades_start_fresh(
 
     registry.register_provider("billing", billing)
 
-    @rate_limit("1/hour", plan_provider="billing", key="user_id", storage=storage, name="api")
+    @rate_limit("1/hour", plan_provider="billing", key="user_id", storage=sync_storage, name="api")
     def call(user_id: str, size: int = 0) -> None:
         return None
 
@@ -101,7 +92,7 @@ def test_provider_picks_the_plan_per_call_and_upgrades_start_fresh(
     )
 
 
-def test_provider_objects_with_resolve(storage: object) -> None:
+def test_provider_objects_with_resolve(sync_storage: object) -> None:
     """An object with resolve(context, rule) is a provider too (rule is None for functions)."""
 
     class Tiers:
@@ -109,7 +100,7 @@ def test_provider_objects_with_resolve(storage: object) -> None:
             assert rule is None
             return Plan("gold", 5, 60) if context.identity == "vip" else None
 
-    @rate_limit("1/minute", plan_provider=Tiers(), key="user", storage=storage, name="p")
+    @rate_limit("1/minute", plan_provider=Tiers(), key="user", storage=sync_storage, name="p")
     def call(user: str) -> None:
         return None
 
@@ -120,10 +111,10 @@ def test_provider_objects_with_resolve(storage: object) -> None:
         call("other")
 
 
-def test_cost_callable_and_bounds(storage: object) -> None:
+def test_cost_callable_and_bounds(sync_storage: object) -> None:
     """cost= may be computed from the arguments; a cost above the limit is a ValueError."""
 
-    @rate_limit("10/hour", storage=storage, name="bytes", cost=lambda size: size)
+    @rate_limit("10/hour", storage=sync_storage, name="bytes", cost=lambda size: size)
     def upload(size: int) -> int:
         return size
 
@@ -137,10 +128,10 @@ def test_cost_callable_and_bounds(storage: object) -> None:
         rate_limit("10/hour", cost=11)
 
 
-def test_peek_consumes_nothing_and_reset_clears(storage: object) -> None:
+def test_peek_consumes_nothing_and_reset_clears(sync_storage: object) -> None:
     """fn.rate_limit.peek(...) shows the next decision without spending; reset(...) starts over."""
 
-    @rate_limit("2/hour", storage=storage, name="h", key="user")
+    @rate_limit("2/hour", storage=sync_storage, name="h", key="user")
     def call(user: str) -> None:
         return None
 
@@ -155,14 +146,14 @@ def test_peek_consumes_nothing_and_reset_clears(storage: object) -> None:
     assert call.rate_limit.plans == (Plan("default", 2, 3600),)
 
 
-def test_handle_on_methods_sees_self(storage: object) -> None:
+def test_handle_on_methods_sees_self(sync_storage: object) -> None:
     """The handle of a method binds the instance, so key callables get self."""
 
     class Api:
         def __init__(self, tenant: str) -> None:
             self.tenant = tenant
 
-        @rate_limit("1/hour", storage=storage, name="m", key=lambda self: self.tenant)
+        @rate_limit("1/hour", storage=sync_storage, name="m", key=lambda self: self.tenant)
         def call(self) -> str:
             return self.tenant
 
@@ -173,13 +164,13 @@ def test_handle_on_methods_sees_self(storage: object) -> None:
     assert acme.call.rate_limit.keys() == ("limify:m:default:acme",)
 
 
-def test_refund_on_gives_the_cost_back(storage: object) -> None:
+def test_refund_on_gives_the_cost_back(sync_storage: object) -> None:
     """A call raising a refund_on error spends nothing; other errors still spend."""
 
     class UpstreamDown(Exception):
         pass
 
-    @rate_limit("2/hour", storage=storage, name="r", refund_on=UpstreamDown)
+    @rate_limit("2/hour", storage=sync_storage, name="r", refund_on=UpstreamDown)
     def call(fail: type[Exception] | None = None) -> str:
         if fail:
             raise fail("boom")
@@ -237,11 +228,11 @@ async def test_async_compound_on_redis(anyio_backend: str, redis_url: str, clock
     assert info.value.result.limit == 3
 
 
-def test_concurrency_on_the_decorator_releases_when_the_call_ends(storage: object) -> None:
+def test_concurrency_on_the_decorator_releases_when_the_call_ends(sync_storage: object) -> None:
     """algorithm='concurrency': at most `limit` calls inside at once; slots free on return and on error."""
     refused: list[RateLimitExceeded] = []
 
-    @rate_limit("2/minute", algorithm="concurrency", storage=storage, name="conc")
+    @rate_limit("2/minute", algorithm="concurrency", storage=sync_storage, name="conc")
     def work(depth: int = 0, fail: bool = False) -> None:
         if fail:
             raise RuntimeError("boom")

@@ -11,20 +11,9 @@ from freezegun import freeze_time
 from limify import ManualClock, Plan, SystemClock
 from limify.core.algorithms.token_bucket import AsyncTokenBucketAlgorithm, TokenBucketAlgorithm
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from tests.servers import RedisServer
 
 PLAN = Plan("default", 5, 60)
-
-
-def test_state_is_tokens_colon_timestamp_with_a_ttl(redis_client: redis.Redis, clock: ManualClock) -> None:
-    """The bucket lives at its limify: key as "tokens:last_us" and expires when full again."""
-    algorithm = TokenBucketAlgorithm(RedisSyncAdapter(redis_client, clock=clock))
-    algorithm.check("limify:items:default:user:42", PLAN, cost=2)
-    raw = redis_client.get("limify:items:default:user:42")
-    tokens, last = raw.decode().split(":")
-    assert float(tokens) == 3.0 and int(last) == clock.now_us()
-    ttl_ms = redis_client.pttl("limify:items:default:user:42")
-    assert 23_000 < ttl_ms <= 24_000  # 2 tokens at 5/min refill in 24 s
-    assert redis_client.keys("*") == [b"limify:items:default:user:42"]
 
 
 def test_refused_calls_write_nothing(redis_client: redis.Redis, clock: ManualClock) -> None:
@@ -112,17 +101,15 @@ def test_url_adapter_under_trio_explains_itself(redis_url: str) -> None:
         anyio.run(algorithm.check, "limify:trio", PLAN, backend="trio")
 
 
-def test_unreachable_server_raises_storage_error() -> None:
+def test_unreachable_server_raises_storage_error(doomed_redis: RedisServer) -> None:
     """A server that is gone surfaces as limify.StorageError, quickly, not a hang."""
     import time
 
     from limify import StorageError
-    from tests.servers import RedisServer
 
-    server = RedisServer().start()
-    algorithm = TokenBucketAlgorithm(RedisSyncAdapter.from_url(server.url, socket_timeout=0.5))
+    algorithm = TokenBucketAlgorithm(RedisSyncAdapter.from_url(doomed_redis.url, socket_timeout=0.5))
     assert algorithm.check("limify:gone", PLAN).allowed
-    server.stop()
+    doomed_redis.stop()
     started = time.monotonic()
     with pytest.raises(StorageError, match="unreachable"):
         algorithm.check("limify:gone", PLAN)
@@ -135,7 +122,6 @@ def test_unix_socket_url_reaches_a_real_server() -> None:
     import os
 
     from limify import RateLimitExceeded, rate_limit
-    from tests.servers import RedisServer
 
     server = RedisServer()
     socket_path = os.path.join(server.dir, "redis.sock")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import anyio
 import pytest
@@ -87,14 +87,6 @@ def test_failed_probes_double_the_backoff_up_to_the_cap() -> None:
     assert probes_at == [0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0]
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A private redis-server this test may stop and resume."""
-    own = RedisServer().start()
-    yield own
-    own.stop()
-
-
 def wait_for_probe(guard: GuardedStorage) -> None:
     """Block until some caller holds the guard's probe (up to 5 s)."""
     deadline = time.monotonic() + 5
@@ -103,14 +95,14 @@ def wait_for_probe(guard: GuardedStorage) -> None:
         time.sleep(0.005)
 
 
-def test_one_caller_probes_while_the_others_get_the_policy_answer(server: RedisServer) -> None:
+def test_one_caller_probes_while_the_others_get_the_policy_answer(doomed_redis: RedisServer) -> None:
     """A storage in backoff is probed by one call; calls made while that probe hangs answer at once."""
     clock = FakeMonotonic()
-    adapter = RedisSyncAdapter.from_url(server.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
+    adapter = RedisSyncAdapter.from_url(doomed_redis.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
     guard = GuardedStorage(adapter, "fail_open", monotonic=clock)
     algorithm = TokenBucketAlgorithm(guard)
     algorithm.check("k", PLAN)  # connects and loads the script
-    with frozen(server):
+    with frozen(doomed_redis):
         algorithm.check("k", PLAN)  # times out: backoff
         assert not guard.healthy
         clock.now += 1.0  # the probe is due
@@ -131,14 +123,14 @@ def test_one_caller_probes_while_the_others_get_the_policy_answer(server: RedisS
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_a_cancelled_probe_hands_the_probe_on(server: RedisServer) -> None:
+async def test_a_cancelled_probe_hands_the_probe_on(doomed_redis: RedisServer) -> None:
     """A probe whose task is cancelled hands the probe on: the next call probes, not the fallback forever."""
     clock = FakeMonotonic()
-    adapter = RedisAsyncAdapter.from_url(server.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
+    adapter = RedisAsyncAdapter.from_url(doomed_redis.url + "?socket_timeout=0.5&socket_connect_timeout=0.5")
     guard = GuardedStorage(adapter, "fail_open", monotonic=clock)
     algorithm = AsyncTokenBucketAlgorithm(guard)
     await algorithm.check("k", PLAN)
-    with frozen(server):
+    with frozen(doomed_redis):
         await algorithm.check("k", PLAN)  # times out: backoff
         clock.now += 1.0
         with anyio.move_on_after(0.1):

@@ -213,9 +213,9 @@ def test_a_busy_server_is_a_storage_failure() -> None:
         server.stop()
 
 
-def test_no_permission_is_a_storage_failure() -> None:
+def test_no_permission_is_a_storage_failure(doomed_redis: RedisServer) -> None:
     """NOPERM (an ACL user that may not run scripts): StorageError for the failure policy."""
-    server = RedisServer().start()
+    server = doomed_redis
     admin = redis.Redis(port=server.port)
     try:
         admin.acl_setuser(
@@ -240,7 +240,6 @@ def test_no_permission_is_a_storage_failure() -> None:
             closed()
     finally:
         admin.close()
-        server.stop()
 
 
 def test_errors_of_the_call_itself_stay_raw(redis_url: str) -> None:

@@ -1,4 +1,4 @@
-"""Sliding log: exact admission over any window, proven on the pure transition and on both stores."""
+"""Sliding log: exact admission over any window, its entries, limits and memory (the contract is shared)."""
 
 from __future__ import annotations
 
@@ -11,45 +11,21 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from limify import (
-    InMemoryAdapter,
-    Limify,
-    LimifyConfig,
-    ManualClock,
-    Plan,
-    PlanError,
-    RateLimitExceeded,
-    Rule,
-)
-from limify import rate_limit
+from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, PlanError, Rule, rate_limit
 from limify.core.algorithms.sliding_log import (
     MAX_LOG_LIMIT,
     REBASE_AT,
     SLIDING_LOG,
-    AsyncSlidingLogAlgorithm,
     SlidingLogAlgorithm,
     refund,
     transition,
 )
 from limify.core.redis_adapter import RedisSyncAdapter
 from limify.core.check import Check
-from tests.strategies import call_sequences, plans
+from tests.histories import admitted, replay
+from tests.strategies import call_sequences, later_refunds, plans, starts_us
 
 START = 1_700_000_000_000_000
-
-
-def replay(plan: Plan, calls: list[tuple[int, int, int]]) -> tuple[list[tuple[int, int, tuple]], Any]:
-    """Run calls through the transition; return (time, cost, step) for each and the final state."""
-    state = None
-    now = START
-    out = []
-    for _, cost, gap in calls:
-        now += gap
-        step = transition(state, now, plan, cost)
-        if step[0]:
-            state = step[4]
-        out.append((now, cost, step))
-    return out, state
 
 
 def used(state: Any, now: int, plan: Plan) -> int:
@@ -62,62 +38,32 @@ def used(state: Any, now: int, plan: Plan) -> int:
 def test_admitted_cost_in_any_window_is_exactly_bounded(data: st.DataObject) -> None:
     """In any window of one period at most `limit` is admitted, and a refusal means the window was full."""
     plan = data.draw(plans)
-    history, _ = replay(plan, data.draw(call_sequences(plan)))
-    admitted = [(t, c) for t, c, step in history if step[0]]
-    for start, _ in admitted:
-        assert sum(c for t, c in admitted if start <= t < start + plan.period_us) <= plan.limit
-    for now, cost, step in history:
-        if not step[0]:
-            in_window = sum(c for t, c in admitted if now - plan.period_us < t <= now)
+    history = replay(transition, plan, data.draw(call_sequences(plan)))
+    calls = admitted(history)
+    for start, _ in calls:
+        assert sum(c for t, c in calls if start <= t < start + plan.period_us) <= plan.limit
+    for now, cost, step, _ in history:
+        if step.allowed:
+            assert step.ttl_us == step.reset_us == plan.period_us  # the newest entry is the one just made
+        else:
+            in_window = sum(c for t, c in calls if now - plan.period_us < t <= now)
             assert in_window + cost > plan.limit
 
 
-@given(st.data())
-def test_retry_after_is_exact(data: st.DataObject) -> None:
-    """A refused call is admitted at now + retry_after and still refused one microsecond earlier."""
-    plan = data.draw(plans)
-    state = None
-    now = START
-    for _, cost, gap in data.draw(call_sequences(plan)):
-        now += gap
-        allowed, _, _, retry, new_state, _ = transition(state, now, plan, cost)
-        if allowed:
-            assert retry == 0
-            state = new_state
-            continue
-        assert 0 < retry <= plan.period_us
-        assert transition(state, now + retry, plan, cost)[0]
-        assert not transition(state, now + retry - 1, plan, cost)[0]
-
-
-@given(st.data())
-def test_remaining_and_reset_match_what_the_next_call_sees(data: st.DataObject) -> None:
-    """`remaining` can be spent right away (not one more); the log is empty exactly at now + reset."""
-    plan = data.draw(plans)
-    history, _ = replay(plan, data.draw(call_sequences(plan)))
-    for now, _cost, step in history:
-        allowed, remaining, reset, _, new_state, ttl = step
-        if not allowed:
-            continue
-        assert ttl == reset == plan.period_us  # the newest entry is the one just made
-        if remaining:
-            assert transition(new_state, now, plan, remaining)[0]
-        assert not transition(new_state, now, plan, remaining + 1)[0]
-        assert used(new_state, now + reset, plan) == 0
-        assert used(new_state, now + reset - 1, plan) > 0
-
-
-@given(st.data())
-def test_refund_gives_cost_back(data: st.DataObject) -> None:
+@given(later_refunds(SLIDING_LOG))
+def test_refund_gives_cost_back(case: tuple[Plan, Any, int, int]) -> None:
     """A refund of c lowers what the window counts by c (down to zero), and nothing else."""
-    plan = data.draw(plans)
-    history, state = replay(plan, data.draw(call_sequences(plan)))
-    now = history[-1][0] + data.draw(st.integers(0, plan.period_us))
-    cost = data.draw(st.integers(1, plan.limit))
+    plan, state, now, cost = case
     before = used(state, now, plan)
     refunded, ttl = refund(state, now, plan, cost)
     assert used(refunded, now, plan) == max(0, before - cost)
     assert (ttl > 0) == (refunded is not None)
+
+
+@given(plans, starts_us)
+def test_a_spent_log_ages_out_in_one_period(plan: Plan, now: int) -> None:
+    """The whole limit at once ages out exactly one period later: no refused call waits longer."""
+    assert transition(None, now, plan, plan.limit).reset_us == plan.period_us
 
 
 def test_fresh_log_admits_limit_then_frees_units_as_they_age(clock: ManualClock) -> None:
@@ -233,35 +179,6 @@ def test_a_lowered_limit_applies_to_the_existing_log(sync_storage: Any, clock: M
     refused = algorithm.check("k", Plan("default", 3, 60))
     assert not refused.allowed and refused.remaining == 0
     assert refused.retry_after == pytest.approx(57.0)  # now is 5 s; the third entry (2 s) ages out at 62 s
-
-
-@pytest.mark.parametrize("storage", ["memory", "redis"])
-def test_decorator_accepts_the_name(storage: str, request: pytest.FixtureRequest, clock: ManualClock) -> None:
-    """`algorithm="sliding_log"` limits a decorated function exactly, in memory and on Redis."""
-    if storage == "memory":
-        adapter: Any = InMemoryAdapter(clock=clock)
-    else:
-        adapter = RedisSyncAdapter(request.getfixturevalue("redis_client"), clock=clock)
-
-    @rate_limit("2/minute", algorithm="sliding_log", storage=adapter)
-    def ping() -> str:
-        return "pong"
-
-    assert ping() == ping() == "pong"
-    with pytest.raises(RateLimitExceeded) as refused:
-        ping()
-    assert refused.value.retry_after == pytest.approx(60.0)
-
-
-@pytest.mark.anyio
-async def test_async_shell_works_on_memory(clock: ManualClock) -> None:
-    """The async shell gives the same decisions as the sync one."""
-    algorithm = AsyncSlidingLogAlgorithm(InMemoryAdapter(clock=clock))
-    plan = Plan("default", 2, 1)
-    assert (await algorithm.check("k", plan, cost=2)).allowed
-    assert not (await algorithm.peek("k", plan)).allowed
-    await algorithm.reset("k")
-    assert (await algorithm.check("k", plan)).remaining == 1
 
 
 def test_limits_above_the_log_maximum_are_refused_where_declared() -> None:

@@ -7,6 +7,7 @@ through the topology on one manual clock: the decisions must be identical.
 
 from __future__ import annotations
 
+import inspect
 import random
 import zlib
 from collections.abc import Iterator
@@ -55,19 +56,28 @@ def url_for(topology: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("cluster_url"))
 
 
-def expected_outcomes(name: str, seed: int) -> list[Any]:
-    clock = ManualClock()
-    memory = InMemoryAdapter(clock=clock)
-    shell = ALGORITHMS[name][0](memory)
-    outcomes = []
+async def settled(value: Any) -> Any:
+    """A sync shell's answer as it is, an async shell's awaited."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def run_scenario(shell: Any, clock: ManualClock, seed: int) -> list[Any]:
+    """The outcomes of ``scenario(seed)`` on a shell, sync or async, whose store runs on ``clock``."""
+    outcomes: list[Any] = []
     for op, keys, plans, cost, token, advance in scenario(seed):
         clock.advance(us=advance)
         if op == "reset":
-            shell.reset_all(keys)
+            await settled(shell.reset_all(keys))
             outcomes.append(None)
         else:
-            outcomes.append(shell.check_all(keys, plans, cost, op, token))
+            outcomes.append(await settled(shell.check_all(keys, plans, cost, op, token)))
     return outcomes
+
+
+def expected_outcomes(name: str, seed: int) -> list[Any]:
+    """What the in-memory adapter decides for ``scenario(seed)``."""
+    clock = ManualClock()
+    return anyio.run(run_scenario, ALGORITHMS[name][0](InMemoryAdapter(clock=clock)), clock, seed)
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -79,15 +89,7 @@ def test_sync_algorithm_matches_memory_on_topology(
     seed = zlib.crc32(f"{topology}-{name}-sync".encode()) % 10_000
     clock = ManualClock()
     adapter = RedisSyncAdapter.from_url(url_for(topology, request), clock=clock)
-    shell = ALGORITHMS[name][0](adapter)
-    actual = []
-    for op, keys, plans, cost, token, advance in scenario(seed):
-        clock.advance(us=advance)
-        if op == "reset":
-            shell.reset_all(keys)
-            actual.append(None)
-        else:
-            actual.append(shell.check_all(keys, plans, cost, op, token))
+    actual = anyio.run(run_scenario, ALGORITHMS[name][0](adapter), clock, seed)
     adapter.close()
     assert actual == expected_outcomes(name, seed)
 
@@ -103,15 +105,8 @@ def test_async_algorithm_matches_memory_on_topology(
 
     async def replay() -> list[Any]:
         clock = ManualClock()
-        shell = ALGORITHMS[name][1](RedisAsyncAdapter.from_url(url, clock=clock))
-        outcomes = []
-        for op, keys, plans, cost, token, advance in scenario(seed):
-            clock.advance(us=advance)
-            if op == "reset":
-                await shell.reset_all(keys)
-                outcomes.append(None)
-            else:
-                outcomes.append(await shell.check_all(keys, plans, cost, op, token))
-        return outcomes
+        return await run_scenario(
+            ALGORITHMS[name][1](RedisAsyncAdapter.from_url(url, clock=clock)), clock, seed
+        )
 
     assert anyio.run(replay) == expected_outcomes(name, seed)

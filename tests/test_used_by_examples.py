@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer
+from tests.servers import RedisServer, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,10 +43,9 @@ def test_outbound_transports_example_waits_out_each_429() -> None:
 
 @pytest.mark.slow
 @pytest.mark.redis
-def test_celery_example_runs_with_a_worker(tmp_path: Path) -> None:
+def test_celery_example_runs_with_a_worker(tmp_path: Path, doomed_redis: RedisServer) -> None:
     """examples/celery_app.py: a worker started as documented runs the 12 enqueued invoices."""
-    server = RedisServer().start()
-    env = {**os.environ, "LIMIFY_REDIS_URL": server.url}
+    env = {**os.environ, "LIMIFY_REDIS_URL": doomed_redis.url}
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "--workdir", "examples", "-A", "celery_app", "worker",
@@ -57,11 +55,5 @@ def test_celery_example_runs_with_a_worker(tmp_path: Path) -> None:
     try:
         output = run_example("examples/celery_app.py", env=env)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
-        server.stop()
+        stop_process_group(worker)
     assert output.count("invoice") == 13  # the heading and 12 runs

@@ -17,9 +17,11 @@ PLAN = Plan("p", 3, 60)
 TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 
 
-def test_valkey_clients_decide_recover_from_noscript_and_report_a_dead_server() -> None:
+def test_valkey_clients_decide_recover_from_noscript_and_report_a_dead_server(
+    doomed_redis: RedisServer,
+) -> None:
     """valkey.Valkey and valkey.asyncio.Valkey: exact decisions, NOSCRIPT survived, StorageError if killed."""
-    server = RedisServer().start()
+    server = doomed_redis
     clock = ManualClock()
     client = valkey.Valkey.from_url(server.url, **TIMEOUTS)
     sync = TokenBucketAlgorithm(RedisSyncAdapter(client, clock=clock))
@@ -51,4 +53,3 @@ def test_valkey_clients_decide_recover_from_noscript_and_report_a_dead_server() 
         asyncio.run(run_async(after_kill=True))
     finally:
         client.close()
-        server.stop()

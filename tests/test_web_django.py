@@ -258,16 +258,6 @@ def test_bad_settings_fail_clearly() -> None:
         LimifyMiddleware(items)
 
 
-@pytest.fixture
-def doomed_redis() -> Iterator[RedisServer]:
-    """A private redis-server the test stops."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     """Redis stopped mid-test: fail_open passes (sync and async), the default fail_closed answers 503."""
     rules = [

@@ -149,16 +149,6 @@ def test_a_get_rule_limits_head_on_a_get_and_head_route(clock: ManualClock) -> N
     assert served == ["GET", "GET"]
 
 
-@pytest.fixture
-def doomed_redis() -> Iterator[RedisServer]:
-    """A private redis-server the test stops."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_redis_down_means_fail_open_or_503_never_500(doomed_redis: RedisServer) -> None:
     """With the redis-server stopped mid-test, fail_open routes pass and fail_closed ones answer 503."""
     limify = Limify(config=LimifyConfig(RULES), storage=doomed_redis.url)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,16 +24,6 @@ from limify.adapters.fastapi.middleware import LimifyMiddleware
 from tests.servers import RedisServer, free_port
 
 UNAVAILABLE = {"detail": "Rate limit storage unavailable"}
-
-
-@pytest.fixture
-def doomed_redis() -> Iterator[RedisServer]:
-    """A private redis-server the test kills."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def outage_app(url: str, *, middleware: bool = True, handlers: bool = True) -> FastAPI:

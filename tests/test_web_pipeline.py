@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -324,16 +323,6 @@ def test_trusted_proxy_chain_is_walked_from_the_right() -> None:
 
 
 # --- storage failure ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def doomed_redis() -> Iterator[RedisServer]:
-    """A private redis-server the test may stop."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) -> None:
