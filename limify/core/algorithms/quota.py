@@ -31,7 +31,7 @@ The Lua twin receives ``(limit, period_us, 1 if month else 0)`` per limit
 
 from __future__ import annotations
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, window_bound
+from limify.core.algorithms.base import AlgorithmSpec, Step
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.fixed_window import WINDOW_CODEC, State, epoch_window, window_refund, window_step
 from limify.core.plan import Plan
@@ -109,6 +109,20 @@ def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = ""
     return window_refund(state, now, plan, cost, calendar_window, token)
 
 
+#: The shortest calendar month (a February), in microseconds.
+_SHORTEST_MONTH_US = 28 * 86_400_000_000
+
+
+def calendar_bound(plan: Plan, span_us: int) -> float:
+    """``limit`` per window the span touches; a span touches at most ``span // shortest + 2``.
+
+    For month plans the shortest window is a February (28 days): Jan 31, Feb 15 and
+    Mar 1 lie in three windows 29 days apart.
+    """
+    shortest = _SHORTEST_MONTH_US if plan.calendar == "month" else plan.period_us
+    return plan.limit * (span_us // shortest + 2)
+
+
 def _script_args(plan: Plan) -> tuple[int, ...]:
     return plan.limit, plan.period_us, 1 if plan.calendar == "month" else 0
 
@@ -120,7 +134,7 @@ QUOTA = AlgorithmSpec(
     ("quota.lua", "window_counter.lua"),
     WINDOW_CODEC,
     script_args=_script_args,
-    admitted_bound=window_bound,
+    admitted_bound=calendar_bound,
 )
 
 

@@ -12,10 +12,11 @@ local function wait_until(tokens, last, now, need, limit, rate, period)
   if level(tokens, last, now, limit, rate) >= need then return 0 end
   local start = math.max(now, last)
   local wait = (start - now) + math.ceil((need - level(tokens, last, start, limit, rate)) / rate)
-  local step = 1
   while level(tokens, last, now + wait, limit, rate) < need do
-    wait = wait + step
-    step = step * 2
+    wait = wait + 1
+  end
+  while wait > 0 and level(tokens, last, now + wait - 1, limit, rate) >= need do
+    wait = wait - 1
   end
   return wait
 end

@@ -15,8 +15,8 @@ Invariants:
 * over any window of length ``period`` the admitted cost is at most
   ``limit`` plus what refilled inside the window;
 * ``retry_us`` is exact: the same call at ``now + retry_us`` sees a level of at
-  least ``c`` (the wait is computed by the same level function the next call
-  uses, so rounding can only lengthen it, never shorten it);
+  least ``c``, and one microsecond earlier it does not (the wait is settled on
+  the very level function the next call evaluates, whatever the rounding);
 * ``reset_us`` (and the TTL) is when the bucket is full again, after which the
   state is the same as no state at all;
 * a clock that steps backwards (skewed app servers) refills nothing and never
@@ -56,12 +56,12 @@ def _wait_until(tokens: float, last: int, now: int, need: int, limit: int, rate:
     # Refilling starts at `last` when a skewed clock puts `now` before it.
     start = max(now, last)
     wait = (start - now) + math.ceil((need - _level(tokens, last, start, limit, rate)) / rate)
-    step = 1
-    # Float rounding may leave the level a hair short at now + wait: lengthen until
-    # the very expression the next call evaluates says yes.
+    # Float rounding may put the first microsecond at which the very expression the
+    # next call evaluates says yes one off either way: settle on it exactly.
     while _level(tokens, last, now + wait, limit, rate) < need:
-        wait += step
-        step *= 2
+        wait += 1
+    while wait > 0 and _level(tokens, last, now + wait - 1, limit, rate) >= need:
+        wait -= 1
     return wait
 
 
@@ -85,7 +85,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
             reset = 0
         else:
             reset = (stamp - now) + math.ceil((limit - left) / rate)
-            if left + (now + reset - stamp) * rate < limit:  # rounding fell short: search on
+            early = now + reset - 1  # refilling runs from stamp, so reset > stamp - now
+            if left + (now + reset - stamp) * rate < limit or (
+                early > stamp and left + (early - stamp) * rate >= limit
+            ):  # rounding put the first full microsecond elsewhere: search for it
                 reset = _wait_until(left, stamp, now, limit, limit, rate, period)
         return Step(True, math.floor(left), reset, 0, (left, stamp), reset)
     retry = _wait_until(tokens, last, now, cost, limit, rate, period)
