@@ -23,13 +23,39 @@ class RateLimitExceeded(LimifyError):
         retry_after: seconds (a float > 0) until the same call would be admitted.
     """
 
+    # Refusals are a hot path (a flood of refused calls): the message is written only
+    # when someone reads it, and the hot path's refusals build their result lazily too.
+
     def __init__(self, result: LimitationResult, key: str) -> None:
-        self.result = result
+        super().__init__()
+        self._result: LimitationResult | None = result
+        self._decision: tuple[bool, int, int, float, float] | None = None
         self.key = key
         self.retry_after: float = result.retry_after
-        super().__init__(
-            f"rate limit exceeded for {key!r}: {result.limit} allowed, retry after {result.retry_after:.3f}s"
-        )
+
+    @classmethod
+    def refused(cls, key: str, remaining: int, limit: int, reset_us: int, retry_us: int) -> RateLimitExceeded:
+        """The exception of a refusal whose result is built only when read (the hot path's)."""
+        error = cls.__new__(cls)
+        error._result = None
+        error._decision = (False, remaining, limit, reset_us / 1e6, retry_us / 1e6)
+        error.key = key
+        error.retry_after = retry_us / 1e6
+        return error
+
+    @property
+    def result(self) -> LimitationResult:
+        """The :class:`~limify.LimitationResult` of the refused check."""
+        if self._result is None:
+            from limify.core.result import LimitationResult
+
+            assert self._decision is not None
+            self._result = LimitationResult(*self._decision)
+        return self._result
+
+    def __str__(self) -> str:
+        result = self.result
+        return f"rate limit exceeded for {self.key!r}: {result.limit} allowed, retry after {self.retry_after:.3f}s"
 
     def __reduce__(self) -> tuple[type[RateLimitExceeded], tuple[LimitationResult, str]]:
         # Keeps the exception picklable (Celery and multiprocessing ship it across processes).

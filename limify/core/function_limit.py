@@ -29,7 +29,6 @@ from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.result import LimitationResult
 from limify.core.storage import DEFAULTS, StorageLike
 from limify.errors import RateLimitExceeded
 
@@ -139,9 +138,7 @@ class FunctionLimit:
         if step[0]:
             return True
         if self._raises:
-            plan = self.plans[0]
-            result = LimitationResult(False, step[1], plan.limit, step[2] / 1e6, step[3] / 1e6)
-            raise RateLimitExceeded(result, key)
+            raise RateLimitExceeded.refused(key, step[1], self.plans[0].limit, step[2], step[3])
         return False
 
     def _build_fast_run(self) -> Callable[[str], Step] | None:
