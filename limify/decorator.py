@@ -33,7 +33,8 @@ from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
 from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
-from limify.core.validation import check_wait_options
+from limify.core.validation import check_reporting, check_wait_options
+from limify.events import Decision
 
 __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
 
@@ -42,7 +43,9 @@ ResultT = TypeVar("ResultT")
 NoneT = TypeVar("NoneT")
 
 
-def configure(*, storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
+def configure(
+    *, storage: StorageLike | None = None, on_storage_error: str | None = None, shadow: bool | None = None
+) -> None:
     """Set process-wide defaults for limits declared without them.
 
     Limits already declared pick the new defaults up on their next call, so
@@ -53,10 +56,13 @@ def configure(*, storage: StorageLike | None = None, on_storage_error: str | Non
         on_storage_error: ``"fail_open"``, ``"fail_closed"`` (the initial default) or
             ``"local"``: what limits answer while their storage is unreachable
             (see :mod:`limify.core.resilience`).
+        shadow: ``True`` puts every limit declared without ``shadow=`` in shadow mode:
+            refusals are computed, consume nothing, are reported (decision events
+            with ``enforced=False``, ``on_breach``), and the calls go on.
     """
-    if storage is None and on_storage_error is None:
-        raise TypeError("configure() needs storage=... and/or on_storage_error=...")
-    configure_default(storage, on_storage_error)
+    if storage is None and on_storage_error is None and shadow is None:
+        raise TypeError("configure() needs storage=..., on_storage_error=... and/or shadow=...")
+    configure_default(storage, on_storage_error, shadow)
 
 
 def get_default_storage() -> StorageLike:
@@ -162,7 +168,6 @@ def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
     admit, give_back = limit.admit, limit.give_back
     if _is_plain_function(fn):
         if not limit.has_epilogue:
-
             fast = limit.fast_admit
 
             def plain(*args: Any, **kwargs: Any) -> Any:
@@ -300,6 +305,8 @@ def rate_limit(
     plan_provider: str | ProviderLike | None = None,
     refund_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     on_storage_error: str | None = None,
+    shadow: bool | None = None,
+    on_breach: Callable[[Decision], object] | None = None,
 ) -> Callable[[F], F]:
     """Rate-limit a sync or async callable.
 
@@ -331,6 +338,12 @@ def rate_limit(
         on_storage_error: ``"fail_open"``, ``"fail_closed"`` or ``"local"``: what to
             answer while the storage is unreachable (``None``: the process default,
             see :func:`configure`).
+        shadow: ``True``: decide exactly as if enforced (admitted calls consume,
+            refusals are reported with ``enforced=False``), but let every call
+            through; ``None``: the process default (:func:`configure`).
+        on_breach: ``(event) -> None``, called once per refused call with its
+            :class:`limify.events.Decision` (for paging, audit logs, deny lists);
+            an exception it raises is logged, never propagated.
 
     Every invalid argument, unknown plan or provider name raises ``ValueError`` or
     ``TypeError`` here, at decoration time, never at call time.
@@ -341,6 +354,7 @@ def rate_limit(
     provider = None if plan_provider is None else plans.resolver(plan_provider)
     if on_storage_error is not None:
         check_policy(on_storage_error)
+    check_reporting(shadow, on_breach)
     if storage is not None:
         check_storage(storage)
     if key is not None and not (isinstance(key, str) or callable(key)):
@@ -367,6 +381,8 @@ def rate_limit(
             provider=provider,
             refund_on=refund_errors,
             on_storage_error=on_storage_error,
+            shadow=shadow,
+            on_breach=on_breach,
         )
         wrapper = _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
         return wrapper  # type: ignore[no-any-return]

@@ -157,6 +157,9 @@ class OutboundGate(Generic[R]):
             policy=DEFAULT_POLICY if on_storage_error is None else check_policy(on_storage_error),
             refusal=WAIT if on_exceeded == "wait" else RAISE,
             max_wait=max_wait,
+            name=name,
+            source="outbound",
+            shadow=None,
         )
         self.prefix = f"{PREFIX}:{encode_part(name)}:{encode_part(self.plan.id)}"
         # '#' never occurs in an encoded part, so no plan id can make a limit key equal a pause key.

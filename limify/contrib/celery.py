@@ -55,6 +55,7 @@ from typing import Any, NoReturn
 import wrapt
 from celery import Task, current_task
 
+from limify import events
 from limify.errors import RateLimitExceeded
 
 __all__ = ["LimifyTask", "retry_when_limited", "retry_countdown", "DEFAULT_MAX_RETRIES", "DEFAULT_JITTER"]
@@ -119,7 +120,8 @@ class LimifyTask(Task):  # type: ignore[misc]  # celery ships no type hints
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            with events.source("celery"):  # decisions in the body report the Celery source
+                return super().__call__(*args, **kwargs)
         except RateLimitExceeded as exc:
             _retry(self, exc, self.limify_max_retries, self.limify_jitter)
 
@@ -143,7 +145,10 @@ def retry_when_limited(
     @wrapt.decorator
     def retrying(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            return wrapped(*args, **kwargs)
+            if not current_task:
+                return wrapped(*args, **kwargs)
+            with events.source("celery"):
+                return wrapped(*args, **kwargs)
         except RateLimitExceeded as exc:
             if not current_task:
                 raise

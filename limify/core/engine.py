@@ -36,14 +36,18 @@ from typing import Any, cast
 
 import anyio
 
+from limify import events
 from limify.core.algorithms.base import Outcome, to_result
+from limify.core.answers import FIRST_POLL, LONGEST_POLL, RAISE, RETURN, WAIT, Breach, Settings, settle
+from limify.core.answers import storage_failure
 from limify.core.check import CLEAR, CONSUME, HOLD, REFUND, Check, Pending
 from limify.core.resilience import FALLBACK, GuardedStorage
 from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
-from limify.errors import PlanError, RateLimitExceeded, StorageError
+from limify.errors import PlanError, StorageError
 
 __all__ = [
     "Engine",
+    "Settings",
     "RETURN",
     "RAISE",
     "WAIT",
@@ -57,14 +61,8 @@ __all__ = [
 
 log = logging.getLogger("limify")
 
-#: How a refusal is answered: returned to the caller, raised, or waited out.
-RETURN, RAISE, WAIT = "return", "raise", "wait"
 #: ``policy=`` value meaning "follow :func:`limify.configure`" (``None``: no failure policy).
 DEFAULT_POLICY = "default"
-#: A lease waiting for a slot polls after this many seconds, then twice as long
-#: each time, up to :data:`LONGEST_POLL`: a release can free a slot at any moment.
-FIRST_POLL = 0.01
-LONGEST_POLL = 0.25
 
 Finish = Callable[[Check, Any], Any]
 #: ``on_error(check, error)``: ``check`` is still a :class:`~limify.core.check.Pending` when
@@ -98,9 +96,14 @@ class Engine:
             (follow :func:`limify.configure`) or ``None`` (none: storage errors raise).
         refusal: :data:`RETURN`, :data:`RAISE` or :data:`WAIT`.
         max_wait: with :data:`WAIT`, the longest total wait before raising (``None``: no bound).
+        name: the limit's name in decision events.
+        source: where its decisions are made, for events (see :data:`limify.events.SOURCES`).
+        shadow: ``True``: refusals are recorded but let through; ``None``: follow
+            :func:`limify.configure` (``False`` initially).
+        on_breach: called with the event of each refused call.
     """
 
-    __slots__ = ("is_async", "refusal", "max_wait", "runner", "_storage", "_policy", "_follows",
+    __slots__ = ("is_async", "settings", "runner", "_storage", "_policy", "_follows",
                  "_version", "_adapter", "_guard", "_shields")  # fmt: skip
 
     def __init__(
@@ -111,16 +114,21 @@ class Engine:
         policy: str | None = DEFAULT_POLICY,
         refusal: str = RETURN,
         max_wait: float | None = None,
+        name: str = "",
+        source: str = "shell",
+        shadow: bool | None = False,
+        on_breach: Breach | None = None,
     ) -> None:
         self.is_async = is_async
-        self.refusal = refusal
-        self.max_wait = max_wait
+        self.settings = Settings(refusal, max_wait, name, source, shadow, on_breach)
         #: :meth:`run_async` for async engines, else :meth:`run`: what entry points call.
         self.runner: Callable[..., Any] = self.run_async if is_async else self.run
         self._storage = storage
         self._policy = policy
-        #: Whether the store is re-resolved when :func:`limify.configure` changes the defaults.
-        self._follows = storage is None or policy == DEFAULT_POLICY
+        #: Whether the store is re-resolved when the process defaults change: those of
+        #: :func:`limify.configure`, and the store :func:`limify.testing.isolated` puts
+        #: every declared limit on (a shell bound to its adapter, ``policy=None``, keeps it).
+        self._follows = policy is not None
         self._version = -1
         self._adapter: Any = None
         self._guard: GuardedStorage | None = None
@@ -128,7 +136,7 @@ class Engine:
         if storage is not None:
             adapter_for(storage, is_async=is_async)  # a sync-only adapter on async code: TypeError now
         if not self._follows:
-            self._bind(adapter_for(storage, is_async=is_async, on_storage_error=policy))
+            self._bind(adapter_for(storage, is_async=is_async))
 
     def _bind(self, store: Any) -> None:
         if isinstance(store, GuardedStorage):
@@ -140,14 +148,17 @@ class Engine:
 
     def _follow_defaults(self) -> None:
         version, storage, policy = default_storage()
-        own_policy = self._policy
-        self._bind(
-            adapter_for(
-                self._storage if self._storage is not None else storage,
-                is_async=self.is_async,
-                on_storage_error=policy if own_policy == DEFAULT_POLICY else own_policy,
+        if DEFAULTS.override is not None:
+            self._bind(DEFAULTS.override)
+        else:
+            own_policy = self._policy
+            self._bind(
+                adapter_for(
+                    self._storage if self._storage is not None else storage,
+                    is_async=self.is_async,
+                    on_storage_error=policy if own_policy == DEFAULT_POLICY else own_policy,
+                )
             )
-        )
         self._version = version
 
     @property
@@ -157,34 +168,12 @@ class Engine:
             self._follow_defaults()
         return self._adapter if self._guard is None else self._guard
 
-    def _after_refusal(
-        self, check: Check, outcome: Outcome, key: str, waited: float, tries: int
-    ) -> float | None:
-        """``None``: answer the refusal; a number: sleep that long and try again. May raise."""
-        if self.refusal == RETURN:
-            return None
-        result = to_result(outcome, check.plans)
-        if self.refusal == RAISE:
-            raise RateLimitExceeded(result, key)
-        max_wait = self.max_wait
-        if check.spec.lease:
-            # retry_after is when enough leases expire; a release can free a slot
-            # at any moment before that. So poll, ever less often, within max_wait.
-            pause = min(result.retry_after, FIRST_POLL * (1 << min(tries, 8)), LONGEST_POLL)
-            if max_wait is not None:
-                if max_wait - waited <= 0:
-                    raise RateLimitExceeded(result, key)
-                pause = min(pause, max_wait - waited)
-            return pause
-        if max_wait is not None and waited + result.retry_after > max_wait:
-            raise RateLimitExceeded(result, key)
-        return result.retry_after
-
     def run(self, check: Check | Pending, finish: Finish = keep, on_error: OnError | None = None) -> Any:
         """Run ``check`` (see the module docs) and return ``finish(check, answer)``."""
         if self._follows and self._version != DEFAULTS.version:
             self._follow_defaults()
-        adapter, guard = self._adapter, self._guard
+        adapter, guard, settings = self._adapter, self._guard, self.settings
+        started = time.perf_counter() if events.listeners or settings.on_breach else 0.0
         try:
             if type(check) is Pending:
                 check = check.complete(check.value)
@@ -196,7 +185,7 @@ class Engine:
                 return finish(check, answer)
             waited, tries = 0.0, 0
             while True:
-                key = check.pause_key
+                key, ok = check.pause_key, True
                 paused = 0 if key is None else (adapter if guard is None else guard).hold(key, 0)
                 if paused > 0:
                     outcome = _paused(paused)
@@ -205,29 +194,26 @@ class Engine:
                 else:
                     route, key = guard.route(), None
                     if route == FALLBACK:
-                        outcome = guard.fallback(None, check)
+                        outcome, ok = guard.fallback(None, check), False
                     else:
                         try:
                             outcome = adapter.execute(check)
                         except StorageError as error:
                             guard.failed(error, route)
-                            outcome = guard.fallback(error, check)
+                            outcome, ok = guard.fallback(error, check), False
                         except BaseException:
                             guard.abandoned(route)
                             raise
                         else:
                             guard.succeeded(route)
-                if outcome.allowed or mode != CONSUME:
-                    return finish(check, outcome)
-                pause = self._after_refusal(
-                    check, outcome, key or check.keys[outcome.decided_by], waited, tries
-                )
-                if pause is None:
-                    return finish(check, outcome)
-                time.sleep(pause)
-                waited += pause
+                settled = settle(settings, check, outcome, key, ok, started, waited, tries)
+                if type(settled) is not float:
+                    return finish(check, settled)
+                time.sleep(settled)
+                waited += settled
                 tries += 1
         except (StorageError, PlanError) as error:
+            storage_failure(settings, check, started)
             if on_error is None:
                 raise
             return on_error(check, error)
@@ -238,7 +224,8 @@ class Engine:
         """Awaitable twin of :meth:`run`; also shields give-backs and releases cancelled acquires."""
         if self._follows and self._version != DEFAULTS.version:
             self._follow_defaults()
-        adapter, guard = self._adapter, self._guard
+        adapter, guard, settings = self._adapter, self._guard, self.settings
+        started = time.perf_counter() if events.listeners or settings.on_breach else 0.0
         sent = False  # a CONSUME is on its way to the store
         try:
             if type(check) is Pending:
@@ -254,7 +241,7 @@ class Engine:
             waited, tries = 0.0, 0
             with anyio.CancelScope(shield=True) if mode == REFUND and self._shields else _NO_SCOPE:
                 while True:
-                    key = check.pause_key
+                    key, ok = check.pause_key, True
                     paused = (
                         0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
                     )
@@ -266,29 +253,27 @@ class Engine:
                     else:
                         route, key = guard.route(), None
                         if route == FALLBACK:
-                            outcome = guard.fallback(None, check)
+                            outcome, ok = guard.fallback(None, check), False
                         else:
                             try:
                                 outcome = await adapter.execute_async(check)
                             except StorageError as error:
                                 guard.failed(error, route)
-                                outcome = guard.fallback(error, check)
+                                outcome, ok = guard.fallback(error, check), False
                             except BaseException:
                                 guard.abandoned(route)
                                 raise
                             else:
                                 guard.succeeded(route)
                     sent = False
-                    if outcome.allowed or mode != CONSUME:
-                        return finish(check, outcome)
-                    retry_key = key or check.keys[outcome.decided_by]
-                    pause = self._after_refusal(check, outcome, retry_key, waited, tries)
-                    if pause is None:
-                        return finish(check, outcome)
-                    await anyio.sleep(pause)
-                    waited += pause
+                    settled = settle(settings, check, outcome, key, ok, started, waited, tries)
+                    if type(settled) is not float:
+                        return finish(check, settled)
+                    await anyio.sleep(settled)
+                    waited += settled
                     tries += 1
         except (StorageError, PlanError) as error:
+            storage_failure(settings, check, started)
             if on_error is None:
                 raise
             return on_error(check, error)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from limify import events
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import PEEK, REFUND, Outcome, Step, check_cost, new_token, refund_token
@@ -72,6 +73,8 @@ class FunctionLimit:
         provider: ResolvePlan | None,
         refund_on: tuple[type[BaseException], ...],
         on_storage_error: str | None = None,
+        shadow: bool | None = None,
+        on_breach: Callable[[Any], object] | None = None,
     ) -> None:
         self.function = function
         self.is_async = is_async
@@ -97,6 +100,10 @@ class FunctionLimit:
             policy=DEFAULT_POLICY if on_storage_error is None else on_storage_error,
             refusal=WAIT if wait else RAISE,
             max_wait=max_wait,
+            name=scope,
+            source="decorator",
+            shadow=shadow,
+            on_breach=on_breach,
         )
         self._run = self.engine.runner
         #: What the engine answers an admission with (see :meth:`_admitted`).
@@ -131,7 +138,7 @@ class FunctionLimit:
             self._fast_run = self._build_fast_run()
             self._fast_version = DEFAULTS.version
         run = self._fast_run
-        if run is None:
+        if run is None or events.listeners:  # decisions someone listens to go through the engine
             return False
         key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
         step = run(key)
@@ -142,7 +149,9 @@ class FunctionLimit:
         return False
 
     def _build_fast_run(self) -> Callable[[str], Step] | None:
-        if self._keyed_prefix is None:
+        settings = self.engine.settings
+        shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
+        if self._keyed_prefix is None or shadow or DEFAULTS.unenforced or settings.on_breach is not None:
             return None
         store = self.engine.store
         if type(store) is not InMemoryAdapter:

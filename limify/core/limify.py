@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from limify.core.algorithms import ALGORITHMS, algorithm_classes
-from limify.core.algorithms.base import AsyncAlgorithm, SyncAlgorithm
+from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.limiter import AsyncLimiter, KeyResolver, Limiter, PlanResolver, SyncLimiter
 from limify.core.plans import plans
 from limify.core.rules import LimifyConfig

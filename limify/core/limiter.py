@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import AlgorithmSpec, Outcome, check_cost, to_result
+from limify.core.answers import Unenforced, shadowed
 from limify.core.check import Check, Pending
 from limify.core.context import Identity, RequestContext
 from limify.core.engine import DEFAULT_POLICY, Engine, as_result
@@ -94,12 +95,15 @@ class Decision:
     storage_error: StorageError | None = None
     plan_error: PlanError | None = None
     answered_by_policy: bool = False
+    #: ``False`` in shadow mode: the request goes on, with no 429 and no rate-limit headers.
+    enforced: bool = True
 
     @property
     def status(self) -> int:
+        """The HTTP status this decision answers with (200, 429 or 503)."""
         if self.storage_error is not None or self.plan_error is not None:
             return 503
-        return 200 if self.result.allowed else 429
+        return 200 if self.result.allowed or not self.enforced else 429
 
     @property
     def limited(self) -> bool:
@@ -107,6 +111,7 @@ class Decision:
         return (
             self.result is not UNLIMITED
             and not self.answered_by_policy
+            and self.enforced
             and self.storage_error is None
             and self.plan_error is None
         )
@@ -184,16 +189,24 @@ class Limiter(Generic[DecisionT, ResultT]):
         self.plan_resolver = plan_resolver
         self.key_resolver = key_resolver
         self.storage = storage
-        self._engines: dict[str | None, Engine] = {}
+        self._engines: dict[str, Engine] = {}
         self._unservable_seen: set[tuple[str, tuple[Plan, ...], int]] = set()
 
     def _engine(self, rule: Rule) -> Engine:
-        """The engine of ``rule``'s failure policy (each follows :func:`limify.configure`)."""
-        engine = self._engines.get(rule.on_storage_error)
-        if engine is None:
-            policy = DEFAULT_POLICY if rule.on_storage_error is None else rule.on_storage_error
-            engine = Engine(self.storage, is_async=self.is_async, policy=policy)
-            self._engines[rule.on_storage_error] = engine
+        """The engine of ``rule``: its failure policy, shadow mode and ``on_breach`` (each follows
+        :func:`limify.configure` where the rule leaves it open)."""
+        engine = self._engines.get(rule.id)
+        if engine is None or engine.settings.on_breach is not rule.on_breach:
+            engine = Engine(
+                self.storage,
+                is_async=self.is_async,
+                policy=DEFAULT_POLICY if rule.on_storage_error is None else rule.on_storage_error,
+                name=rule.id,
+                source="web",
+                shadow=rule.shadow,
+                on_breach=rule.on_breach,
+            )
+            self._engines[rule.id] = engine
         return engine
 
     def _spec(self, rule: Rule) -> AlgorithmSpec:
@@ -253,12 +266,13 @@ class Limiter(Generic[DecisionT, ResultT]):
         rule = self._rule(context, rule)
         if rule is None:
             return cast(DecisionT, _ready(self.is_async, Decision(UNLIMITED)))
-        matched = rule
+        matched, engine = rule, self._engine(rule)
 
         def finish(check: Check, outcome: Outcome) -> Decision:
+            enforced = type(outcome) is not Unenforced and not shadowed(engine.settings)
             return Decision(
                 to_result(outcome, check.plans), matched, check.plans, check.keys,
-                answered_by_policy=type(outcome) is Fallback,
+                answered_by_policy=type(outcome) is Fallback, enforced=enforced,
             )  # fmt: skip
 
         def failed(check: Check | Pending, error: Exception) -> Decision:
@@ -268,7 +282,7 @@ class Limiter(Generic[DecisionT, ResultT]):
             policy = matched.on_storage_error or default_storage()[2]
             return self._unservable(matched, check, cast(PlanError, error), policy)
 
-        return cast(DecisionT, self._engine(rule).runner(self._check(context, rule), finish, failed))
+        return cast(DecisionT, engine.runner(self._check(context, rule), finish, failed))
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
         """The :class:`~limify.LimitationResult` of ``context`` under its rule.

@@ -135,6 +135,12 @@ class InMemoryAdapter:
             for key in keys:
                 self._data.pop(key, None)
 
+    def forget_all(self) -> None:
+        """Forget every key and every outbound pause (:func:`limify.testing.reset_all`)."""
+        with self._lock:
+            self._data.clear()
+            self._pauses.clear()
+
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Same as :meth:`clear`."""
         self.clear(keys)

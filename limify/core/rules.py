@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -29,6 +29,7 @@ from limify.core.client_ip import check_trusted_hops
 from limify.core.plan import Plan
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
+from limify.core.validation import check_reporting
 
 __all__ = ["Rule", "LimifyConfig", "FORWARDED_HEADERS"]
 
@@ -109,6 +110,11 @@ class Rule:
             unlimited), ``"fail_closed"`` (refuse; adapters answer 503) or
             ``"local"`` (count in process meanwhile); ``None`` follows
             :func:`limify.configure` (``"fail_closed"`` initially).
+        shadow: ``True``: decide and report as if enforced, but let every request
+            through, with no 429 and no rate-limit headers; ``None`` follows
+            :func:`limify.configure`.
+        on_breach: ``(event) -> None``, called once per refused request with its
+            :class:`limify.events.Decision`.
 
     Every argument is validated here; errors name the rule.
     """
@@ -121,6 +127,8 @@ class Rule:
     algorithm: str | None = None
     cost: int = 1
     on_storage_error: str | None = None
+    shadow: bool | None = None
+    on_breach: Callable[[Any], object] | None = field(default=None, compare=False)
     #: The rule's own plans, named ``default``; a plan provider may override the per-identity ones.
     plans: tuple[Plan, ...] = field(init=False, repr=False, compare=False)
     #: For each plan, whether it is a :class:`~limify.GlobalLimit` shared by every identity.
@@ -155,6 +163,10 @@ class Rule:
                 check_policy(self.on_storage_error)
             except ValueError as exc:
                 raise ValueError(f"rule {rule_id!r}: {exc}") from None
+        try:
+            check_reporting(self.shadow, self.on_breach)
+        except TypeError as exc:
+            raise TypeError(f"rule {rule_id!r}: {exc}") from None
         segments, rest = _compile_path(rule_id, self.path)
         object.__setattr__(self, "plans", plans)
         object.__setattr__(self, "shared", tuple(shared for _, shared in limits))
@@ -171,6 +183,7 @@ class Rule:
             raise TypeError(f"a rule must be a limify.Rule or a dict, got {value!r}")
         unknown = set(value) - {
             "id", "method", "path", "rate", "priority", "algorithm", "cost", "on_storage_error",
+            "shadow", "on_breach",
         }  # fmt: skip
         if unknown:
             raise ValueError(f"rule {value.get('id')!r}: unknown keys {sorted(unknown)}")

@@ -204,6 +204,12 @@ class Defaults:
     def __init__(self) -> None:
         self.storage: StorageLike = "memory://"
         self.on_storage_error = "fail_closed"
+        #: Whether limits declared without ``shadow=`` record refusals but let calls through.
+        self.shadow = False
+        #: Nesting depth of :func:`limify.testing.disabled`: above 0, nothing is refused.
+        self.unenforced = 0
+        #: A store every limit uses instead of its own (:func:`limify.testing.isolated`).
+        self.override: Any = None
         self.version = 0
         self.lock = fork_safe_lock(self, "lock")
 
@@ -212,17 +218,23 @@ class Defaults:
 DEFAULTS = Defaults()
 
 
-def configure_default(storage: StorageLike | None = None, on_storage_error: str | None = None) -> None:
+def configure_default(
+    storage: StorageLike | None = None, on_storage_error: str | None = None, shadow: bool | None = None
+) -> None:
     """Change the process defaults (each validated first); ``None`` keeps a value."""
     if storage is not None:
         check_storage(storage)
     if on_storage_error is not None:
         check_policy(on_storage_error)
+    if shadow is not None and not isinstance(shadow, bool):
+        raise TypeError(f"shadow must be True, False or None, got {shadow!r}")
     with DEFAULTS.lock:
         if storage is not None:
             DEFAULTS.storage = storage
         if on_storage_error is not None:
             DEFAULTS.on_storage_error = on_storage_error
+        if shadow is not None:
+            DEFAULTS.shadow = shadow
         DEFAULTS.version += 1
 
 

@@ -25,3 +25,13 @@ def check_wait_options(on_exceeded: Any, max_wait: Any) -> None:
         raise TypeError(f"max_wait must be a number of seconds or None, got {max_wait!r}")
     if not (max_wait >= 0 and math.isfinite(max_wait)):
         raise ValueError(f"max_wait must be a finite number of seconds >= 0, got {max_wait!r}")
+
+
+def check_reporting(shadow: Any, on_breach: Any) -> None:
+    """Raise ``TypeError`` unless ``shadow`` is a bool or None and ``on_breach`` a callable or None."""
+    if shadow is not None and not isinstance(shadow, bool):
+        raise TypeError(f"shadow must be True, False or None (the process default), got {shadow!r}")
+    if on_breach is not None and not callable(on_breach):
+        raise TypeError(
+            f"on_breach must be None or a callable taking a limify.events.Decision, got {on_breach!r}"
+        )
