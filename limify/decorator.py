@@ -307,6 +307,7 @@ def rate_limit(
     on_storage_error: str | None = None,
     shadow: bool | None = None,
     on_breach: Callable[[Decision], object] | None = None,
+    cache_refusals: bool = True,
 ) -> Callable[[F], F]:
     """Rate-limit a sync or async callable.
 
@@ -344,6 +345,10 @@ def rate_limit(
         on_breach: ``(event) -> None``, called once per refused call with its
             :class:`limify.events.Decision` (for paging, audit logs, deny lists);
             an exception it raises is logged, never propagated.
+        cache_refusals: on a remote store, refuse the calls of a key whose refusal is
+            known to hold (until its ``retry_after``) without a round trip; a refund or
+            reset made by another process is then seen only when it ends (see
+            :mod:`limify.core.refusals`). Never applies to in-memory stores or leases.
 
     Every invalid argument, unknown plan or provider name raises ``ValueError`` or
     ``TypeError`` here, at decoration time, never at call time.
@@ -355,6 +360,8 @@ def rate_limit(
     if on_storage_error is not None:
         check_policy(on_storage_error)
     check_reporting(shadow, on_breach)
+    if not isinstance(cache_refusals, bool):
+        raise TypeError(f"cache_refusals must be True or False, got {cache_refusals!r}")
     if storage is not None:
         check_storage(storage)
     if key is not None and not (isinstance(key, str) or callable(key)):
@@ -383,6 +390,7 @@ def rate_limit(
             on_storage_error=on_storage_error,
             shadow=shadow,
             on_breach=on_breach,
+            cache_refusals=cache_refusals,
         )
         wrapper = _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
         return wrapper  # type: ignore[no-any-return]

@@ -266,10 +266,11 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     ]
     with override_settings(LIMIFY={"RULES": rules, "STORAGE": doomed_redis.url}):
         client = Client()
-        assert [client.get("/items").status_code for _ in range(2)] == [200, 429]
-        assert [get_async("/async-items").status_code for _ in range(2)] == [200, 429]
+        # One call each while healthy: a refusal seen now would be known to hold (and answered
+        # 429 in process) through the outage, which is not what this test is about.
+        assert client.get("/items").status_code == 200 and get_async("/async-items").status_code == 200
         doomed_redis.stop()
-        assert [client.get("/items").status_code for _ in range(2)] == [200, 200]
+        assert [client.get("/items").status_code for _ in range(2)] == [200, 200]  # beyond 1/minute
         closed = get_async("/async-items")
         assert closed.status_code == 503 and closed.json() == {"detail": "Rate limit storage unavailable"}
         assert closed["Retry-After"] == "1"
@@ -288,13 +289,13 @@ def test_rate_limit_views_with_redis_down_are_503_or_pass(
     try:
         with override_settings(LIMIFY={"RULES": [], "STORAGE": doomed_redis.url}):
             client = Client(raise_request_exception=False)
-            healthy = [client.get(path).status_code for path in ("/users/1", "/open", "/open")]
-            assert healthy == [200, 200, 429]
+            healthy = [client.get(path).status_code for path in ("/users/1", "/open")]
+            assert healthy == [200, 200]
             doomed_redis.kill()
             for refused in (client.get("/users/2"), get_async("/async-users/2"), client.get("/users/3")):
                 assert refused.status_code == 503 and refused["Retry-After"] == "1"
                 assert refused.json() == {"detail": "Rate limit storage unavailable"}
-            assert [client.get("/open").status_code for _ in range(2)] == [200, 200]
+            assert [client.get("/open").status_code for _ in range(2)] == [200, 200]  # beyond 1/minute
     finally:
         configure(storage=previous, on_storage_error=previous_policy)
     assert SERVED == ["open", "open", "open"]

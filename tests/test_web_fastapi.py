@@ -154,8 +154,7 @@ def test_redis_down_means_fail_open_or_503_never_500(doomed_redis: RedisServer) 
     limify = Limify(config=LimifyConfig(RULES), storage=doomed_redis.url)
     client = TestClient(build_app(limify), raise_server_exceptions=False)
     assert client.get("/items").status_code == 200
-    assert client.post("/login").status_code == 200
-    assert client.post("/login").status_code == 429
+    assert client.post("/login").status_code == 200  # a refusal now would be known to hold (429)
     doomed_redis.stop()
     for _ in range(3):
         opened = client.get("/items")

@@ -150,9 +150,9 @@ def test_redis_down_is_fail_open_or_503(doomed_redis: RedisServer) -> None:
     ]
     app = create_app(LimifyFlask(), LIMIFY_RULES=rules, LIMIFY_STORAGE=doomed_redis.url)
     client = app.test_client()
-    assert [client.get("/items").status_code for _ in range(2)] == [200, 429]
+    assert client.get("/items").status_code == 200  # a refusal now would be known to hold (429)
     doomed_redis.stop()
-    assert [client.get("/items").status_code for _ in range(3)] == [200, 200, 200]
+    assert [client.get("/items").status_code for _ in range(3)] == [200, 200, 200]  # beyond 1/minute
     closed = client.post("/login")
     assert closed.status_code == 503 and closed.get_json() == {"detail": "Rate limit storage unavailable"}
     assert closed.headers["Retry-After"] == "1"
@@ -178,13 +178,12 @@ def test_rate_limit_view_with_redis_down_is_503_or_passes(
         return "open"
 
     client = app.test_client()
-    healthy = [client.get(path).status_code for path in ("/closed", "/fail-open", "/fail-open")]
-    assert healthy == [200, 200, 429]
+    assert [client.get(path).status_code for path in ("/closed", "/fail-open")] == [200, 200]
     doomed_redis.kill()
     for _ in range(3):
         refused = client.get("/closed")
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.get_json() == {"detail": "Rate limit storage unavailable"}
     assert [client.get("/fail-open").status_code for _ in range(3)] == [200, 200, 200]
-    assert served == ["closed", "open", "open", "open", "open"]
+    assert served == ["closed", "open", "open", "open", "open"]  # beyond 1/minute
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]

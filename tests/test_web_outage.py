@@ -72,6 +72,12 @@ def outage_app(url: str, *, middleware: bool = True, handlers: bool = True) -> F
         served.append("open")
         return {"ok": True}
 
+    @app.get("/open-fresh")
+    @rate_limit("1/minute", storage=url, on_storage_error="fail_open")
+    async def opened_fresh() -> dict[str, bool]:
+        served.append("open-fresh")
+        return {"ok": True}
+
     return app
 
 
@@ -89,8 +95,11 @@ def test_decorated_endpoint_with_redis_down_is_503_or_passes(
         refused = client.get(path)
         assert (refused.status_code, refused.json()) == (503, UNAVAILABLE)
         assert refused.headers["Retry-After"] == "1" and "X-RateLimit-Limit" not in refused.headers
-    assert [client.get("/open").status_code for _ in range(3)] == [200, 200, 200]
-    assert app.state.served == ["open", "closed", "sync-closed", "open", "open", "open"]
+    # A refusal known before the outage holds until its reset, store or no store ...
+    assert client.get("/open").status_code == 429
+    # ... while calls the store would have to decide are let through by fail_open.
+    assert [client.get("/open-fresh").status_code for _ in range(3)] == [200, 200, 200]
+    assert app.state.served == ["open", "closed", "sync-closed", "open-fresh", "open-fresh", "open-fresh"]
     paths = ["/dependency", "/items"] if middleware else ["/dependency"]  # rules and dependencies alike
     for path in paths:
         refused = client.get(path)

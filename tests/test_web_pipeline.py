@@ -339,9 +339,11 @@ def test_storage_failure_follows_each_rules_policy(doomed_redis: RedisServer) ->
     assert not limiter.check(RequestContext("GET", "/open", user_id=1)).allowed
     doomed_redis.stop()
     for _ in range(2):
-        opened = limiter.decide(RequestContext("GET", "/open", user_id=1))
+        opened = limiter.decide(RequestContext("GET", "/open", user_id=2))
         assert opened.status == 200 and opened.answered_by_policy and not opened.limited
         assert (opened.result.remaining, opened.result.limit) == (0, 1)  # what @rate_limit reports too
+    # User 1's refusal is known to hold for a minute: answered in process, with or without Redis.
+    assert limiter.decide(RequestContext("GET", "/open", user_id=1)).status == 429
     closed = limiter.decide(RequestContext("GET", "/closed", user_id=1))
     assert closed.status == 503 and not closed.result.allowed
     assert isinstance(closed.storage_error, StorageError)

@@ -160,6 +160,7 @@ class OutboundGate(Generic[R]):
             name=name,
             source="outbound",
             shadow=None,
+            cache_refusals=True,
         )
         self.prefix = f"{PREFIX}:{encode_part(name)}:{encode_part(self.plan.id)}"
         # '#' never occurs in an encoded part, so no plan id can make a limit key equal a pause key.

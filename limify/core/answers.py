@@ -23,6 +23,7 @@ from typing import Any
 from limify import events
 from limify.core.algorithms.base import Outcome, to_result
 from limify.core.check import CONSUME, Check
+from limify.core.refusals import RefusalCache
 from limify.errors import RateLimitExceeded
 
 __all__ = [
@@ -60,7 +61,7 @@ class Unenforced(Outcome):
 class Settings:
     """How one engine answers refusals and reports decisions (set when the engine is built)."""
 
-    __slots__ = ("refusal", "max_wait", "name", "source", "shadow", "on_breach")
+    __slots__ = ("refusal", "max_wait", "name", "source", "shadow", "on_breach", "caches", "cache")
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class Settings:
         source: str,
         shadow: bool | None,
         on_breach: Breach | None,
+        caches: bool = False,
     ) -> None:
         self.refusal = refusal
         self.max_wait = max_wait
@@ -78,6 +80,10 @@ class Settings:
         #: ``None``: follow :func:`limify.configure`'s ``shadow``.
         self.shadow = shadow
         self.on_breach = on_breach
+        #: Whether refusals known to hold are answered in process (see limify.core.refusals),
+        #: and the cache doing it while the store is remote (``None`` otherwise).
+        self.caches = caches
+        self.cache: RefusalCache | None = None
 
 
 def report(
@@ -129,6 +135,7 @@ def settle(
     started: float,
     waited: float,
     tries: int,
+    fresh: bool = True,
 ) -> Outcome | float:
     """The outcome to finish with, or the seconds to wait before trying again (see the module docs).
 
@@ -138,6 +145,9 @@ def settle(
     if check.mode != CONSUME:
         return outcome  # peeks and give-backs decide no call: no event
     refused = not outcome.allowed
+    cache = settings.cache
+    if refused and fresh and storage_ok and cache is not None and key is None and not check.spec.lease:
+        cache.remember(check.keys, check.cost, outcome)
     key = key or (check.keys[outcome.decided_by] if check.keys else "")
     watched = bool(events.listeners) or (refused and settings.on_breach is not None)
     if not refused:

@@ -41,6 +41,7 @@ from limify.core.algorithms.base import Outcome, to_result
 from limify.core.answers import FIRST_POLL, LONGEST_POLL, RAISE, RETURN, WAIT, Breach, Settings, settle
 from limify.core.answers import storage_failure
 from limify.core.check import CLEAR, CONSUME, HOLD, REFUND, Check, Pending
+from limify.core.refusals import RefusalCache
 from limify.core.resilience import FALLBACK, GuardedStorage
 from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
 from limify.errors import PlanError, StorageError
@@ -101,6 +102,8 @@ class Engine:
         shadow: ``True``: refusals are recorded but let through; ``None``: follow
             :func:`limify.configure` (``False`` initially).
         on_breach: called with the event of each refused call.
+        cache_refusals: answer refusals known to hold in process while the store is
+            remote (see :mod:`limify.core.refusals`).
     """
 
     __slots__ = ("is_async", "settings", "runner", "_storage", "_policy", "_follows",
@@ -118,9 +121,10 @@ class Engine:
         source: str = "shell",
         shadow: bool | None = False,
         on_breach: Breach | None = None,
+        cache_refusals: bool = False,
     ) -> None:
         self.is_async = is_async
-        self.settings = Settings(refusal, max_wait, name, source, shadow, on_breach)
+        self.settings = Settings(refusal, max_wait, name, source, shadow, on_breach, cache_refusals)
         #: :meth:`run_async` for async engines, else :meth:`run`: what entry points call.
         self.runner: Callable[..., Any] = self.run_async if is_async else self.run
         self._storage = storage
@@ -143,8 +147,13 @@ class Engine:
             self._guard, self._adapter = store, store.adapter
         else:
             self._guard, self._adapter = None, store
+        local = getattr(self._adapter, "never_suspends", False)
         # A give-back on a store that may suspend (I/O) is shielded from cancellation.
-        self._shields = self.is_async and not getattr(self._adapter, "never_suspends", False)
+        self._shields = self.is_async and not local
+        settings = self.settings
+        clock = getattr(self._adapter, "clock", None)  # a store on the caller's clock: the cache follows it
+        now_us = getattr(clock, "now_us", None)
+        settings.cache = RefusalCache(now_us) if settings.caches and not local else None
 
     def _follow_defaults(self) -> None:
         version, storage, policy = default_storage()
@@ -179,6 +188,9 @@ class Engine:
                 check = check.complete(check.value)
             check = cast(Check, check)
             mode = check.mode
+            cache = settings.cache
+            if cache is not None and mode != CONSUME:
+                cache.forget(check.keys)  # a refund or reset here may admit a refused call sooner
             if mode == CLEAR or mode == HOLD:
                 store = adapter if guard is None else guard
                 answer = store.clear(check.keys) if mode == CLEAR else store.hold(check.keys[0], check.cost)
@@ -187,8 +199,11 @@ class Engine:
             while True:
                 key, ok = check.pause_key, True
                 paused = 0 if key is None else (adapter if guard is None else guard).hold(key, 0)
+                known = None if cache is None or mode != CONSUME else cache.known(check.keys, check.cost)
                 if paused > 0:
                     outcome = _paused(paused)
+                elif known is not None:
+                    outcome, key = known, None
                 elif guard is None:
                     outcome, key = adapter.execute(check), None
                 else:
@@ -206,7 +221,7 @@ class Engine:
                             raise
                         else:
                             guard.succeeded(route)
-                settled = settle(settings, check, outcome, key, ok, started, waited, tries)
+                settled = settle(settings, check, outcome, key, ok, started, waited, tries, known is None)
                 if type(settled) is not float:
                     return finish(check, settled)
                 time.sleep(settled)
@@ -233,6 +248,9 @@ class Engine:
                 check = check.complete(await value if inspect.isawaitable(value) else value)
             check = cast(Check, check)
             mode = check.mode
+            cache = settings.cache
+            if cache is not None and mode != CONSUME:
+                cache.forget(check.keys)  # a refund or reset here may admit a refused call sooner
             if mode == CLEAR or mode == HOLD:
                 store = adapter if guard is None else guard
                 if mode == CLEAR:
@@ -245,9 +263,12 @@ class Engine:
                     paused = (
                         0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
                     )
-                    sent = mode == CONSUME
+                    known = None if cache is None or mode != CONSUME else cache.known(check.keys, check.cost)
+                    sent = mode == CONSUME and known is None
                     if paused > 0:
                         outcome = _paused(paused)
+                    elif known is not None:
+                        outcome, key = known, None
                     elif guard is None:
                         outcome, key = await adapter.execute_async(check), None
                     else:
@@ -266,7 +287,7 @@ class Engine:
                             else:
                                 guard.succeeded(route)
                     sent = False
-                    settled = settle(settings, check, outcome, key, ok, started, waited, tries)
+                    settled = settle(settings, check, outcome, key, ok, started, waited, tries, known is None)
                     if type(settled) is not float:
                         return finish(check, settled)
                     await anyio.sleep(settled)

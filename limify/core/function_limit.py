@@ -29,6 +29,7 @@ from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, l
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
+from limify.core.refusals import RefusalCache
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.storage import DEFAULTS, StorageLike
 from limify.errors import RateLimitExceeded
@@ -75,6 +76,7 @@ class FunctionLimit:
         on_storage_error: str | None = None,
         shadow: bool | None = None,
         on_breach: Callable[[Any], object] | None = None,
+        cache_refusals: bool = True,
     ) -> None:
         self.function = function
         self.is_async = is_async
@@ -104,6 +106,7 @@ class FunctionLimit:
             source="decorator",
             shadow=shadow,
             on_breach=on_breach,
+            cache_refusals=cache_refusals,
         )
         self._run = self.engine.runner
         #: What the engine answers an admission with (see :meth:`_admitted`).
@@ -123,6 +126,7 @@ class FunctionLimit:
         #: The store's one-key hot path (see :meth:`fast_admit`), rebuilt when the defaults change.
         self._fast_run: Callable[[str], Step] | None = None
         self._fast_version = -1
+        self._cache: RefusalCache | None = None
         self._raises = not wait
 
     def fast_admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -141,6 +145,13 @@ class FunctionLimit:
         if run is None or events.listeners:  # decisions someone listens to go through the engine
             return False
         key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
+        if run is _REMOTE:
+            # A remote store: only a refusal known to hold is answered here, without a round trip.
+            cache, keys = self._cache, (key,)
+            retry = cache.retry_us(keys, self.cost) if cache is not None else 0  # type: ignore[arg-type]
+            if not retry or not self._raises:
+                return False
+            raise RateLimitExceeded.refused(key, cache.remaining_of(keys), self.plans[0].limit, retry, retry)  # type: ignore[union-attr]
         step = run(key)
         if step[0]:
             return True
@@ -154,8 +165,9 @@ class FunctionLimit:
         if self._keyed_prefix is None or shadow or DEFAULTS.unenforced or settings.on_breach is not None:
             return None
         store = self.engine.store
+        self._cache = self.engine.settings.cache
         if type(store) is not InMemoryAdapter:
-            return None
+            return _REMOTE if self._cache is not None else None
         return store.runner(self.spec, self.plans[0], self.cost)  # type: ignore[arg-type]
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
@@ -240,3 +252,11 @@ class FunctionLimit:
 
 def _same_check(check: Check, outcome: Outcome) -> Check:
     return check
+
+
+def _remote(key: str) -> Step:  # pragma: no cover - a marker, never called
+    raise AssertionError(key)
+
+
+#: ``_fast_run`` of a limit on a remote store: its hot path is the refusal cache only.
+_REMOTE: Callable[[str], Step] = _remote

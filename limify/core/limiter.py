@@ -205,6 +205,7 @@ class Limiter(Generic[DecisionT, ResultT]):
                 source="web",
                 shadow=rule.shadow,
                 on_breach=rule.on_breach,
+                cache_refusals=True,
             )
             self._engines[rule.id] = engine
         return engine

@@ -1,0 +1,105 @@
+"""Refusals known to hold: answered in process, without a round trip to the store.
+
+A refused call learns when the same call can next be admitted (``retry_after``).
+Until then, for every algorithm but the leases, nothing another process does can
+bring that moment closer except a refund or a reset: other callers only consume,
+which pushes it later. So a flood of refused calls for one key (a client that
+ignores ``Retry-After``, a retry loop) is refused from this cache, at the cost of
+a dict lookup, instead of asking Redis each time.
+
+Exact, with one documented exception: a refund or reset made by *another*
+process (or a raised limit) is not seen until the cached refusal ends, so a call
+may be refused a little longer than needed, never admitted beyond the limit.
+Refunds and resets made through this process forget the keys they touch at once.
+Lease algorithms (``concurrency``) are never cached: a release anywhere frees a
+slot at any moment. Calls of a smaller cost than the refused one ask the store.
+
+On by default for limits on a remote store (``@rate_limit``, web rules, outbound
+transports); ``rate_limit(..., cache_refusals=False)`` turns it off for a limit.
+In-memory stores are never cached: they are local, and already that fast.
+"""
+
+from __future__ import annotations
+
+import time
+
+from collections.abc import Callable
+
+from limify.core.algorithms.base import Outcome
+
+__all__ = ["RefusalCache", "MAX_CACHED"]
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+#: Most refusals held at once per limit; beyond it the ones already over are dropped,
+#: then the oldest.
+MAX_CACHED = 10_000
+
+
+class RefusalCache:
+    """One limit's refusals known to hold (see the module docs)."""
+
+    __slots__ = ("_held", "_now_us")
+
+    def __init__(self, now_us: Callable[[], int] | None = None) -> None:
+        #: keys -> (end in µs, refused cost, the refusal, start in µs), on ``now_us``'s clock
+        self._held: dict[tuple[str, ...], tuple[int, int, Outcome, int]] = {}
+        #: The store's clock when it runs on the caller's (a :class:`~limify.ManualClock` in
+        #: tests); the monotonic clock when it reads the server's time.
+        self._now_us = now_us if now_us is not None else _monotonic_us
+
+    def known(self, keys: tuple[str, ...], cost: int) -> Outcome | None:
+        """The refusal of a call of ``cost`` on ``keys`` if one is known to hold now, aged to now."""
+        entry = self._held.get(keys)
+        if entry is None:
+            return None
+        until, refused_cost, outcome, since = entry
+        now = self._now_us()
+        if now >= until:
+            self._held.pop(keys, None)
+            return None
+        if cost < refused_cost:
+            return None
+        elapsed = now - since
+        return Outcome(False, outcome.remaining, max(0, outcome.reset_us - elapsed), until - now,
+                       outcome.decided_by, outcome.now_us)  # fmt: skip
+
+    def retry_us(self, keys: tuple[str, ...], cost: int) -> int:
+        """Microseconds a known refusal of ``cost`` on ``keys`` still holds; 0 if none (the hot path's test)."""
+        entry = self._held.get(keys)
+        if entry is None or cost < entry[1]:
+            return 0
+        left = entry[0] - self._now_us()
+        return left if left > 0 else 0
+
+    def remaining_of(self, keys: tuple[str, ...]) -> int:
+        """The ``remaining`` reported by the known refusal on ``keys``."""
+        return self._held[keys][2].remaining
+
+    def remember(self, keys: tuple[str, ...], cost: int, outcome: Outcome) -> None:
+        """Hold the store's refusal of a call of ``cost`` on ``keys`` until its retry time."""
+        if outcome.retry_us <= 0:
+            return
+        held = self._held
+        if len(held) >= MAX_CACHED:
+            now = self._now_us()
+            for stale in [k for k, entry in held.items() if entry[0] <= now]:
+                del held[stale]
+            while len(held) >= MAX_CACHED:
+                del held[next(iter(held))]
+        now = self._now_us()
+        held[keys] = (now + outcome.retry_us, cost, outcome, now)
+
+    def forget(self, keys: tuple[str, ...]) -> None:
+        """Drop every refusal on any of ``keys`` (a refund or reset through this process)."""
+        if not self._held:
+            return
+        touched = set(keys)
+        for cached in [k for k in self._held if touched.intersection(k)]:
+            del self._held[cached]
+
+    def __len__(self) -> int:
+        return len(self._held)
