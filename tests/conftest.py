@@ -9,9 +9,17 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+import limify
 from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
-from tests.servers import INSTALL_HINT, RedisClusterServers, RedisServer, SentinelServers
+from tests.servers import RedisClusterServers, RedisServer, SentinelServers
+
+
+
+def pytest_report_header() -> str:
+    """Name the limify under test: the installed wheel or the checkout (see tests/__init__.py)."""
+    return f"limify {limify.__version__} from {os.path.dirname(limify.__file__)}"
+
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -34,9 +42,9 @@ def redis_server_url() -> Iterator[str]:
         yield configured
         return
     try:
-        server = RedisServer().start()
+        server = RedisServer().start()  # without the binary: fails with the install advice
     except RuntimeError as exc:
-        pytest.fail(str(exc) if "PATH" in str(exc) else f"{exc}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"could not start redis-server: {exc}", pytrace=False)
     try:
         yield server.url
     finally:
@@ -49,7 +57,7 @@ def cluster_url() -> Iterator[str]:
     try:
         cluster = RedisClusterServers().start()
     except (RuntimeError, OSError) as exc:
-        pytest.fail(f"could not start a Redis Cluster: {exc}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"could not start a Redis Cluster: {exc}", pytrace=False)
     try:
         yield cluster.url
     finally:
@@ -62,7 +70,7 @@ def sentinel_servers() -> Iterator[SentinelServers]:
     try:
         servers = SentinelServers().start()
     except (RuntimeError, OSError) as exc:
-        pytest.fail(f"could not start Redis Sentinel: {exc}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"could not start Redis Sentinel: {exc}", pytrace=False)
     try:
         yield servers
     finally:

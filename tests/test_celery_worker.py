@@ -14,9 +14,9 @@ import pytest
 import redis
 from celery import Celery
 
+from tests.children import child_env
 from tests.servers import RedisServer
 
-ROOT = Path(__file__).resolve().parent.parent
 TASKS = 30
 #: Generous bounds: 30 tasks at 5/s need 6 s; retries with jitter add a few more.
 RESULT_TIMEOUT = 90.0
@@ -36,7 +36,7 @@ def private_redis() -> Iterator[str]:
 def worker(private_redis: str, tmp_path: Path) -> Iterator[Path]:
     """`celery worker --pool prefork --concurrency 2` on tests/celery_app.py; always stopped."""
     log = tmp_path / "worker.log"
-    env = {**os.environ, "LIMIFY_CELERY_TEST_REDIS_URL": private_redis, "PYTHONPATH": str(ROOT)}
+    env = child_env(LIMIFY_CELERY_TEST_REDIS_URL=private_redis)
     command = [
         sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
         "--pool", "prefork", "--concurrency", "2", "--loglevel", "INFO",
@@ -44,7 +44,7 @@ def worker(private_redis: str, tmp_path: Path) -> Iterator[Path]:
     ]  # fmt: skip
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         yield log

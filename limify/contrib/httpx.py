@@ -45,7 +45,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import httpx
+from limify._extras import missing_extra
+
+try:
+    import httpx
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "httpx", "httpx", error) from error
 
 from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, AsyncOutboundGate, OutboundGate
 from limify.core.plans import Plan

@@ -25,8 +25,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
+from limify._extras import missing_extra
+
+try:
+    from requests import PreparedRequest, Response
+    from requests.adapters import HTTPAdapter
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "requests", "requests", error) from error
 
 from limify.contrib._outbound import DEFAULT_MAX_PAUSE, DEFAULT_PAUSE_ON, OutboundGate
 from limify.core.plans import Plan
