@@ -6,7 +6,8 @@ file missing from the wheel fails here. Python and pytest put the checkout first
 on ``sys.path`` (``python -m`` adds the current directory, pytest the directory
 above this package), where its ``limify/`` would shadow the installed one; so
 importing this package moves the checkout to the end of ``sys.path``, before
-anything imports limify. Without an installed copy (``PYTHONPATH=.``) or with an
+anything imports limify, and ``--import-mode=append`` (setup.cfg) keeps pytest
+from putting it back in front as it imports each test module. Without an installed copy (``PYTHONPATH=.``) or with an
 editable one (``pip install -e``), limify still comes from the checkout.
 Subprocesses started by the tests get the same limify (see tests/children.py).
 """

@@ -101,15 +101,18 @@ def floors_tool() -> ModuleType:
     return module
 
 
-def test_the_floors_file_is_what_setup_cfg_declares() -> None:
-    """.ci/floors.txt pins exactly the `>=` floor of every requirement in setup.cfg (regenerate with --write)."""
+def test_the_floors_files_are_what_setup_cfg_declares() -> None:
+    """.ci/floors.txt and floors-bench.txt pin exactly setup.cfg's `>=` floors (regenerate with --write)."""
     floors = floors_tool()
-    assert (ROOT / ".ci" / "floors.txt").read_text(encoding="utf-8") == floors.constraints()
-    assert floors.floors()["wrapt"] and floors.floors()["redis"]
+    for name in ("floors.txt", "floors-bench.txt"):
+        assert (ROOT / ".ci" / name).read_text(encoding="utf-8") == floors.constraints(name), name
+    main, bench = floors.floors(), floors.floors(extras=("bench",), raise_core=True)
+    assert {"redis", "wrapt", "anyio", "celery", "flask", "django", "fastapi", "httpx", "pytest"} <= set(main)
+    assert {"redis", "wrapt", "anyio", "limits"} <= set(bench) and "limits" not in main
 
 
 def test_the_floors_tool_refuses_a_missing_or_disagreeing_floor(tmp_path: Path) -> None:
-    """A requirement without `>=`, or one package with two floors, is refused with both places named."""
+    """A requirement without `>=`, or one package with two floors, is refused; only bench may raise a core floor."""
     floors = floors_tool()
     setup_cfg = tmp_path / "setup.cfg"
     template = "[options]\ninstall_requires =\n    redis>=5.0\n{core}\n[options.extras_require]\ntest =\n    {test}\n"
@@ -121,6 +124,9 @@ def test_the_floors_tool_refuses_a_missing_or_disagreeing_floor(tmp_path: Path) 
         floors.floors(setup_cfg)
     setup_cfg.write_text(template.format(core="    types-redis", test="Redis[hiredis] >= 5.0, <9"), encoding="utf-8")
     assert floors.floors(setup_cfg) == {"redis": "5.0"}
+    setup_cfg.write_text(template.format(core="", test="redis>=6").replace("test =", "bench ="), encoding="utf-8")
+    assert floors.floors(setup_cfg) == {"redis": "5.0"}  # bench has a file of its own,
+    assert floors.floors(setup_cfg, ("bench",), raise_core=True) == {"redis": "6"}  # where it may raise a floor
 
 
 #: Optional module, the distributions it needs (hidden below), what the message calls them, the extra.
