@@ -104,8 +104,10 @@ def floors_tool() -> ModuleType:
 def test_the_floors_files_are_what_setup_cfg_declares() -> None:
     """.ci/floors.txt and floors-bench.txt pin exactly setup.cfg's `>=` floors (regenerate with --write)."""
     floors = floors_tool()
-    for name in ("floors.txt", "floors-bench.txt"):
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for name, (install, _, _) in floors.FILES.items():
         assert (ROOT / ".ci" / name).read_text(encoding="utf-8") == floors.constraints(name), name
+        assert f"--constraint .ci/{name} {install.split()[0]}" in ci_run, f".ci/run does not install {install}"
     main, bench = floors.floors(), floors.floors(extras=("bench",), raise_core=True)
     assert {"redis", "wrapt", "anyio", "celery", "flask", "django", "fastapi", "httpx", "pytest"} <= set(main)
     assert {"redis", "wrapt", "anyio", "limits"} <= set(bench) and "limits" not in main
