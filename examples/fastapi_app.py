@@ -1,7 +1,8 @@
 """Limify on FastAPI: app-wide rules in a pure ASGI middleware, plus a per-route dependency.
 
-Run:  python -m pip install '.[fastapi]' uvicorn && uvicorn examples.fastapi_app:app
+Run:  python -m pip install '.[fastapi]' uvicorn httpx2 && uvicorn examples.fastapi_app:app
 Then: curl -i localhost:8000/items   (the 4th call within a minute is a 429)
+Or:   python examples/fastapi_app.py   (drives the app with Starlette's test client, which needs httpx2)
 
 Set LIMIFY_STORAGE=redis://localhost:6379/0 to share the limits between processes.
 """

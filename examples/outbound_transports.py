@@ -7,21 +7,20 @@ transport then pauses that host for one second (in the storage, so every client
 sharing it holds back), and the next request waits instead of hammering.
 
 Run:  python -m pip install '.[httpx,requests]' && python examples/outbound_transports.py
+Or with one library only:
+      python -m pip install '.[httpx]' && python examples/outbound_transports.py httpx
+      python -m pip install '.[requests]' && python examples/outbound_transports.py requests
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
-import requests
-
 from limify import InMemoryAdapter
-from limify.contrib.httpx import AsyncRateLimitTransport, RateLimitTransport
-from limify.contrib.requests import RateLimitAdapter
 
 served: list[float] = []
 lock = threading.Lock()
@@ -54,6 +53,10 @@ def show(label: str, started: float, status: int) -> None:
 
 
 def with_httpx(url: str) -> None:
+    import httpx
+
+    from limify.contrib.httpx import RateLimitTransport
+
     print("httpx: 5 requests; the 4th meets a 429, the 5th waits out Retry-After")
     transport = RateLimitTransport("10/second", storage=InMemoryAdapter())
     started = time.monotonic()
@@ -63,6 +66,10 @@ def with_httpx(url: str) -> None:
 
 
 async def with_httpx_async(url: str) -> None:
+    import httpx
+
+    from limify.contrib.httpx import AsyncRateLimitTransport
+
     print("httpx async: the same with AsyncRateLimitTransport")
     transport = AsyncRateLimitTransport("10/second", storage=InMemoryAdapter())
     started = time.monotonic()
@@ -72,6 +79,10 @@ async def with_httpx_async(url: str) -> None:
 
 
 def with_requests(url: str) -> None:
+    import requests
+
+    from limify.contrib.requests import RateLimitAdapter
+
     print("requests: RateLimitAdapter mounted on a Session")
     session = requests.Session()
     session.mount("http://", RateLimitAdapter("10/second", storage=InMemoryAdapter()))
@@ -86,12 +97,16 @@ if __name__ == "__main__":
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/items"
+    libraries = sys.argv[1:] or ["httpx", "requests"]
     try:
-        with_httpx(url)
-        time.sleep(1)  # let the upstream's window empty between demos
-        asyncio.run(with_httpx_async(url))
-        time.sleep(1)
-        with_requests(url)
+        if "httpx" in libraries:
+            with_httpx(url)
+            time.sleep(1)  # let the upstream's window empty between demos
+            asyncio.run(with_httpx_async(url))
+        if "requests" in libraries:
+            if "httpx" in libraries:
+                time.sleep(1)
+            with_requests(url)
     finally:
         server.shutdown()
         server.server_close()

@@ -11,9 +11,16 @@ import pytest
 import redis
 from hypothesis import HealthCheck, settings
 
+import limify
 from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
-from tests.servers import INSTALL_HINT, RedisClusterServers, RedisServer, SentinelServers
+from tests.servers import RedisClusterServers, RedisServer, SentinelServers
+
+
+def pytest_report_header() -> str:
+    """Name the limify under test: the installed wheel or the checkout (see tests/__init__.py)."""
+    return f"limify {limify.__version__} from {os.path.dirname(limify.__file__)}"
+
 
 #: What running() starts and stops: a Redis Cluster or a Sentinel set.
 ServersT = TypeVar("ServersT", bound=RedisClusterServers | SentinelServers)
@@ -39,9 +46,9 @@ def redis_server_url() -> Iterator[str]:
         yield configured
         return
     try:
-        server = RedisServer().start()
+        server = RedisServer().start()  # without the binary: fails with the install advice
     except RuntimeError as exc:
-        pytest.fail(str(exc) if "PATH" in str(exc) else f"{exc}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"could not start redis-server: {exc}", pytrace=False)
     try:
         yield server.url
     finally:
@@ -54,7 +61,7 @@ def running(start: Callable[[], ServersT], what: str) -> Iterator[ServersT]:
     try:
         servers = start()
     except (RuntimeError, OSError) as exc:
-        pytest.fail(f"could not start {what}: {exc}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"could not start {what}: {exc}", pytrace=False)
     try:
         yield servers
     finally:

@@ -1,7 +1,9 @@
 """Real redis-server processes for the tests: started on free loopback ports, disposable.
 
 Tests never mock Redis. The suite starts its own servers so that fault tests can
-kill and restart them without touching anything else on the machine.
+kill and restart them without touching anything else on the machine. Without the
+redis-server binary, every test that starts one fails with the install advice,
+given once (:func:`missing_binary_message`); none is skipped.
 """
 
 from __future__ import annotations
@@ -14,14 +16,29 @@ import subprocess
 import tempfile
 import time
 
+import pytest
 import redis
 
+#: The advice every test that needs the redis-server binary fails with when it is missing.
 INSTALL_HINT = (
-    "redis-server was not found on PATH. Limify's tests run against a real Redis: "
-    "install it (Debian/Ubuntu: 'apt-get install redis-server'; macOS: 'brew install redis') "
-    "or point LIMIFY_TEST_REDIS_URL at a disposable server, e.g. redis://127.0.0.1:6390/0 "
-    "(the tests flush that database)."
+    "Install it: Debian/Ubuntu 'apt-get install redis-server', macOS 'brew install redis'."
 )
+
+
+def missing_binary_message() -> str:
+    """Why a test that starts redis-server processes cannot run, and what to install: said once."""
+    if os.environ.get("LIMIFY_TEST_REDIS_URL"):
+        return (
+            "redis-server is not on PATH, and this test starts redis-server processes of its own "
+            "(to kill or restart them, for a Cluster or Sentinel, for a Celery worker or an example), "
+            "which LIMIFY_TEST_REDIS_URL does not replace.\n" + INSTALL_HINT
+        )
+    return (
+        "redis-server is not on PATH; Limify's tests run against real Redis servers they start.\n"
+        + INSTALL_HINT
+        + " (LIMIFY_TEST_REDIS_URL=redis://host:port/db replaces the one plain server most tests "
+        "share, not the servers the others start; see README.rst, Try it.)"
+    )
 
 
 def _port_is_free(port: int) -> bool:
@@ -68,7 +85,7 @@ class RedisServer:
     def __init__(self, port: int | None = None, *extra_args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError(INSTALL_HINT)
+            pytest.fail(missing_binary_message(), pytrace=False)
         self.binary = binary
         self._fixed_port = port is not None
         self._cluster = "--cluster-enabled" in extra_args

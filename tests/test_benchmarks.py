@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ import redis
 from benchmarks.limify_contenders import holds_leases
 from benchmarks.run import _peer_notes
 from limify.core.algorithms import ALGORITHMS
+from tests.children import child_env
 
-ROOT = Path(__file__).resolve().parent.parent
 #: (printed report, JSON document) of one run.
 Run = tuple[str, dict[str, Any]]
 SECTIONS = ("memory_sync", "memory_async", "redis_sync", "redis_async")
@@ -35,7 +34,8 @@ def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -
         "--json",
         str(out),
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # Not in the checkout: `python -m` would put its limify/ first (see tests/children.py).
+    done = subprocess.run(command, cwd=out.parent, env=child_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(out.read_text(encoding="utf-8"))
 

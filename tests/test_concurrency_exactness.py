@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import redis
 from limify import InMemoryAdapter, Plan, RateLimitExceeded
 from limify.core.algorithms.concurrency import AsyncConcurrencyAlgorithm, ConcurrencyAlgorithm
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from tests.children import child_env
 
 PLAN = Plan("default", 3, 60)
 THREADS, ATTEMPTS = 8, 1000
@@ -105,11 +107,13 @@ sys.stdin.read()  # hold the slots until killed
 """
 
 
-def test_slots_of_a_killed_process_come_back_when_their_leases_expire(redis_url: str) -> None:
+def test_slots_of_a_killed_process_come_back_when_their_leases_expire(redis_url: str, tmp_path: Path) -> None:
     """A process SIGKILLed while holding 2 of 3 slots: they stay taken until the lease TTL, then return."""
     ttl = 1.5  # seconds: short, yet long enough for a loaded machine to look before it passes
     command = [sys.executable, "-c", HOLDER, redis_url, str(ttl)]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as child:
         try:
             assert child.stdout is not None and child.stdout.readline() == b"holding\n"
         finally:

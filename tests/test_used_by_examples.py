@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.children import child_env, script
 from tests.servers import RedisServer, stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_example(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run ``python <args>`` from the repository root; its output, after checking it succeeded."""
+    """Run ``python <args>`` from the repository root (as README.rst does); its output, once it succeeded."""
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, *args], cwd=ROOT, env=env or child_env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -45,10 +45,10 @@ def test_outbound_transports_example_waits_out_each_429() -> None:
 @pytest.mark.redis
 def test_celery_example_runs_with_a_worker(tmp_path: Path, doomed_redis: RedisServer) -> None:
     """examples/celery_app.py: a worker started as documented runs the 12 enqueued invoices."""
-    env = {**os.environ, "LIMIFY_REDIS_URL": doomed_redis.url}
+    env = child_env(LIMIFY_REDIS_URL=doomed_redis.url)
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "--workdir", "examples", "-A", "celery_app", "worker",
+            [script("celery"), "--workdir", "examples", "-A", "celery_app", "worker",
              "--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

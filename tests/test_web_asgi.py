@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, RateLimitExceeded, Rule, rate_limit
 from limify.adapters.fastapi.dependencies import rate_limit_exceeded_handler
 from limify.adapters.fastapi.middleware import LimifyMiddleware
+from tests.asgi_client import client_from
 
 RULES = [
     Rule("items", "GET", "/items", "3/minute"),
@@ -191,10 +192,10 @@ def test_identity_from_request_state_and_identify_hook(clock: ManualClock) -> No
 def test_a_client_cannot_choose_its_ip_by_header(clock: ManualClock) -> None:
     """X-Forwarded-For counts only from trusted proxies; rotating it does not buy new buckets."""
     app = build(clock, rules=[Rule("items", "GET", "/items", "1/minute")], trusted=["10.0.0.0/8"])
-    direct = TestClient(app, client=("203.0.113.5", 1234))
+    direct = client_from(app, "203.0.113.5", 1234)
     assert direct.get("/items", headers={"X-Forwarded-For": "1.1.1.1"}).status_code == 200
     assert direct.get("/items", headers={"X-Forwarded-For": "2.2.2.2"}).status_code == 429
-    via_proxy = TestClient(app, client=("10.0.0.7", 1234))
+    via_proxy = client_from(app, "10.0.0.7", 1234)
     assert via_proxy.get("/items", headers={"X-Forwarded-For": "9.9.9.9, 198.51.100.1"}).status_code == 200
     assert via_proxy.get("/items", headers={"X-Forwarded-For": "8.8.8.8, 198.51.100.1"}).status_code == 429
     assert via_proxy.get("/items", headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 200

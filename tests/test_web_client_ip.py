@@ -11,13 +11,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Rule
 from limify.adapters.fastapi.middleware import LimifyMiddleware
 from limify.adapters.flask import LimifyFlask
 from limify.adapters.http import limify_from_settings
 from limify.core.client_ip import resolve_client_ip
+from tests.asgi_client import client_from
 
 
 def test_the_client_is_the_nth_entry_from_the_right() -> None:
@@ -89,8 +89,8 @@ def _app(clock: ManualClock, **config: Any) -> Starlette:
 
 def test_an_internal_client_spoofs_under_trusted_networks_but_not_under_hops(clock: ManualClock) -> None:
     """Client 10.1.2.3 behind proxy 10.0.0.1: with 10/8 trusted it picks identities; with 1 hop it cannot."""
-    by_networks = TestClient(_app(clock, trusted_proxies=["10.0.0.0/8"]), client=("10.0.0.1", 4000))
-    by_hops = TestClient(_app(clock, trusted_hops=1), client=("10.0.0.1", 4000))
+    by_networks = client_from(_app(clock, trusted_proxies=["10.0.0.0/8"]), "10.0.0.1", 4000)
+    by_hops = client_from(_app(clock, trusted_hops=1), "10.0.0.1", 4000)
     for spoof in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
         header = {"X-Forwarded-For": f"{spoof}, 10.1.2.3"}  # the proxy appended the client's address
         assert by_networks.get("/items", headers=header).status_code == 200  # a fresh bucket each time

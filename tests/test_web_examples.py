@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.children import child_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,7 +22,7 @@ def test_example_runs_and_limits(name: str) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "", "PYTHONPATH": str(ROOT), "LIMIFY_STORAGE": "memory://"},
+        env=child_env({"PATH": ""}, LIMIFY_STORAGE="memory://"),
     )
     assert done.returncode == 0, done.stderr
     statuses = [

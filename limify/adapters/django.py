@@ -35,11 +35,16 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.http import HttpRequest, HttpResponse
-from django.utils.module_loading import import_string
+from limify._extras import missing_extra
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.conf import settings
+    from django.core.signals import setting_changed
+    from django.http import HttpRequest, HttpResponse
+    from django.utils.module_loading import import_string
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "Django", "django", error) from error
 
 from limify.adapters.http import (
     build_context,

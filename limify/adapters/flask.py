@@ -30,7 +30,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, g, request
+from limify._extras import missing_extra
+
+try:
+    from flask import Flask, Response, g, request
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "Flask", "flask", error) from error
 
 from limify.adapters.http import (
     IDENTITY_FIELDS,

@@ -53,7 +53,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import wrapt
-from celery import Task, current_task
+
+from limify._extras import missing_extra
+
+try:
+    from celery import Task, current_task
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "Celery", "celery", error) from error
 
 from limify import events
 from limify.errors import RateLimitExceeded

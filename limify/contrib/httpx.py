@@ -45,7 +45,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+from limify._extras import missing_extra
+
+try:
+    import httpx
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "httpx", "httpx", error) from error
 
 from limify.contrib._outbound import AsyncOutboundGate, OutboundGate
 from limify.core.plan import Plan

@@ -24,8 +24,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
+from limify._extras import missing_extra
+
+try:
+    from requests import PreparedRequest, Response
+    from requests.adapters import HTTPAdapter
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "requests", "requests", error) from error
 
 from limify.contrib._outbound import GATE_OPTIONS, OutboundGate
 from limify.core.plan import Plan

@@ -24,9 +24,14 @@ admitted one gets the headers on its response and the dependency's value is the
 
 from typing import Any, Union
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from limify._extras import missing_extra
+
+try:
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+except ModuleNotFoundError as error:  # the extra is not installed
+    raise missing_extra(__name__, "Starlette (FastAPI)", "fastapi", error) from error
 
 from limify.adapters.fastapi.middleware import Identify, async_limiter_of, context_from_scope
 from limify.adapters.http import (
