@@ -27,6 +27,8 @@ GUARDS = {
     "limify.contrib.celery": (("celery",), "celery"),
     "limify.contrib.httpx": (("httpx",), "httpx"),
     "limify.contrib.requests": (("requests",), "requests"),
+    "limify.contrib.opentelemetry": (("opentelemetry",), "opentelemetry"),
+    "limify.contrib.prometheus": (("prometheus_client",), "prometheus"),
 }
 
 

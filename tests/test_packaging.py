@@ -139,6 +139,8 @@ GUARDS = [
     ("limify.contrib.celery", "celery", "Celery", "celery"),
     ("limify.contrib.httpx", "httpx", "httpx", "httpx"),
     ("limify.contrib.requests", "requests", "requests", "requests"),
+    ("limify.contrib.opentelemetry", "opentelemetry", "OpenTelemetry", "opentelemetry"),
+    ("limify.contrib.prometheus", "prometheus_client", "prometheus_client", "prometheus"),
 ]
 
 #: Imports argv[1] in a process where the packages named in argv[2] look uninstalled.

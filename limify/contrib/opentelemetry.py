@@ -25,13 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from limify import __version__, events
+from limify._extras import missing_extra
 
 try:
     from opentelemetry import metrics
 except ModuleNotFoundError as missing:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "limify.contrib.opentelemetry needs OpenTelemetry: pip install 'limify[opentelemetry]'"
-    ) from missing
+    raise missing_extra(__name__, "OpenTelemetry", "opentelemetry", missing) from missing
 
 __all__ = ["instrument"]
 

@@ -26,13 +26,12 @@ from collections.abc import Callable
 from typing import Any
 
 from limify import events
+from limify._extras import missing_extra
 
 try:
     from prometheus_client import REGISTRY, Counter, Histogram
 except ModuleNotFoundError as missing:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "limify.contrib.prometheus needs prometheus_client: pip install 'limify[prometheus]'"
-    ) from missing
+    raise missing_extra(__name__, "prometheus_client", "prometheus", missing) from missing
 
 __all__ = ["instrument"]
 
