@@ -144,14 +144,18 @@ class FunctionLimit:
         run = self._fast_run
         if run is None or events.listeners:  # decisions someone listens to go through the engine
             return False
-        key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
         if run is _REMOTE:
             # A remote store: only a refusal known to hold is answered here, without a round trip.
-            cache, keys = self._cache, (key,)
-            retry = cache.retry_us(keys, self.cost) if cache is not None else 0  # type: ignore[arg-type]
-            if not retry or not self._raises:
+            cache = self._cache
+            if cache is None or not cache.held or not self._raises:
+                return False
+            key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
+            keys = (key,)
+            retry = cache.retry_us(keys, self.cost)  # type: ignore[arg-type]
+            if not retry:
                 return False
             raise RateLimitExceeded.refused(key, cache.remaining_of(keys), self.plans[0].limit, retry, retry)  # type: ignore[union-attr]
+        key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
         step = run(key)
         if step[0]:
             return True

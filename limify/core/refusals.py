@@ -42,24 +42,25 @@ MAX_CACHED = 10_000
 class RefusalCache:
     """One limit's refusals known to hold (see the module docs)."""
 
-    __slots__ = ("_held", "_now_us")
+    __slots__ = ("held", "_now_us")
 
     def __init__(self, now_us: Callable[[], int] | None = None) -> None:
-        #: keys -> (end in µs, refused cost, the refusal, start in µs), on ``now_us``'s clock
-        self._held: dict[tuple[str, ...], tuple[int, int, Outcome, int]] = {}
+        #: keys -> (end in µs, refused cost, the refusal, start in µs), on ``now_us``'s clock;
+        #: empty (the usual case) means nothing to look up.
+        self.held: dict[tuple[str, ...], tuple[int, int, Outcome, int]] = {}
         #: The store's clock when it runs on the caller's (a :class:`~limify.ManualClock` in
         #: tests); the monotonic clock when it reads the server's time.
         self._now_us = now_us if now_us is not None else _monotonic_us
 
     def known(self, keys: tuple[str, ...], cost: int) -> Outcome | None:
         """The refusal of a call of ``cost`` on ``keys`` if one is known to hold now, aged to now."""
-        entry = self._held.get(keys)
+        entry = self.held.get(keys)
         if entry is None:
             return None
         until, refused_cost, outcome, since = entry
         now = self._now_us()
         if now >= until:
-            self._held.pop(keys, None)
+            self.held.pop(keys, None)
             return None
         if cost < refused_cost:
             return None
@@ -69,7 +70,7 @@ class RefusalCache:
 
     def retry_us(self, keys: tuple[str, ...], cost: int) -> int:
         """Microseconds a known refusal of ``cost`` on ``keys`` still holds; 0 if none (the hot path's test)."""
-        entry = self._held.get(keys)
+        entry = self.held.get(keys)
         if entry is None or cost < entry[1]:
             return 0
         left = entry[0] - self._now_us()
@@ -77,13 +78,13 @@ class RefusalCache:
 
     def remaining_of(self, keys: tuple[str, ...]) -> int:
         """The ``remaining`` reported by the known refusal on ``keys``."""
-        return self._held[keys][2].remaining
+        return self.held[keys][2].remaining
 
     def remember(self, keys: tuple[str, ...], cost: int, outcome: Outcome) -> None:
         """Hold the store's refusal of a call of ``cost`` on ``keys`` until its retry time."""
         if outcome.retry_us <= 0:
             return
-        held = self._held
+        held = self.held
         if len(held) >= MAX_CACHED:
             now = self._now_us()
             for stale in [k for k, entry in held.items() if entry[0] <= now]:
@@ -95,11 +96,11 @@ class RefusalCache:
 
     def forget(self, keys: tuple[str, ...]) -> None:
         """Drop every refusal on any of ``keys`` (a refund or reset through this process)."""
-        if not self._held:
+        if not self.held:
             return
         touched = set(keys)
-        for cached in [k for k in self._held if touched.intersection(k)]:
-            del self._held[cached]
+        for cached in [k for k in self.held if touched.intersection(k)]:
+            del self.held[cached]
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self.held)
