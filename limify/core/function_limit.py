@@ -154,7 +154,7 @@ class FunctionLimit:
             retry = cache.retry_us(keys, self.cost)  # type: ignore[arg-type]
             if not retry:
                 return False
-            raise RateLimitExceeded.refused(key, cache.remaining_of(keys), self.plans[0].limit, retry, retry)  # type: ignore[union-attr]
+            raise RateLimitExceeded.refused(key, cache.remaining_of(keys), self.plans[0].limit, retry, retry)
         key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
         step = run(key)
         if step[0]:
