@@ -5,9 +5,11 @@ The everyday names live here; see README.rst for a tour.
 
 from __future__ import annotations
 
+from limify.core.algorithms.penalty import Penalty
 from limify.core.clock import Clock, ManualClock, SystemClock
 from limify.core.context import RequestContext
 from limify.core.limify import Limify
+from limify.core.decision import APPLICATION, Decision
 from limify.core.limiter import UNLIMITED
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import Plan, PlanProvider, PlanRegistry, plans
@@ -42,6 +44,9 @@ __all__ = [
     "Rule",
     "RequestContext",
     "UNLIMITED",
+    "APPLICATION",
+    "Decision",
+    "Penalty",
 ]
 
 __version__ = "0.1.0"

@@ -35,16 +35,20 @@ from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
 from limify.core.validation import check_reporting, check_wait_options
 from limify.events import Decision
+from limify.limited import RateLimitDecorator
 
 __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 ResultT = TypeVar("ResultT")
 NoneT = TypeVar("NoneT")
 
 
 def configure(
-    *, storage: StorageLike | None = None, on_storage_error: str | None = None, shadow: bool | None = None
+    *,
+    storage: StorageLike | None = None,
+    on_storage_error: str | None = None,
+    shadow: bool | None = None,
+    enabled: bool | None = None,
 ) -> None:
     """Set process-wide defaults for limits declared without them.
 
@@ -59,10 +63,13 @@ def configure(
         shadow: ``True`` puts every limit declared without ``shadow=`` in shadow mode:
             refusals are computed, consume nothing, are reported (decision events
             with ``enforced=False``, ``on_breach``), and the calls go on.
+        enabled: ``False`` is the kill switch: every limit (``@rate_limit``, web
+            rules, outbound transports) admits every call without counting it, and
+            web responses carry no rate-limit headers; ``True`` switches them back on.
     """
-    if storage is None and on_storage_error is None and shadow is None:
-        raise TypeError("configure() needs storage=..., on_storage_error=... and/or shadow=...")
-    configure_default(storage, on_storage_error, shadow)
+    if storage is None and on_storage_error is None and shadow is None and enabled is None:
+        raise TypeError("configure() needs storage=..., on_storage_error=..., shadow=... and/or enabled=...")
+    configure_default(storage, on_storage_error, shadow, enabled)
 
 
 def get_default_storage() -> StorageLike:
@@ -308,7 +315,7 @@ def rate_limit(
     shadow: bool | None = None,
     on_breach: Callable[[Decision], object] | None = None,
     cache_refusals: bool = True,
-) -> Callable[[F], F]:
+) -> RateLimitDecorator:
     """Rate-limit a sync or async callable.
 
     Args:
@@ -352,6 +359,9 @@ def rate_limit(
 
     Every invalid argument, unknown plan or provider name raises ``ValueError`` or
     ``TypeError`` here, at decoration time, never at call time.
+
+    Type checkers see the decorated callable with its own parameters and return type,
+    and its handle as ``fn.rate_limit`` (see :mod:`limify.limited`).
     """
     limits = _limits_from(rate, plan)
     algorithm_classes(algorithm)[0].spec.check_plans([plan for plan, _ in limits])
@@ -367,7 +377,7 @@ def rate_limit(
     if key is not None and not (isinstance(key, str) or callable(key)):
         raise TypeError(f"key must be None, a parameter name or a callable, got {key!r}")
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Any) -> Any:
         if not callable(fn) and not isinstance(fn, (classmethod, staticmethod)):
             raise TypeError(f"@rate_limit decorates callables, got {fn!r}")
         reject_generators(fn)
@@ -392,7 +402,6 @@ def rate_limit(
             on_breach=on_breach,
             cache_refusals=cache_refusals,
         )
-        wrapper = _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
-        return wrapper  # type: ignore[no-any-return]
+        return _wrap_async(fn, limit) if is_async else _wrap_sync(fn, limit)
 
-    return decorate
+    return cast(RateLimitDecorator, decorate)

@@ -22,8 +22,8 @@
     alone: flush their test database yourself).
 
 With pytest, the ``limify_clock`` and ``limify_memory`` fixtures of
-:mod:`limify.pytest_plugin` (registered when Limify is installed) wrap
-``isolated()``.
+:mod:`limify.pytest_plugin` wrap ``isolated()``; enable them with
+``pytest_plugins = ["limify.pytest_plugin"]`` in your ``conftest.py``.
 """
 
 from __future__ import annotations

@@ -290,7 +290,7 @@ async def test_async_wait_uses_anyio_sleep(anyio_backend: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "words"),
     [
-        ({"rate": "10 per minute"}, ValueError, "'10 per minute'"),
+        ({"rate": "10 per fortnight"}, ValueError, "'10 per fortnight'"),
         ({"rate": "minute/10"}, ValueError, "<limit>/<unit>"),
         ({"rate": None}, ValueError, "needs a rate"),
         ({"rate": "5/s", "on_exceeded": "ignore"}, ValueError, "on_exceeded"),

@@ -115,4 +115,4 @@ def test_bad_options_fail_when_building_the_adapter() -> None:
     with pytest.raises(ValueError, match="on_exceeded"):
         RateLimitAdapter("10/second", on_exceeded="queue")
     with pytest.raises(ValueError, match="invalid rate"):
-        RateLimitAdapter("10 per second")
+        RateLimitAdapter("10 per fortnight")

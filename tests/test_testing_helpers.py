@@ -91,6 +91,7 @@ def test_reset_all_forgets_the_in_memory_stores() -> None:
 
 def test_the_pytest_plugin_fixtures_drive_a_users_suite(tmp_path: Path) -> None:
     """A user's test file using limify_clock and limify_memory passes under the plugin."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["limify.pytest_plugin"]\n')
     (tmp_path / "test_user.py").write_text(
         textwrap.dedent(
             """
@@ -118,8 +119,6 @@ def test_the_pytest_plugin_fixtures_drive_a_users_suite(tmp_path: Path) -> None:
             "pytest",
             "-q",
             "-p",
-            "limify.pytest_plugin",
-            "-p",
             "no:cacheprovider",
             str(tmp_path),
         ],
@@ -132,11 +131,11 @@ def test_the_pytest_plugin_fixtures_drive_a_users_suite(tmp_path: Path) -> None:
     assert "1 passed" in done.stdout
 
 
-def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
-    """setup.cfg registers the plugin (and the command) so installing Limify is enough."""
+def test_the_command_is_declared_and_no_pytest_plugin_is_forced_on_users() -> None:
+    """setup.cfg installs the limify command; the pytest plugin is opt-in (pytest_plugins), not an entry point."""
     setup = (ROOT / "setup.cfg").read_text()
-    assert "pytest11 =\n    limify = limify.pytest_plugin" in setup
     assert "console_scripts =\n    limify = limify.cli:main" in setup
+    assert "pytest11" not in setup
 
 
 def test_isolated_clock_is_a_manual_clock() -> None:

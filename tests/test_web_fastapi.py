@@ -31,7 +31,7 @@ from tests.servers import RedisServer, free_port
 
 #: Declared at module level, as applications do: with `from __future__ import annotations`
 #: FastAPI resolves `Annotated[..., Depends(REPORT_LIMIT)]` through the module's globals.
-#: No limify= given, so it follows the process default storage (see `default_storage`).
+#: No limify= given, so it uses the application's: the middleware's Limify.
 REPORT_LIMIT = RateLimit("report", "2/minute")
 
 RULES = [
@@ -108,7 +108,7 @@ def test_dependency_with_annotated_and_future_annotations(clock: ManualClock) ->
     assert first.json() == {"remaining": 1} and first.headers["X-RateLimit-Remaining"] == "1"
     assert client.get("/report").json() == {"report": "ready"}
     refused = client.get("/report")
-    assert refused.status_code == 429 and refused.json() == {"detail": "Too Many Requests"}
+    assert refused.status_code == 429 and refused.json() == {"detail": "Too Many Requests", "retry_after": 30}
     assert refused.headers["Retry-After"] == "30" and refused.headers["X-RateLimit-Limit"] == "2"
     clock.advance(30)
     assert client.get("/quota").status_code == 200

@@ -98,7 +98,7 @@ def test_highest_priority_wins_and_ties_go_to_the_first_listed() -> None:
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
-        ({"id": "a", "path": "/x", "rate": "10 per minute"}, "rule 'a'"),
+        ({"id": "a", "path": "/x", "rate": "10 per fortnight"}, "rule 'a'"),
         ({"id": "b", "path": "", "rate": "1/s"}, "rule 'b': path"),
         ({"id": "c", "path": "items", "rate": "1/s"}, "must start with '/'"),
         ({"id": "d", "path": "/a/**/b", "rate": "1/s"}, "'**' may only end"),

@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 from limify.core.algorithms import algorithm_classes
 from limify.core.check import HOLD, Check
 from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine
+from limify.core.storage import DEFAULTS
 from limify.core.keys import PREFIX, encode_part
 from limify.core.plan import Plan
 from limify.core.rate import parse_rate
@@ -174,7 +175,7 @@ class OutboundGate(Generic[R]):
         identity = self.get_key(request)
         part = None if identity is None else encode_part(identity)
         pause_key = None if part is None or not self.pause_on else f"{self.pause_prefix}:{part}"
-        if part is None:  # exempted by the key function
+        if part is None or not DEFAULTS.enabled:  # exempted by the key function, or limits switched off
             return _ready(self, None)
         check = Check(self.spec, (f"{self.prefix}:{part}",), (self.plan,), 1, pause_key=pause_key)
         return self.engine.runner(check, lambda check, outcome: pause_key)

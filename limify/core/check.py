@@ -13,7 +13,9 @@ operations, each atomic on the store's side.
     nothing (see :func:`~limify.core.algorithms.base.run_limits`): the in-memory
     store runs the Python transition under a lock, Redis runs the Lua twin in one
     ``EVALSHA``; a store without scripts keeps each key's state as the text of
-    ``check.spec.codec`` and runs the Python transition in a transaction.
+    ``check.spec.codec`` and runs the Python transition in a transaction. Every
+    write ``run_limits`` returns is saved, refused checks' included (a penalty
+    counts refusals that way, see :mod:`limify.core.algorithms.penalty`).
 ``clear(keys)``
     Forget the state of ``keys``.
 ``hold(key, ms) -> int``

@@ -35,7 +35,10 @@ class RequestContext:
         path: the decoded request path (``"/items/42"``).
         user_id, org_id, api_key, client_ip: identity fields (see module docs).
         **extra: anything else plan providers or key resolvers need
-            (``tenant="acme"``, ``headers={...}``); read back as attributes.
+            (``tenant="acme"``); read back as attributes. Adapters set
+            ``request`` (the framework's request, what rule hooks receive) and
+            ``headers``: a mapping, or ``(lower-case name) -> list of values``,
+            read by :meth:`header`.
     """
 
     def __init__(
@@ -69,6 +72,24 @@ class RequestContext:
                 return identity_type, value
         return ANONYMOUS
 
+    def header(self, name: str) -> str | None:
+        """The first value of request header ``name`` (any case), or ``None``; needs ``headers``."""
+        found = self.__dict__.get("headers")
+        if found is None:
+            return None
+        wanted = name.lower()
+        if callable(found):
+            values = found(wanted)
+            return values[0] if values else None
+        for key, value in found.items():
+            if key.lower() == wanted:
+                return str(value)
+        return None
+
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={value!r}" for name, value in vars(self).items() if value is not None)
+        fields = ", ".join(
+            f"{name}={value!r}"
+            for name, value in vars(self).items()
+            if value is not None and name not in ("request", "headers")
+        )
         return f"RequestContext({fields})"

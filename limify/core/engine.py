@@ -43,7 +43,7 @@ from limify.core.answers import storage_failure
 from limify.core.check import CLEAR, CONSUME, HOLD, REFUND, Check, Pending
 from limify.core.refusals import RefusalCache
 from limify.core.resilience import FALLBACK, GuardedStorage
-from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage
+from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage, is_private_memory
 from limify.errors import PlanError, StorageError
 
 __all__ = [
@@ -104,10 +104,13 @@ class Engine:
         on_breach: called with the event of each refused call.
         cache_refusals: answer refusals known to hold in process while the store is
             remote (see :mod:`limify.core.refusals`).
+        own_memory: the store an unnamed ``memory://`` stands for (a
+            :class:`~limify.Limify`'s own, see :func:`~limify.core.storage.is_private_memory`);
+            ``None``: the process-wide one.
     """
 
     __slots__ = ("is_async", "settings", "runner", "_storage", "_policy", "_follows",
-                 "_version", "_adapter", "_guard", "_shields")  # fmt: skip
+                 "_version", "_adapter", "_guard", "_shields", "_own_memory")  # fmt: skip
 
     def __init__(
         self,
@@ -122,8 +125,10 @@ class Engine:
         shadow: bool | None = False,
         on_breach: Breach | None = None,
         cache_refusals: bool = False,
+        own_memory: Any = None,
     ) -> None:
         self.is_async = is_async
+        self._own_memory = own_memory
         self.settings = Settings(refusal, max_wait, name, source, shadow, on_breach, cache_refusals)
         #: :meth:`run_async` for async engines, else :meth:`run`: what entry points call.
         self.runner: Callable[..., Any] = self.run_async if is_async else self.run
@@ -161,9 +166,12 @@ class Engine:
             self._bind(DEFAULTS.override)
         else:
             own_policy = self._policy
+            chosen = self._storage if self._storage is not None else storage
+            if self._own_memory is not None and is_private_memory(chosen):
+                chosen = self._own_memory
             self._bind(
                 adapter_for(
-                    self._storage if self._storage is not None else storage,
+                    chosen,
                     is_async=self.is_async,
                     on_storage_error=policy if own_policy == DEFAULT_POLICY else own_policy,
                 )

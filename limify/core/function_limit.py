@@ -7,6 +7,12 @@ plan when a provider is set, and hands one :class:`~limify.core.check.Check` to
 the engine, which admits it, waits or raises. Keyless limits and single keyed
 limits with a fixed cost build their Check from parts settled here.
 
+In a web request (an adapter opened a
+:class:`~limify.core.request_scope.RequestScope`), the endpoint's own limit adds
+its decision to the request's, so the response carries its headers; while the
+limits are switched off (``configure(enabled=False)``, or the app's ``ENABLED``
+setting for its endpoints) a call is admitted uncounted and gives nothing back.
+
 Everything here is written once for sync and async callables: the engine's
 ``runner`` is ``run`` or ``run_async``, so :meth:`FunctionLimit.admit`,
 :meth:`~FunctionLimit.give_back`, :meth:`~FunctionLimit.peek` and
@@ -23,7 +29,16 @@ from typing import Any
 from limify import events
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import PEEK, REFUND, Outcome, Step, check_cost, new_token, refund_token
+from limify.core.algorithms.base import (
+    PEEK,
+    REFUND,
+    Outcome,
+    Step,
+    check_cost,
+    new_token,
+    refund_token,
+    to_result,
+)
 from limify.core.check import CLEAR, CONSUME, Check
 from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure
 from limify.core.keys import encode_part, limit_keys
@@ -31,8 +46,13 @@ from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
 from limify.core.refusals import RefusalCache
 from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.request_scope import RequestScope, current
 from limify.core.storage import DEFAULTS, StorageLike
 from limify.errors import RateLimitExceeded
+
+#: What :meth:`FunctionLimit.admit` answers a call it let through uncounted (limits
+#: switched off): nothing to give back for it.
+UNCOUNTED = Check(None, (), (), 0)  # type: ignore[arg-type]
 
 __all__ = ["CallContext", "FunctionLimit"]
 
@@ -142,7 +162,9 @@ class FunctionLimit:
             self._fast_run = self._build_fast_run()
             self._fast_version = DEFAULTS.version
         run = self._fast_run
-        if run is None or events.listeners:  # decisions someone listens to go through the engine
+        if run is None or events.listeners or current() is not None:
+            # Decisions someone listens to go through the engine; in a web request,
+            # admit() also records the endpoint's decision.
             return False
         if run is _REMOTE:
             # A remote store: only a refusal known to hold is answered here, without a round trip.
@@ -166,7 +188,8 @@ class FunctionLimit:
     def _build_fast_run(self) -> Callable[[str], Step] | None:
         settings = self.engine.settings
         shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
-        if self._keyed_prefix is None or shadow or DEFAULTS.unenforced or settings.on_breach is not None:
+        unusual = shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled
+        if self._keyed_prefix is None or unusual:
             return None
         store = self.engine.store
         self._cache = self.engine.settings.cache
@@ -217,9 +240,44 @@ class FunctionLimit:
     def admit(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Admit one call (consuming its cost), wait for it or raise; the admitted Check.
 
-        For an async callable, an awaitable of it.
+        For an async callable, an awaitable of it; :data:`UNCOUNTED` for a call let
+        through while the limits are switched off.
         """
-        return self._run(self.prepare(instance, args, kwargs), self._finish_admission)
+        scope = current()
+        if scope is None:
+            if not DEFAULTS.enabled:
+                return _ready(self.is_async, UNCOUNTED)
+            return self._run(self.prepare(instance, args, kwargs), self._finish_admission)
+        if not DEFAULTS.enabled or (not scope.enabled and scope.is_endpoint(self)):
+            return _ready(self.is_async, UNCOUNTED)
+        return self._admit_in(scope, self.prepare(instance, args, kwargs))
+
+    def _admit_in(self, scope: RequestScope, check: Check) -> Any:
+        """:meth:`admit` in a web request: the endpoint's decision, admitted or refused, joins the request's."""
+        finish_admission = self._finish_admission
+
+        def recorded(check: Check, outcome: Outcome) -> Check:
+            scope.endpoint_call(self, to_result(outcome, check.plans), check.plans, check.keys[0])
+            return finish_admission(check, outcome)
+
+        def refused(error: RateLimitExceeded) -> None:
+            scope.endpoint_call(self, error.result, check.plans, error.key)
+
+        if self.is_async:
+
+            async def admitted() -> Check:
+                try:
+                    return await self._run(check, recorded)  # type: ignore[no-any-return]
+                except RateLimitExceeded as error:
+                    refused(error)
+                    raise
+
+            return admitted()
+        try:
+            return self._run(check, recorded)
+        except RateLimitExceeded as error:
+            refused(error)
+            raise
 
     def give_back(self, admitted: Check, error: BaseException | None) -> Any:
         """After a call: release its slot, or refund it when it raised a ``refund_on`` error.
@@ -228,6 +286,8 @@ class FunctionLimit:
         (an awaitable for async callables, to await). A failure to give back is
         logged, never raised: the lease or cost ages out, the call's outcome wins.
         """
+        if admitted is UNCOUNTED:
+            return None
         if self.leases or (error is not None and isinstance(error, self.refund_on)):
             return self._run(admitted._replace(mode=REFUND), on_error=log_give_back_failure)
         return None
@@ -264,3 +324,12 @@ def _remote(key: str) -> Step:  # pragma: no cover - a marker, never called
 
 #: ``_fast_run`` of a limit on a remote store: its hot path is the refusal cache only.
 _REMOTE: Callable[[str], Step] = _remote
+
+
+async def _resolved(value: Any) -> Any:
+    return value
+
+
+def _ready(is_async: bool, value: Any) -> Any:
+    """``value``, or an awaitable of it for async callables."""
+    return _resolved(value) if is_async else value

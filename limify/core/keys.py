@@ -24,6 +24,8 @@ __all__ = [
     "encode_part",
     "identity_text",
     "limit_keys",
+    "stacked_keys",
+    "SHARED_TAG",
     "period_tag",
     "MAX_PART_LENGTH",
     "MAX_KEY_LENGTH",
@@ -125,4 +127,41 @@ def limit_keys(
         if is_shared or identity is None
         else f"{PREFIX}:{{{scope}}}:{tag}:{identity}"
         for tag, is_shared in zip(tags, shared, strict=True)
+    )
+
+
+#: The hash tag of a stacked check holding a limit shared by every identity: such a
+#: check must live in that limit's one slot. ``*`` never appears in an encoded part.
+SHARED_TAG = "*"
+
+
+def stacked_keys(
+    scopes: Sequence[str],
+    plan_ids: Sequence[str],
+    periods_us: Sequence[int],
+    shared: Sequence[bool],
+    identity: str,
+) -> tuple[str, ...]:
+    """The keys of a check whose limits come from several scopes; all parts already encoded.
+
+    A route's rule, the application-wide limits and a penalty all count one
+    identity in one atomic check, so their keys share a Redis Cluster hash slot:
+    the identity is the hash tag, ``limify:{<identity>}:<scope>:<plan>.<period>``
+    (``limify:{user:42}:items:default.60s``, ``limify:{user:42}:*app:default.3600s``).
+    When a limit is shared by every identity, every key of the check takes the tag
+    :data:`SHARED_TAG`: ``limify:{*}:<scope>:<plan>.<period>`` for the shared
+    limits, the identity appended for the others. An identity tag always holds a
+    ``:`` and ``*`` tags none, and rule ids are encoded (never ``*``), so these
+    keys never equal each other nor a key of :func:`limit_keys`.
+    """
+    tags = [f"{plan_id}.{period_tag(period)}" for plan_id, period in zip(plan_ids, periods_us, strict=True)]
+    if not any(shared):
+        return tuple(
+            f"{PREFIX}:{{{identity}}}:{scope}:{tag}" for scope, tag in zip(scopes, tags, strict=True)
+        )
+    return tuple(
+        f"{PREFIX}:{{{SHARED_TAG}}}:{scope}:{tag}"
+        if is_shared
+        else f"{PREFIX}:{{{SHARED_TAG}}}:{scope}:{tag}:{identity}"
+        for scope, tag, is_shared in zip(scopes, tags, shared, strict=True)
     )

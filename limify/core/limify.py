@@ -5,20 +5,34 @@ they need once, at set-up: the ASGI middleware and FastAPI dependencies use
 :attr:`Limify.async_limiter`, Flask and Django's sync path
 :attr:`Limify.sync_limiter`. Both share the config, the storage (a URL stands for
 a sync and an async client on one server) and therefore the buckets.
+
+Each ``Limify`` has its own in-memory store: ``storage="memory://"``, or no storage
+while the process default is the initial ``"memory://"``, counts in that store, so
+two apps (or two test cases) never share counts. Name a store to share it:
+``"memory://shared"`` is one store per process for every ``Limify`` and limit that
+names it; passing one :class:`~limify.InMemoryAdapter` to several shares it too.
+
+:meth:`Limify.peek` and :meth:`Limify.reset` read and clear one identity's state
+under one rule (its config's, or a ``RateLimit``'s / ``limit_view``'s registered
+with it); :data:`~limify.core.decision.APPLICATION` names the application-wide limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from functools import cached_property
 from typing import Any
 
 from limify.core.algorithms import ALGORITHMS, algorithm_classes
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
+from limify.core.context import Identity, RequestContext
+from limify.core.decision import APPLICATION
 from limify.core.limiter import AsyncLimiter, KeyResolver, Limiter, PlanResolver, SyncLimiter
+from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import plans
-from limify.core.rules import LimifyConfig
-from limify.core.storage import StorageLike, check_storage
+from limify.core.result import LimitationResult
+from limify.core.rules import LimifyConfig, Rule
+from limify.core.storage import StorageLike, check_storage, is_private_memory
 
 __all__ = ["Limify"]
 
@@ -66,7 +80,10 @@ class Limify:
             request under another identity than the built-in priority
             (user, org, API key, IP, anonymous); ``None`` falls back to it.
         storage: a URL or adapter; ``None`` follows the process default
-            (:func:`limify.configure`), which may change after set-up.
+            (:func:`limify.configure`), which may change after set-up. An unnamed
+            ``memory://`` is this ``Limify``'s own store (see the module docs).
+        enabled: ``False`` switches every limit of this ``Limify`` off: requests are
+            admitted uncounted and carry no headers (the frameworks' ``ENABLED`` setting).
     """
 
     def __init__(
@@ -77,7 +94,15 @@ class Limify:
         key_resolver: KeyResolver | None = None,
         *,
         storage: StorageLike | None = None,
+        enabled: bool = True,
     ) -> None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, got {enabled!r}")
+        self.enabled = enabled
+        #: This Limify's own in-memory store (see the module docs).
+        self.memory = InMemoryAdapter()
+        #: Rules checked outside the config (RateLimit dependencies, limit_view), by id.
+        self._adopted: dict[str, Rule] = {}
         if isinstance(config, Mapping):
             config = LimifyConfig(**config)
         if not isinstance(config, LimifyConfig):
@@ -108,13 +133,21 @@ class Limify:
                         spec.check_plans(rule.plans)
                     except ValueError as exc:
                         raise ValueError(f"rule {rule.id!r}: {exc}") from None
+            for plan_rule in (*config.rules, *([config.default_rule] if config.default_rule else [])):
+                rule_spec = (
+                    spec if plan_rule.algorithm is None else algorithm_classes(plan_rule.algorithm)[0].spec
+                )
+                try:
+                    rule_spec.check_plans(config.application_plans)
+                except ValueError as exc:
+                    raise ValueError(f"application_limits under rule {plan_rule.id!r}: {exc}") from None
             if storage is not None:
                 check_storage(storage)
             self.algorithm_name = algorithm
-            self.storage = storage
+            self.storage = self.memory if is_private_memory(storage) else storage
             self.is_async = False
 
-    def _build(self, limiter_class: type[Limiter[Any, Any]]) -> Any:
+    def _build(self, limiter_class: type[Limiter[Any, Any, Any]]) -> Any:
         is_async = limiter_class.is_async
         shell = self._shell
         custom_class = None
@@ -130,6 +163,8 @@ class Limify:
             plan_resolver=self.plan_resolver,
             key_resolver=self.key_resolver,
             algorithm_class=custom_class,
+            own_memory=self.memory,
+            enabled=self.enabled,
         )
 
     @cached_property
@@ -148,6 +183,59 @@ class Limify:
     def limiter(self) -> SyncLimiter | AsyncLimiter:
         """The limiter matching the algorithm: async for an async shell, else sync."""
         return self.async_limiter if self.is_async else self.sync_limiter
+
+    def adopt(self, rule: Rule) -> Rule:
+        """Register a rule checked outside the config (a dependency's, a view's), for :meth:`peek`/:meth:`reset`."""
+        self._adopted[rule.id] = rule
+        return rule
+
+    def rule(self, rule_id: str) -> Rule | None:
+        """The rule called ``rule_id``: the config's, the default rule, or an adopted one.
+
+        :data:`~limify.core.decision.APPLICATION` gives ``None``: the application-wide limits.
+
+        Raises:
+            ValueError: no such rule (the message lists the known ids).
+        """
+        config = self.config
+        if rule_id == APPLICATION:
+            if not config.application_plans and config.penalty is None:
+                raise ValueError("this Limify has no application_limits (nor penalty) to peek at or reset")
+            return None
+        for rule in (*config.rules, *([config.default_rule] if config.default_rule else [])):
+            if rule.id == rule_id:
+                return rule
+        found = self._adopted.get(rule_id)
+        if found is None:
+            known = sorted(
+                {r.id for r in config.rules} | set(self._adopted)
+                | ({config.default_rule.id} if config.default_rule else set())
+            )  # fmt: skip
+            raise ValueError(f"no rule {rule_id!r} in this Limify; its rules are {known}")
+        return found
+
+    def peek(
+        self, rule_id: str, identity: Identity | RequestContext, *, plan: Any = None
+    ) -> LimitationResult:
+        """What a request of ``identity`` (``("user", 42)`` or a context) would get under ``rule_id`` now."""
+        return self.sync_limiter.peek(self.rule(rule_id), identity, plan=plan)
+
+    def reset(self, rule_id: str, identity: Identity | RequestContext, *, plan: Any = None) -> None:
+        """Forget ``identity``'s counts (and penalty) under ``rule_id``; its next request starts fresh."""
+        self.sync_limiter.reset(self.rule(rule_id), identity, plan=plan)
+
+    def peek_async(
+        self, rule_id: str, identity: Identity | RequestContext, *, plan: Any = None
+    ) -> Awaitable[LimitationResult]:
+        """Awaitable :meth:`peek`, through the async limiter (``redis.asyncio``)."""
+        found: Awaitable[LimitationResult] = self.async_limiter.peek(self.rule(rule_id), identity, plan=plan)
+        return found
+
+    def reset_async(
+        self, rule_id: str, identity: Identity | RequestContext, *, plan: Any = None
+    ) -> Awaitable[None]:
+        """Awaitable :meth:`reset`."""
+        return self.async_limiter.reset(self.rule(rule_id), identity, plan=plan)
 
     def __repr__(self) -> str:
         return f"Limify(algorithm={self.algorithm_name!r}, config={self.config!r}, storage={self.storage!r})"

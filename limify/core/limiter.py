@@ -20,7 +20,19 @@ identity form a hash tag and each limit adds its plan and period::
 A :class:`~limify.GlobalLimit` in a rule's rate is one bucket for every identity
 (``limify:{items}:default.1s``), and then every key of the rule shares the tag.
 Encoded parts never contain braces, so a compound key never equals a
-single-limit key.
+single-limit key. Once the config stacks application-wide limits or a penalty on
+a rule, its keys are tagged by identity alone (see :mod:`limify.core.request_check`).
+
+Which requests a rule limits
+----------------------------
+The config's matching rule, or the rule passed in (a ``RateLimit`` dependency's,
+a ``limit_view``'s), which then still limits only the requests its own ``method``
+and ``path`` match. Exempt requests (``Rule(exempt=True)``, ``exempt_when``) and
+every request while the limits are switched off (``Limify(enabled=False)``,
+``limify.configure(enabled=False)``, a framework's ``ENABLED`` setting) are
+decided :data:`UNLIMITED` without touching the storage. Decisions are added to
+the request's :class:`~limify.core.request_scope.RequestScope` when an adapter
+opened one.
 
 Sync and async
 --------------
@@ -33,41 +45,41 @@ builds whichever a framework needs.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from limify.core.algorithms import algorithm_classes
-from limify.core.algorithms.base import AlgorithmSpec, Outcome, check_cost, to_result
+from limify.core.algorithms.base import AlgorithmSpec, Outcome
 from limify.core.answers import Unenforced, shadowed
-from limify.core.check import Check, Pending
+from limify.core.check import CLEAR, PEEK, Check, Pending
 from limify.core.context import Identity, RequestContext
-from limify.core.engine import DEFAULT_POLICY, Engine, as_result
-from limify.core.keys import encode_part, limit_keys
+from limify.core.decision import APPLICATION, UNLIMITED, Decision
+from limify.core.engine import DEFAULT_POLICY, Engine
+from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plan import Plan
-from limify.core.plans import plans as plan_registry
+from limify.core.request_check import Layout, build_keys, grouped_ip, identity_of, layout, prepare, result_of
+from limify.core.request_scope import current
 from limify.core.resilience import Fallback
 from limify.core.result import LimitationResult
+from limify.core.rule_hooks import request_of
 from limify.core.rules import LimifyConfig, Rule
-from limify.core.storage import StorageLike, check_storage, default_storage
+from limify.core.storage import DEFAULTS, StorageLike, check_storage, default_storage
 from limify.errors import PlanError, StorageError
 
 DecisionT = TypeVar("DecisionT")
 ResultT = TypeVar("ResultT")
+NoneT = TypeVar("NoneT")
 
 log = logging.getLogger("limify")
 #: Distinct (rule, plans, cost) combinations logged as unservable; later ones stay silent.
 _UNSERVABLE_LOG_LIMIT = 1000
 
-__all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "build_keys"]
+__all__ = ["Limiter", "SyncLimiter", "AsyncLimiter", "Decision", "UNLIMITED", "APPLICATION", "build_keys"]
 
-#: The result for a request no rule limits: admitted, ``limit == 0`` (no real plan
-#: has a zero limit).
-UNLIMITED = LimitationResult(allowed=True, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
 # The result carried by a 503 decision (storage unreachable under fail_closed).
 _REFUSED_BY_STORAGE = LimitationResult(allowed=False, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
+_NOT_LIMITED = Decision(UNLIMITED)
 
 #: ``(context, rule) -> Plan | plan name | Sequence[Plan] | None`` (awaitable for async limiters).
 PlanResolver = Callable[[RequestContext, Rule], Any]
@@ -75,93 +87,17 @@ PlanResolver = Callable[[RequestContext, Rule], Any]
 KeyResolver = Callable[[RequestContext], "Identity | None"]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Everything a framework adapter needs to answer one request.
-
-    ``status`` is 200 (admitted), 429 (over the limit) or 503: storage
-    unreachable under a ``fail_closed`` rule (``storage_error`` says why), or a
-    plan chosen by the plan provider whose limit is below the rule's cost
-    (``plan_error`` says which; the ``fail_open`` policy admits instead). A
-    request the ``fail_open`` policy admitted has ``answered_by_policy`` set: its
-    result is the one every entry point reports for it (the smallest limit full),
-    but no limit counted it, so adapters send no rate-limit headers.
-    """
-
-    result: LimitationResult
-    rule: Rule | None = None
-    plans: tuple[Plan, ...] = ()
-    keys: tuple[str, ...] = ()
-    storage_error: StorageError | None = None
-    plan_error: PlanError | None = None
-    answered_by_policy: bool = False
-    #: ``False`` in shadow mode: the request goes on, with no 429 and no rate-limit headers.
-    enforced: bool = True
-
-    @property
-    def status(self) -> int:
-        """The HTTP status this decision answers with (200, 429 or 503)."""
-        if self.storage_error is not None or self.plan_error is not None:
-            return 503
-        return 200 if self.result.allowed or not self.enforced else 429
-
-    @property
-    def limited(self) -> bool:
-        """False when no limit counted this request (no rule, storage or plan failed either way)."""
-        return (
-            self.result is not UNLIMITED
-            and not self.answered_by_policy
-            and self.enforced
-            and self.storage_error is None
-            and self.plan_error is None
-        )
-
-
-def build_keys(
-    rule: Rule, plans: Sequence[Plan], shared: Sequence[bool], identity: Identity
-) -> tuple[str, ...]:
-    """The storage keys of one check (see module docs)."""
-    identity_type, identity_value = identity
-    return limit_keys(
-        encode_part(rule.id),
-        [encode_part(plan.id) for plan in plans],
-        [plan.period_us for plan in plans],
-        shared,
-        f"{encode_part(identity_type)}:{encode_part(identity_value)}",
-    )
-
-
-def _limits(found: Any, rule: Rule) -> tuple[tuple[Plan, ...], tuple[bool, ...]]:
-    """The plans of one check and which are shared: the provider's, plus the rule's global limits."""
-    if inspect.iscoroutine(found):
-        found.close()
-        raise TypeError(
-            f"rule {rule.id!r}: an async plan provider needs the async limiter (Limify.async_limiter)"
-        )
-    if found is None:
-        return rule.plans, rule.shared
-    if isinstance(found, str):
-        found = plan_registry.plan_for(found)
-    if isinstance(found, Plan):
-        chosen: tuple[Plan, ...] = (found,)
-    elif isinstance(found, Sequence) and found and all(isinstance(plan, Plan) for plan in found):
-        chosen = tuple(found)
-    else:
-        raise TypeError(
-            f"plan provider returned {found!r} for rule {rule.id!r}; "
-            "expected a Plan, a plan name, a list of plans or None"
-        )
-    # The provider's plans replace the per-identity limits; global ones stay.
-    kept = tuple(plan for plan, shared in zip(rule.plans, rule.shared, strict=True) if shared)
-    return chosen + kept, (False,) * len(chosen) + (True,) * len(kept)
-
-
-class Limiter(Generic[DecisionT, ResultT]):
+class Limiter(Generic[DecisionT, ResultT, NoneT]):
     """Request context -> rule -> plan -> identity -> one Check for the engine.
 
     Written once: :class:`SyncLimiter` runs its checks with the engine's ``run``,
     :class:`AsyncLimiter` with ``run_async`` (awaiting async plan providers), so
     ``decide`` and ``check`` return values or awaitables of them.
+
+    Args:
+        own_memory: the store that stands for an unnamed ``memory://`` (the
+            :class:`~limify.Limify`'s own); ``None``: the process-wide one.
+        enabled: ``False`` admits every request uncounted.
     """
 
     is_async: ClassVar[bool] = False
@@ -175,6 +111,8 @@ class Limiter(Generic[DecisionT, ResultT]):
         plan_resolver: PlanResolver | None = None,
         key_resolver: KeyResolver | None = None,
         algorithm_class: type[Any] | None = None,
+        own_memory: InMemoryAdapter | None = None,
+        enabled: bool = True,
     ) -> None:
         if not isinstance(config, LimifyConfig):
             raise TypeError(f"config must be a limify.LimifyConfig, got {config!r}")
@@ -189,74 +127,109 @@ class Limiter(Generic[DecisionT, ResultT]):
         self.plan_resolver = plan_resolver
         self.key_resolver = key_resolver
         self.storage = storage
+        self.own_memory = own_memory
+        self.enabled = enabled
         self._engines: dict[str, Engine] = {}
-        self._unservable_seen: set[tuple[str, tuple[Plan, ...], int]] = set()
+        self._unservable_seen: set[tuple[str, tuple[Plan, ...], Any]] = set()
 
-    def _engine(self, rule: Rule) -> Engine:
-        """The engine of ``rule``: its failure policy, shadow mode and ``on_breach`` (each follows
-        :func:`limify.configure` where the rule leaves it open)."""
-        engine = self._engines.get(rule.id)
-        if engine is None or engine.settings.on_breach is not rule.on_breach:
+    def _engine(self, rule: Rule | None) -> Engine:
+        """The engine of ``rule`` (``None``: the application-wide limits alone): its failure
+        policy, shadow mode and ``on_breach`` (each follows :func:`limify.configure` where the
+        rule leaves it open)."""
+        name = APPLICATION if rule is None else rule.id
+        on_breach = None if rule is None else rule.on_breach
+        engine = self._engines.get(name)
+        if engine is None or engine.settings.on_breach is not on_breach:
             engine = Engine(
                 self.storage,
                 is_async=self.is_async,
-                policy=DEFAULT_POLICY if rule.on_storage_error is None else rule.on_storage_error,
-                name=rule.id,
+                policy=DEFAULT_POLICY
+                if rule is None or rule.on_storage_error is None
+                else rule.on_storage_error,
+                name=name,
                 source="web",
-                shadow=rule.shadow,
-                on_breach=rule.on_breach,
+                shadow=None if rule is None else rule.shadow,
+                on_breach=on_breach,
                 cache_refusals=True,
+                own_memory=self.own_memory,
             )
-            self._engines[rule.id] = engine
+            self._engines[name] = engine
         return engine
 
-    def _spec(self, rule: Rule) -> AlgorithmSpec:
-        return self._default_spec if rule.algorithm is None else algorithm_classes(rule.algorithm)[0].spec
+    def _spec(self, rule: Rule | None) -> AlgorithmSpec:
+        if rule is None or rule.algorithm is None:
+            return self._default_spec
+        return algorithm_classes(rule.algorithm)[0].spec
 
-    def identity(self, context: RequestContext) -> Identity:
-        """The identity ``context`` is counted under."""
-        if self.key_resolver is not None:
-            found = self.key_resolver(context)
-            if found is not None:
-                if not (
-                    isinstance(found, tuple) and len(found) == 2 and isinstance(found[0], str) and found[0]
-                ):
-                    raise TypeError(f"key_resolver must return (identity_type, value) or None, got {found!r}")
-                return found
-        return context.identity()
+    def identity(self, context: RequestContext, rule: Rule | None = None) -> Identity:
+        """The identity ``context`` is counted under (by ``rule``'s ``key=`` when it has one)."""
+        return identity_of(context, rule, self.key_resolver, self.config.ipv6_prefix)
 
-    def _check(self, context: RequestContext, rule: Rule) -> Check | Pending:
+    def _check(self, context: RequestContext, shape: Layout) -> Check | Pending:
         """The Check of one request, or a Pending one while a plan provider's answer is awaited."""
-        identity = self.identity(context)
+        rule, application = shape.rule, shape.application > 0
+        identity = self.identity(context, rule)
         spec = self._spec(rule)
+        config = self.config
 
         def complete(found: Any) -> Check:
-            plans, shared = _limits(found, rule)
-            if found is not None:  # the rule's own plans were checked when it was built
-                spec.check_plans(plans)
-                check_cost(rule.cost, plans)
-            return Check(spec, build_keys(rule, plans, shared, identity), plans, rule.cost)
+            return prepare(
+                config, spec, rule, context, identity, application=application, found=found,
+                provided=found is not None,
+            )  # fmt: skip
 
-        if self.plan_resolver is None:
+        if self.plan_resolver is None or rule is None:
             return complete(None)
         return Pending(self.plan_resolver(context, rule), complete)
 
-    def _unservable(self, rule: Rule, check: Check | Pending, error: PlanError, policy: str) -> Decision:
+    def _unservable(
+        self, rule: Rule | None, check: Check | Pending, error: PlanError, policy: str
+    ) -> Decision:
         """The failure policy's answer to a plan below the rule's cost, logged once per rule and plan."""
         plans, keys = (check.plans, check.keys) if isinstance(check, Check) else ((), ())
-        seen = (rule.id, tuple(plans), rule.cost)
+        rule_id = rule.id if rule is not None else APPLICATION
+        seen = (rule_id, tuple(plans), None if rule is None or callable(rule.cost) else rule.cost)
         if seen not in self._unservable_seen and len(self._unservable_seen) < _UNSERVABLE_LOG_LIMIT:
             self._unservable_seen.add(seen)
             log.error("limify: rule %r cannot be checked: %s; answering with on_storage_error=%r",
-                      rule.id, error, policy)  # fmt: skip
+                      rule_id, error, policy)  # fmt: skip
         if policy == "fail_open":
             return Decision(UNLIMITED, rule, plans, keys, answered_by_policy=True)
         return Decision(_REFUSED_BY_STORAGE, rule, plans, keys, plan_error=error)
 
-    def _rule(self, context: RequestContext, rule: Rule | None) -> Rule | None:
+    def _route(self, context: RequestContext, rule: Rule | None) -> Layout | Decision:
+        """What limits a request: its check's layout, or the decision of a request nothing counts."""
         if not isinstance(context, RequestContext):
             raise TypeError(f"check() needs a limify.RequestContext, got {context!r}")
-        return rule if rule is not None else self.config.match(context.method, context.path)
+        scope = current()
+        if not (self.enabled and DEFAULTS.enabled) or (scope is not None and not scope.enabled):
+            return _NOT_LIMITED
+        explicit = rule is not None
+        if rule is not None:
+            if not rule.matches(context.method, context.path):
+                return _NOT_LIMITED
+        else:
+            rule = self.config.match(context.method, context.path)
+        config = self.config
+        exempt = config.exempt_when is not None and config.exempt_when(request_of(context))
+        if not exempt and rule is not None:
+            exempt = rule.exempt or (
+                rule.exempt_when is not None and bool(rule.exempt_when(request_of(context)))
+            )
+        # The application limits are counted once per request: by the first check that
+        # meets them (the config's rule), or settled by an exemption.
+        application = bool(config.application_plans) and not (
+            explicit and scope is not None and scope.application_settled
+        )
+        if scope is not None and not explicit:
+            scope.application_settled = True
+        if exempt:
+            return Decision(UNLIMITED, rule, exempt=True)
+        if rule is None and not application:
+            return _NOT_LIMITED
+        if scope is not None and application:
+            scope.application_settled = True
+        return layout(config, rule, application)
 
     def decide(self, context: RequestContext, rule: Rule | None = None) -> DecisionT:
         """Check ``context`` against its rule (or ``rule``), consuming the rule's cost if admitted.
@@ -264,26 +237,37 @@ class Limiter(Generic[DecisionT, ResultT]):
         Never raises for storage failures or unservable plans: the :class:`Decision`
         says 503 (or admits, under ``fail_open``).
         """
-        rule = self._rule(context, rule)
-        if rule is None:
-            return cast(DecisionT, _ready(self.is_async, Decision(UNLIMITED)))
-        matched, engine = rule, self._engine(rule)
+        shape = self._route(context, rule)
+        if isinstance(shape, Decision):
+            return cast(DecisionT, _ready(self.is_async, shape))
+        matched = shape.rule
+        engine = self._engine(matched)
+        scope = current()
+
+        def recorded(decision: Decision) -> Decision:
+            if scope is not None:
+                scope.add(decision)
+            return decision
 
         def finish(check: Check, outcome: Outcome) -> Decision:
             enforced = type(outcome) is not Unenforced and not shadowed(engine.settings)
-            return Decision(
-                to_result(outcome, check.plans), matched, check.plans, check.keys,
-                answered_by_policy=type(outcome) is Fallback, enforced=enforced,
-            )  # fmt: skip
+            return recorded(Decision(
+                result_of(outcome, check, shape), matched, shape.counted(check), check.keys,
+                answered_by_policy=type(outcome) is Fallback, scopes=shape.scopes(check), enforced=enforced,
+            ))  # fmt: skip
 
         def failed(check: Check | Pending, error: Exception) -> Decision:
             if isinstance(error, StorageError):
                 assert isinstance(check, Check)
-                return Decision(_REFUSED_BY_STORAGE, matched, check.plans, check.keys, error)
-            policy = matched.on_storage_error or default_storage()[2]
-            return self._unservable(matched, check, cast(PlanError, error), policy)
+                return recorded(Decision(_REFUSED_BY_STORAGE, matched, check.plans, check.keys, error))
+            policy = (matched.on_storage_error if matched is not None else None) or default_storage()[2]
+            return recorded(self._unservable(matched, check, cast(PlanError, error), policy))
 
-        return cast(DecisionT, engine.runner(self._check(context, rule), finish, failed))
+        try:
+            check = self._check(context, shape)
+        except PlanError as error:  # a cost callable's cost above the limit: the failure policy answers
+            return cast(DecisionT, _ready(self.is_async, failed(Pending(None, _never), error)))
+        return cast(DecisionT, engine.runner(check, finish, failed))
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
         """The :class:`~limify.LimitationResult` of ``context`` under its rule.
@@ -292,25 +276,78 @@ class Limiter(Generic[DecisionT, ResultT]):
             limify.StorageError: storage is unreachable and the rule fails closed.
             limify.PlanError: the plan provider chose a plan whose limit is below the rule's cost.
         """
-        rule = self._rule(context, rule)
-        if rule is None:
-            return cast(ResultT, _ready(self.is_async, UNLIMITED))
-        return cast(ResultT, self._engine(rule).runner(self._check(context, rule), as_result))
+        shape = self._route(context, rule)
+        if isinstance(shape, Decision):
+            return cast(ResultT, _ready(self.is_async, shape.result))
+
+        def finish(check: Check, outcome: Outcome) -> LimitationResult:
+            return result_of(outcome, check, shape)
+
+        return cast(ResultT, self._engine(shape.rule).runner(self._check(context, shape), finish))
+
+    # Peek and reset: the state of one identity under one rule, without a request.
+
+    def _identity_check(
+        self, rule: Rule | None, identity: Identity | RequestContext, plan: Any
+    ) -> tuple[Check, Layout]:
+        config = self.config
+        if isinstance(identity, RequestContext):
+            found = self.identity(identity, rule)
+            context = identity
+        elif isinstance(identity, tuple) and len(identity) == 2 and isinstance(identity[0], str):
+            found = ("ip", grouped_ip(identity[1], config.ipv6_prefix)) if identity[0] == "ip" else identity
+            context = RequestContext("GET", "/")
+        else:
+            raise TypeError(f"identity must be (identity_type, value) or a RequestContext, got {identity!r}")
+        application = bool(config.application_plans)
+        shape = layout(config, rule, application)
+        cost = 1 if rule is None or callable(rule.cost) else rule.cost
+        check = prepare(
+            config, self._spec(rule), rule, context, found, application=application, found=plan,
+            provided=plan is not None, cost=cost,
+        )  # fmt: skip
+        return check, shape
+
+    def peek(self, rule: Rule | None, identity: Identity | RequestContext, *, plan: Any = None) -> ResultT:
+        """What a request of ``identity`` under ``rule`` would get now, consuming nothing.
+
+        ``rule`` ``None`` peeks at the application-wide limits alone; ``plan`` is the
+        plan a provider would choose (``None``: the rule's own).
+        """
+        check, shape = self._identity_check(rule, identity, plan)
+
+        def finish(check: Check, outcome: Outcome) -> LimitationResult:
+            return result_of(outcome, check, shape)
+
+        return cast(ResultT, self._engine(rule).runner(check._replace(mode=PEEK), finish))
+
+    def reset(self, rule: Rule | None, identity: Identity | RequestContext, *, plan: Any = None) -> NoneT:
+        """Forget ``identity``'s state under ``rule`` (its penalty included); ``None``: the application's."""
+        check, shape = self._identity_check(rule, identity, plan)
+        own = APPLICATION if rule is None else rule.id
+        keys = [key for key, scope in zip(check.keys, shape.scopes(check)) if scope == own]
+        if shape.penalty and (rule is None or rule.penalty is not None):
+            keys.append(check.keys[-1])  # the penalty this rule (or the application) owns
+        return cast(NoneT, self._engine(rule).runner(Check(check.spec, tuple(keys), (), 0, CLEAR)))
 
 
-class SyncLimiter(Limiter[Decision, LimitationResult]):
+class SyncLimiter(Limiter[Decision, LimitationResult, None]):
     """A limiter for sync code (Flask, Django's sync views, workers)."""
 
     is_async = False
 
 
-class AsyncLimiter(Limiter[Awaitable[Decision], Awaitable[LimitationResult]]):
+class AsyncLimiter(Limiter[Awaitable[Decision], Awaitable[LimitationResult], Awaitable[None]]):
     """A limiter for async code (ASGI middleware, FastAPI dependencies, Django's async views).
 
     Plan providers may be async: their awaitable answer is awaited.
     """
 
     is_async = True
+
+
+def _never(value: Any) -> Check:  # pragma: no cover - the Pending of a check that failed to build
+    raise AssertionError("never completed")
 
 
 async def _resolved(value: Any) -> Any:

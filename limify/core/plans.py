@@ -15,7 +15,7 @@ from typing import Any, Protocol, Union, runtime_checkable
 
 from limify.core.forksafe import fork_safe_lock
 from limify.core.plan import CALENDARS, MAX_LIMIT, MAX_PERIOD_SECONDS, MONTH_SECONDS, Plan
-from limify.core.rate import parse_rate
+from limify.core.rate import looks_like_rate, parse_rate
 
 __all__ = [
     "Plan",
@@ -89,11 +89,11 @@ class PlanRegistry:
         return found
 
     def plan_for(self, value: Plan | str) -> Plan:
-        """A Plan from a Plan, a registered plan name, or a rate string like ``"100/minute"``."""
+        """A Plan from a Plan, a registered plan name, or a rate string like ``"100/minute"`` or ``"100 per minute"``."""
         if isinstance(value, Plan):
             return value
         if isinstance(value, str):
-            return parse_rate(value) if "/" in value else self.get(value)
+            return parse_rate(value) if looks_like_rate(value) else self.get(value)
         raise TypeError(f"expected a Plan, a plan name or a rate string, got {value!r}")
 
     def register_provider(self, name: str, provider: ProviderLike) -> None:

@@ -9,9 +9,19 @@ URL                                               client
 ``redis+cluster://host:port[,host:port]``         ``redis.cluster.RedisCluster``
 ================================================  ===========================================
 
-Each has an asyncio twin (``redis.asyncio``). Query parameters
-``socket_timeout``, ``socket_connect_timeout`` and ``max_connections`` (and
-``db`` for Sentinel) override :data:`CLIENT_DEFAULTS`.
+Each has an asyncio twin (``redis.asyncio``). The schemes other libraries write are
+aliases: ``valkey://`` and ``valkeys://`` for ``redis://`` and ``rediss://`` (Valkey
+speaks the same protocol), ``redis+unix://`` for ``unix://``, ``valkey+sentinel://``
+and ``valkey+cluster://`` for the Redis ones.
+
+Query parameters are redis-py's connection options, on every scheme: the ones
+``redis.from_url`` reads (``socket_timeout``, ``socket_connect_timeout``,
+``health_check_interval``, ``protocol``, ``ssl_check_hostname`` ...), the TLS
+options (``ssl=true``, ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_certfile``,
+``ssl_keyfile`` ...), ``client_name``, and the pool's ``max_connections`` and
+``timeout``; they override :data:`CLIENT_DEFAULTS`. ``ssl=true`` turns TLS on (a
+``redis://`` URL becomes ``rediss://``); on Sentinel URLs the TLS options apply to
+the sentinels too. Any other name is refused when the URL is configured.
 """
 
 from __future__ import annotations
@@ -20,11 +30,14 @@ import asyncio
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 __all__ = [
     "CLIENT_DEFAULTS",
     "SCHEMES",
+    "ALIASES",
+    "canonical",
+    "url_options",
     "RedisURL",
     "parse_redis_url",
     "check_url",
@@ -50,9 +63,46 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_timeout": 2.0,
 }
 
-SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
-_FLOAT_OPTIONS = ("socket_timeout", "socket_connect_timeout", "timeout")
-_INT_OPTIONS = ("max_connections", "db")
+#: Schemes other libraries write, and the scheme each stands for.
+ALIASES = {
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "redis+unix": "unix",
+    "valkey+sentinel": "redis+sentinel",
+    "valkey+cluster": "redis+cluster",
+}
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", *ALIASES)
+#: Query options read as strings (redis-py's typed ones come from ``redis.connection``).
+_STRING_OPTIONS = (
+    "client_name", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
+    "ssl_password", "ssl_ciphers", "encoding", "encoding_errors",
+)  # fmt: skip
+_BOOL_OPTIONS = ("ssl", "ssl_validate_ocsp", "ssl_validate_ocsp_stapled")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _to_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in _TRUE + _FALSE:
+        raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}")
+    return lowered in _TRUE
+
+
+def _parsers() -> dict[str, Any]:
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    parsers: dict[str, Any] = dict(URL_QUERY_ARGUMENT_PARSERS)
+    parsers.update({name: str for name in _STRING_OPTIONS})
+    parsers.update({name: _to_bool for name in _BOOL_OPTIONS})
+    parsers.update(timeout=float, max_connections=int, db=int)
+    return parsers
+
+
+def canonical(url: str) -> str:
+    """``url`` with an alias scheme (``valkey://``, ``redis+unix://`` ...) replaced by the Redis one."""
+    scheme, sep, rest = url.partition("://")
+    found = ALIASES.get(scheme.lower())
+    return f"{found}{sep}{rest}" if sep and found else url
 
 
 @dataclass(frozen=True)
@@ -67,32 +117,45 @@ class RedisURL:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _options(query: str) -> dict[str, Any]:
+def url_options(query: str) -> dict[str, Any]:
+    """The client options in a storage URL's query (see the module docs), typed.
+
+    Raises:
+        ValueError: an option redis-py does not take from URLs, or a bad value; the message names it.
+    """
+    parsers = _parsers()
     options: dict[str, Any] = {}
-    for name, values in parse_qs(query).items():
+    for name, values in parse_qs(query, keep_blank_values=True).items():
+        parser = parsers.get(name)
+        if parser is None:
+            known = ", ".join(sorted(parsers))
+            raise ValueError(f"unknown option {name!r} in storage URL; redis-py's URL options are {known}")
         try:
-            if name in _FLOAT_OPTIONS:
-                options[name] = float(values[-1])
-            elif name in _INT_OPTIONS:
-                options[name] = int(values[-1])
-            else:
-                raise ValueError(f"unknown option {name!r}")
-        except ValueError as exc:
+            options[name] = parser(values[-1])
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"bad query parameter {name}={values[-1]!r} in storage URL: {exc}") from None
     return options
 
 
+def _standalone(url: str) -> str:
+    """A standalone URL as redis-py reads it: its options checked, ``ssl=true`` as ``rediss://``."""
+    base, _, query = url.partition("?")
+    options = url_options(query)
+    if options.get("ssl") and base.startswith("redis://"):
+        base = "rediss://" + base[len("redis://") :]
+    kept = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name != "ssl"]
+    return f"{base}?{urlencode(kept)}" if kept else base
+
+
 def parse_redis_url(url: str) -> RedisURL:
-    """Parse a ``redis+sentinel://`` or ``redis+cluster://`` URL.
+    """Parse a ``redis+sentinel://`` or ``redis+cluster://`` URL (or their ``valkey+`` aliases).
 
     Raises:
-        ValueError: the URL lacks hosts, has a bad port, or (Sentinel) no service name.
+        ValueError: the URL lacks hosts, has a bad port, (Sentinel) no service name, or a bad option.
     """
-    scheme, _, rest = url.partition("://")
-    netloc, _, tail = rest.partition("/")
-    path, _, query = tail.partition("?")
-    if "?" in netloc:
-        netloc, _, query = netloc.partition("?")
+    scheme, _, rest = canonical(url).partition("://")
+    rest, _, query = rest.partition("?")  # first: option values may hold slashes (file paths)
+    netloc, _, path = rest.partition("/")
     credentials, _, hosts = netloc.rpartition("@")
     username, _, password = credentials.partition(":")
     nodes = []
@@ -114,18 +177,44 @@ def parse_redis_url(url: str) -> RedisURL:
         service=service,
         username=unquote(username) or None,
         password=unquote(password) or None,
-        options=_options(query),
+        options=url_options(query),
     )
 
 
 def check_url(url: str) -> str:
-    """Validate a Redis storage URL without connecting; return its scheme."""
+    """Validate a Redis storage URL without connecting; return its (canonical) scheme."""
     scheme = urlsplit(url).scheme.lower() if "://" in url else ""
     if scheme not in SCHEMES:
         raise ValueError(f"unsupported Redis URL {url!r}: expected one of {', '.join(SCHEMES)}")
+    scheme = ALIASES.get(scheme, scheme)
     if scheme in ("redis+sentinel", "redis+cluster"):
-        parse_redis_url(url)
+        parsed = parse_redis_url(url)
+        if scheme == "redis+cluster":
+            _check_cluster_options(url, parsed.options)
+    else:
+        _standalone(canonical(url))
     return scheme
+
+
+def _check_cluster_options(url: str, options: dict[str, Any]) -> None:
+    """Refuse options the asyncio cluster client lacks: one URL serves sync and async code."""
+    import inspect
+
+    import redis.asyncio.cluster
+
+    taken = set(inspect.signature(redis.asyncio.cluster.RedisCluster.__init__).parameters) | {"timeout"}
+    missing = sorted(set(options) - taken)
+    if missing:
+        raise ValueError(
+            f"storage URL {url!r}: redis-py's asyncio cluster client takes no {', '.join(missing)}"
+        )
+
+
+def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of the connections to the sentinels themselves: timeouts and TLS."""
+    kept = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
+    kept.update((name, value) for name, value in options.items() if name.startswith("ssl"))
+    return kept
 
 
 def _auth(parsed: RedisURL) -> dict[str, Any]:
@@ -145,7 +234,8 @@ def sync_client(url: str, **overrides: Any) -> Any:
 
     scheme = check_url(url)
     if scheme not in ("redis+sentinel", "redis+cluster"):
-        pool = redis.BlockingConnectionPool.from_url(url, **{**CLIENT_DEFAULTS, **overrides})
+        standalone = _standalone(canonical(url))
+        pool = redis.BlockingConnectionPool.from_url(standalone, **{**CLIENT_DEFAULTS, **overrides})
         return redis.Redis.from_pool(pool)
     parsed = parse_redis_url(url)
     options = {**CLIENT_DEFAULTS, **parsed.options, **overrides, **_auth(parsed)}
@@ -154,8 +244,7 @@ def sync_client(url: str, **overrides: Any) -> Any:
         options.pop("db", None)
         nodes = [redis.cluster.ClusterNode(host, port) for host, port in parsed.nodes]  # type: ignore[no-untyped-call]
         return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
-    timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
-    sentinel = redis.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    sentinel = redis.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=_sentinel_options(options))  # type: ignore[no-untyped-call]
     client = sentinel.master_for(parsed.service, **options)  # type: ignore[no-untyped-call]
     setattr(client, _OWNED, list(sentinel.sentinels))
     return client
@@ -169,7 +258,8 @@ def async_client(url: str, **overrides: Any) -> Any:
 
     scheme = check_url(url)
     if scheme not in ("redis+sentinel", "redis+cluster"):
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, **{**CLIENT_DEFAULTS, **overrides})
+        standalone = _standalone(canonical(url))
+        pool = redis.asyncio.BlockingConnectionPool.from_url(standalone, **{**CLIENT_DEFAULTS, **overrides})
         return redis.asyncio.Redis.from_pool(pool)
     parsed = parse_redis_url(url)
     options = {**CLIENT_DEFAULTS, **parsed.options, **overrides, **_auth(parsed)}
@@ -186,8 +276,7 @@ def async_client(url: str, **overrides: Any) -> Any:
         options.setdefault("reinitialize_steps", 0)
         nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in parsed.nodes]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
-    timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
-    sentinel = redis.asyncio.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    sentinel = redis.asyncio.sentinel.Sentinel(list(parsed.nodes), sentinel_kwargs=_sentinel_options(options))  # type: ignore[no-untyped-call]
     client = sentinel.master_for(parsed.service, **options)
     setattr(client, _OWNED, list(sentinel.sentinels))
     return client

@@ -30,12 +30,21 @@ async def _drop_stale(node: Any) -> None:
     connections unchecked, the oldest first (``_free``, redis.asyncio's deque of
     them; without it there is nothing to do). A disconnected one reconnects when
     used, which is safe: nothing was sent on it.
+
+    The connection leaves ``_free`` while it is probed and goes back to its place
+    afterwards: the probe reads from the socket and awaits, and a task handed the
+    same connection meanwhile would read beside it (hiredis' parser refuses that
+    with ``read() called while another coroutine is already waiting``).
     """
     free = getattr(node, "_free", None)
-    if free:
-        connection = free[0]
+    if not free:
+        return
+    connection = free.popleft()
+    try:
         if getattr(connection, "is_connected", False) and await is_stale(connection):
             await quietly_async(connection.disconnect(nowait=True))
+    finally:
+        free.appendleft(connection)
 
 
 def _cluster_target(client: Any, args: tuple[Any, ...]) -> Any:

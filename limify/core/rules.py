@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from limify.core.algorithms import algorithm_classes
+from limify.core.algorithms.penalty import Penalty
 from limify.core.client_ip import check_trusted_hops
 from limify.core.plan import Plan
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
 from limify.core.validation import check_reporting
+from limify.core.rule_hooks import KeyFunction, check_hook, compile_key
 
 __all__ = ["Rule", "LimifyConfig", "FORWARDED_HEADERS"]
 
@@ -115,8 +117,19 @@ class Rule:
             :func:`limify.configure`.
         on_breach: ``(event) -> None``, called once per refused request with its
             :class:`limify.events.Decision`.
+        key: who a request is counted as: ``"ip"``, ``"user"``, ``"user_or_ip"``,
+            ``"header:<name>"`` or a callable ``(request) -> value``; ``None``: the
+            default identity (see :mod:`limify.core.rule_hooks`).
+        exempt: the requests the rule matches are limited by nothing (no rate then).
+        exempt_when: ``(request) -> bool``; true: the request is limited by nothing.
+        block: ``False`` lets a request over the limit through, the decision
+            attached to it (``request.limited``), for views that degrade instead.
+        penalty: a :class:`~limify.Penalty` (or ``{"after": ..., "block": ...}``):
+            block an identity for a while after repeated refusals; replaces the
+            config's own penalty for this rule.
 
-    Every argument is validated here; errors name the rule.
+    ``cost`` may also be a callable ``(request) -> int``. Every argument is
+    validated here; errors name the rule.
     """
 
     id: str
@@ -125,14 +138,21 @@ class Rule:
     rate: RateSpec | None = None
     priority: int = 0
     algorithm: str | None = None
-    cost: int = 1
+    cost: int | Callable[[Any], int] = 1
     on_storage_error: str | None = None
     shadow: bool | None = None
     on_breach: Callable[[Any], object] | None = field(default=None, compare=False)
+    key: str | Callable[[Any], Any] | None = None
+    exempt: bool = False
+    exempt_when: Callable[[Any], Any] | None = None
+    block: bool = True
+    penalty: Penalty | Mapping[str, Any] | None = None
     #: The rule's own plans, named ``default``; a plan provider may override the per-identity ones.
     plans: tuple[Plan, ...] = field(init=False, repr=False, compare=False)
     #: For each plan, whether it is a :class:`~limify.GlobalLimit` shared by every identity.
     shared: tuple[bool, ...] = field(init=False, repr=False, compare=False)
+    #: ``key=`` compiled: ``(context) -> identity | None``.
+    identity_of: KeyFunction | None = field(init=False, repr=False, compare=False)
     _methods: frozenset[str] | None = field(init=False, repr=False, compare=False)
     _segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _rest: bool = field(init=False, repr=False, compare=False)
@@ -141,12 +161,7 @@ class Rule:
         rule_id = self.id
         if not isinstance(rule_id, str) or not rule_id:
             raise ValueError(f"a rule's id must be a non-empty str, got {rule_id!r}")
-        if self.rate is None:
-            raise ValueError(f"rule {rule_id!r}: needs a rate such as '10/minute'")
-        try:
-            limits = parse_rates(self.rate)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"rule {rule_id!r}: {exc}") from None
+        limits = self._limits(rule_id)
         plans = tuple(plan for plan, _ in limits)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise TypeError(f"rule {rule_id!r}: priority must be an int, got {self.priority!r}")
@@ -155,9 +170,14 @@ class Rule:
                 algorithm_classes(self.algorithm)[0].spec.check_plans(plans)
             except ValueError as exc:
                 raise ValueError(f"rule {rule_id!r}: {exc}") from None
-        cost, smallest = self.cost, min(plan.limit for plan in plans)
-        if isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= smallest:
-            raise ValueError(f"rule {rule_id!r}: cost must be an int from 1 to {smallest}, got {cost!r}")
+        cost, smallest = self.cost, min((plan.limit for plan in plans), default=1)
+        if callable(cost):
+            pass  # checked on each request, against the plans it runs under
+        elif isinstance(cost, bool) or not isinstance(cost, int) or not 1 <= cost <= smallest:
+            raise ValueError(
+                f"rule {rule_id!r}: cost must be an int from 1 to {smallest} or a callable (request) -> int, "
+                f"got {cost!r}"
+            )
         if self.on_storage_error is not None:
             try:
                 check_policy(self.on_storage_error)
@@ -168,11 +188,39 @@ class Rule:
         except TypeError as exc:
             raise TypeError(f"rule {rule_id!r}: {exc}") from None
         segments, rest = _compile_path(rule_id, self.path)
+        self._check_request_options(rule_id)
+        object.__setattr__(self, "identity_of", compile_key(rule_id, self.key))
         object.__setattr__(self, "plans", plans)
         object.__setattr__(self, "shared", tuple(shared for _, shared in limits))
         object.__setattr__(self, "_methods", _compile_methods(rule_id, self.method))
         object.__setattr__(self, "_segments", segments)
         object.__setattr__(self, "_rest", rest)
+
+    def _limits(self, rule_id: str) -> list[tuple[Plan, bool]]:
+        if self.exempt is not False and self.exempt is not True:
+            raise TypeError(f"rule {rule_id!r}: exempt must be True or False, got {self.exempt!r}")
+        if self.exempt:
+            if self.rate is not None:
+                raise ValueError(f"rule {rule_id!r}: an exempt rule limits nothing, so it takes no rate")
+            return []
+        if self.rate is None:
+            raise ValueError(f"rule {rule_id!r}: needs a rate such as '10/minute' (or exempt=True)")
+        try:
+            return parse_rates(self.rate)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"rule {rule_id!r}: {exc}") from None
+
+    def _check_request_options(self, rule_id: str) -> None:
+        check_hook(rule_id, "exempt_when", self.exempt_when)
+        if self.block is not True and self.block is not False:
+            raise TypeError(f"rule {rule_id!r}: block must be True or False, got {self.block!r}")
+        if self.penalty is not None:
+            try:
+                object.__setattr__(self, "penalty", Penalty.from_value(self.penalty))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"rule {rule_id!r}: {exc}") from None
+            if self.exempt:
+                raise ValueError(f"rule {rule_id!r}: an exempt rule refuses nothing, so it takes no penalty")
 
     @classmethod
     def from_value(cls, value: Rule | Mapping[str, Any]) -> Rule:
@@ -183,7 +231,7 @@ class Rule:
             raise TypeError(f"a rule must be a limify.Rule or a dict, got {value!r}")
         unknown = set(value) - {
             "id", "method", "path", "rate", "priority", "algorithm", "cost", "on_storage_error",
-            "shadow", "on_breach",
+            "shadow", "on_breach", "key", "exempt", "exempt_when", "block", "penalty",
         }  # fmt: skip
         if unknown:
             raise ValueError(f"rule {value.get('id')!r}: unknown keys {sorted(unknown)}")
@@ -236,11 +284,23 @@ class LimifyConfig:
             See :mod:`limify.core.client_ip`.
         forwarded_header: ``"x-forwarded-for"`` or ``"forwarded"`` (RFC 7239):
             the one header your proxies set. The other is never read.
+        application_limits: a rate (``"1000/hour"``, compound, ``GlobalLimit`` ...)
+            counted for every request that is not exempt, per identity across all
+            routes, on top of its rule's limits in one all-or-nothing check (or
+            alone when no rule matches). It runs under the rule's algorithm and cost.
+        ipv6_prefix: IPv6 clients are counted by their ``/ipv6_prefix`` network
+            (64: one bucket per /64, what one subscriber usually gets); 128 counts
+            each address alone.
+        penalty: a :class:`~limify.Penalty` for every rule (one per identity across
+            routes); a rule's own ``penalty`` replaces it.
+        exempt_when: ``(request) -> bool``; true: the request is limited by nothing.
 
     Raises:
         ValueError: a bad rule (named), two rules with one id, a bad CIDR, a
-            negative ``trusted_hops``, or both ``trusted_proxies`` and ``trusted_hops``.
-        TypeError: ``trusted_hops`` is not an int.
+            negative ``trusted_hops``, both ``trusted_proxies`` and ``trusted_hops``,
+            a bad ``application_limits`` rate or one below a rule's cost, an
+            ``ipv6_prefix`` outside 1..128.
+        TypeError: ``trusted_hops`` or ``ipv6_prefix`` is not an int, a hook is not callable.
     """
 
     def __init__(
@@ -251,6 +311,10 @@ class LimifyConfig:
         trusted_proxies: Iterable[str] | str = (),
         forwarded_header: str = "x-forwarded-for",
         trusted_hops: int = 0,
+        application_limits: RateSpec | None = None,
+        ipv6_prefix: int = 64,
+        penalty: Penalty | Mapping[str, Any] | None = None,
+        exempt_when: Callable[[Any], Any] | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(Rule.from_value(rule) for rule in rules)
         self.default_rule = None if default_rule is None else Rule.from_value(default_rule)
@@ -269,8 +333,44 @@ class LimifyConfig:
                 "find the client behind proxies; give one of them"
             )
         self.forwarded_header = forwarded_header
+        self._request_options(application_limits, ipv6_prefix, penalty, exempt_when)
         # Stable sort: equal priorities keep their listed order.
         self._ordered = sorted(self.rules, key=lambda rule: -rule.priority)
+
+    def _request_options(self, application: Any, ipv6_prefix: Any, penalty: Any, exempt_when: Any) -> None:
+        limits: list[tuple[Plan, bool]] = []
+        if application is not None:
+            try:
+                limits = parse_rates(application)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"application_limits: {exc}") from None
+        #: The application-wide limits, named ``default``, and which are shared by every identity.
+        self.application_plans = tuple(plan for plan, _ in limits)
+        self.application_shared = tuple(shared for _, shared in limits)
+        if limits:
+            smallest = min(plan.limit for plan in self.application_plans)
+            for rule in (*self.rules, *([self.default_rule] if self.default_rule else [])):
+                if isinstance(rule.cost, int) and rule.cost > smallest:
+                    raise ValueError(
+                        f"rule {rule.id!r}: cost {rule.cost} is above the application limit of {smallest}, "
+                        "so no request of it could ever be admitted"
+                    )
+        if isinstance(ipv6_prefix, bool) or not isinstance(ipv6_prefix, int):
+            raise TypeError(f"ipv6_prefix must be an int from 1 to 128, got {ipv6_prefix!r}")
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(
+                f"ipv6_prefix must be from 1 to 128 (128: each address alone), got {ipv6_prefix!r}"
+            )
+        self.ipv6_prefix = ipv6_prefix
+        self.penalty = None if penalty is None else Penalty.from_value(penalty)
+        if exempt_when is not None and not callable(exempt_when):
+            raise TypeError(f"exempt_when must be a callable (request) -> bool, got {exempt_when!r}")
+        self.exempt_when = exempt_when
+        #: Whether rule hooks need the framework's request object (adapters attach it then).
+        self.needs_request = exempt_when is not None or any(
+            callable(rule.key) or callable(rule.cost) or rule.exempt_when is not None
+            for rule in (*self.rules, *([self.default_rule] if self.default_rule else []))
+        )
 
     def match(self, method: str, path: str) -> Rule | None:
         """The rule applying to a request, or ``None`` when it is not limited."""

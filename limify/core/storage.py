@@ -34,6 +34,7 @@ __all__ = [
     "storage_from_url",
     "adapter_for",
     "check_storage",
+    "is_private_memory",
     "configure_default",
     "default_storage",
     "Defaults",
@@ -157,6 +158,15 @@ def storage_from_url(url: str) -> StorageURL:
     return found
 
 
+def is_private_memory(storage: Any) -> bool:
+    """Whether ``storage`` is the unnamed ``memory://``, which each :class:`~limify.Limify` keeps for itself.
+
+    ``memory://<name>`` is one store per name and process, shared by every limit
+    naming it; ``@rate_limit``'s unnamed ``memory://`` is one store per process.
+    """
+    return isinstance(storage, str) and storage.strip().lower() == "memory://"
+
+
 def check_storage(storage: Any) -> None:
     """Raise ``TypeError``/``ValueError`` unless ``storage`` is a valid storage value."""
     if isinstance(storage, str):
@@ -210,6 +220,8 @@ class Defaults:
         self.unenforced = 0
         #: A store every limit uses instead of its own (:func:`limify.testing.isolated`).
         self.override: Any = None
+        #: ``False``: every limit admits every call uncounted (``configure(enabled=False)``).
+        self.enabled = True
         self.version = 0
         self.lock = fork_safe_lock(self, "lock")
 
@@ -219,7 +231,10 @@ DEFAULTS = Defaults()
 
 
 def configure_default(
-    storage: StorageLike | None = None, on_storage_error: str | None = None, shadow: bool | None = None
+    storage: StorageLike | None = None,
+    on_storage_error: str | None = None,
+    shadow: bool | None = None,
+    enabled: bool | None = None,
 ) -> None:
     """Change the process defaults (each validated first); ``None`` keeps a value."""
     if storage is not None:
@@ -228,6 +243,8 @@ def configure_default(
         check_policy(on_storage_error)
     if shadow is not None and not isinstance(shadow, bool):
         raise TypeError(f"shadow must be True, False or None, got {shadow!r}")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
     with DEFAULTS.lock:
         if storage is not None:
             DEFAULTS.storage = storage
@@ -235,6 +252,8 @@ def configure_default(
             DEFAULTS.on_storage_error = on_storage_error
         if shadow is not None:
             DEFAULTS.shadow = shadow
+        if enabled is not None:
+            DEFAULTS.enabled = enabled
         DEFAULTS.version += 1
 
 

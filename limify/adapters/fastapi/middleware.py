@@ -2,22 +2,32 @@
 
 For each HTTP request it builds a :class:`~limify.RequestContext` from the scope,
 asks the async limiter for a decision, and either answers 429 / 503 itself or
-calls the app with a ``send`` that adds the rate-limit headers to its response.
+calls the app with a ``send`` that writes the rate-limit headers on its response.
 It keeps no per-request state on ``self``. Lifespan scopes, and websocket scopes
 unless ``websockets=True``, pass through untouched.
+
+One set of headers: the middleware opens the request's
+:class:`~limify.core.request_scope.RequestScope` (``scope["limify.scope"]``), in
+which ``RateLimit`` dependencies and the endpoint's own ``@rate_limit`` add their
+decisions; when the response starts it removes any rate-limit header an inner
+layer wrote and writes the headers of the most restrictive decision. Inner layers
+also find the middleware's :class:`~limify.Limify` there (a ``RateLimit``
+without ``limify=`` uses it).
 
 Identity: ``user_id``, ``org_id`` and ``api_key`` are read from the request state
 (``request.state.user_id`` ...) that an outer middleware set, then from the
 ``identify`` hook, which receives a ``starlette.requests.HTTPConnection`` and
 returns a dict of context fields (or an awaitable of one). The client IP comes
 from the socket peer, and from the forwarding header only behind the config's
-trusted proxies.
+trusted proxies. A rule with ``block=False`` lets a refused request through with
+``request.state.limited = True`` and the decision in ``request.state.limify_decision``.
 
-A ``RateLimitExceeded`` raised by a ``@rate_limit`` endpoint below becomes a 429
-too, and a ``StorageError`` (its storage unreachable under ``fail_closed``) a 503
-with ``Retry-After``, like a rule's, as long as the response has not started. The
-failure policy logs the outage once per switch; the middleware logs nothing per
-request, and no traceback reaches the server.
+A ``RateLimitExceeded`` raised below (a ``@rate_limit`` endpoint's, a
+dependency's) becomes a 429 too, and a ``StorageError`` (storage unreachable under
+``fail_closed``) a 503 with ``Retry-After``, like a rule's, as long as the
+response has not started; ``on_refused(request, refusal)`` may answer any of them
+with a response of its own. The failure policy logs the outage once per switch;
+the middleware logs nothing per request, and no traceback reaches the server.
 """
 
 from __future__ import annotations
@@ -26,21 +36,31 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from limify.adapters.headers import ResponseOptions, decision_headers
 from limify.adapters.http import (
     IDENTITY_FIELDS,
+    Refusal,
     build_context,
-    error_body,
-    exceeded_headers,
-    rate_limit_headers,
-    unavailable_headers,
+    exceeded_decision,
+    refusal,
+    refusal_for_exception,
 )
 from limify.core.context import RequestContext
+from limify.core.decision import Decision
 from limify.core.limify import Limify
 from limify.core.limiter import AsyncLimiter
+from limify.core.request_scope import RequestScope, opened
 from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded, StorageError
 
-__all__ = ["LimifyMiddleware", "async_limiter_of", "context_from_scope", "Identify"]
+__all__ = [
+    "LimifyMiddleware",
+    "async_limiter_of",
+    "context_from_scope",
+    "Identify",
+    "SCOPE_KEY",
+    "LIMIFY_KEY",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +69,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: ``(connection) -> dict of context fields`` (or an awaitable of one).
 Identify = Callable[[Any], Any]
+#: ``(request, refusal) -> starlette Response`` (or an awaitable of one).
+OnRefused = Callable[[Any, Refusal], Any]
+
+#: Where the request's RequestScope, and the middleware itself, live in the ASGI scope.
+SCOPE_KEY = "limify.scope"
+LIMIFY_KEY = "limify.middleware"
 
 _WEBSOCKET_TRY_AGAIN_LATER = 1013
 
@@ -67,26 +93,45 @@ def async_limiter_of(limiter: Limify | AsyncLimiter) -> AsyncLimiter:
 
 def _header_getter(scope: Scope) -> Callable[[str], list[str]]:
     def values(name: str) -> list[str]:
-        wanted = name.encode("latin-1")
+        wanted = name.lower().encode("latin-1")
         return [value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == wanted]
 
     return values
 
 
-async def context_from_scope(scope: Scope, config: LimifyConfig, identify: Identify | None) -> RequestContext:
-    """The :class:`~limify.RequestContext` of an HTTP or websocket scope (see module docs)."""
+def _connection(scope: Scope, receive: Receive | None = None) -> Any:
+    """A Starlette ``Request`` (HTTP) or ``HTTPConnection`` (websocket) over ``scope``."""
+    from starlette.requests import HTTPConnection, Request
+
+    if scope.get("type") == "http":
+        return Request(scope, receive) if receive is not None else Request(scope)
+    return HTTPConnection(scope)
+
+
+async def context_from_scope(
+    scope: Scope,
+    config: LimifyConfig,
+    identify: Identify | None,
+    receive: Receive | None = None,
+    connection: Any = None,
+) -> RequestContext:
+    """The :class:`~limify.RequestContext` of an HTTP or websocket scope (see module docs).
+
+    ``connection`` is the Starlette request rule hooks receive, when the caller has one.
+    """
     state = scope.get("state") or {}
     fields: dict[str, Any] = {name: state.get(name) for name in IDENTITY_FIELDS}
     if identify is not None:
-        from starlette.requests import HTTPConnection
-
-        found = identify(HTTPConnection(scope))
+        connection = connection if connection is not None else _connection(scope, receive)
+        found = identify(connection)
         if inspect.isawaitable(found):
             found = await found
         if found is not None:
             if not isinstance(found, Mapping):
                 raise TypeError(f"identify must return a dict of context fields or None, got {found!r}")
             fields.update(found)
+    if connection is None and config.needs_request:
+        connection = _connection(scope, receive)
     client = scope.get("client")
     return build_context(
         config,
@@ -95,13 +140,27 @@ async def context_from_scope(scope: Scope, config: LimifyConfig, identify: Ident
         peer=client[0] if client else None,
         forwarded=_header_getter(scope),
         fields=fields,
+        headers=_header_getter(scope),
+        request=connection,
     )
+
+
+def annotate(scope: Scope, decision: Decision) -> None:
+    """``request.state.limited`` (whether a limit met so far refused it) and ``limify_decision``."""
+    state = scope.setdefault("state", {})
+    refused = (decision.limited or decision.status == 503) and decision.status != 200
+    state["limited"] = bool(state.get("limited")) or refused
+    if decision.limited or decision.status == 503:
+        state["limify_decision"] = decision
+
+
+def _raw(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 async def _send_error(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.start", "status": status, "headers": raw + _raw(headers)})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -115,6 +174,12 @@ class LimifyMiddleware:
         identify: a hook supplying context fields (see module docs).
         headers: add the ``X-RateLimit-*`` headers.
         draft_headers: add the IETF draft ``RateLimit`` / ``RateLimit-Policy`` headers.
+        header_names: other names for the headers (``{"limit": "RateLimit-Limit"}``,
+            keys ``limit``, ``remaining``, ``reset``, ``retry_after``).
+        retry_after: ``"delta-seconds"`` (default) or ``"http-date"``.
+        on_refused: ``(request, refusal) -> Response`` (sync or async): a response
+            of your own for refusals (see :class:`~limify.adapters.http.Refusal`);
+            Limify's headers are added to it.
         websockets: also limit websocket connections (a refused one is closed
             with code 1013, "try again later").
     """
@@ -127,57 +192,101 @@ class LimifyMiddleware:
         identify: Identify | None = None,
         headers: bool = True,
         draft_headers: bool = False,
+        header_names: Mapping[str, str] | None = None,
+        retry_after: str = "delta-seconds",
+        on_refused: OnRefused | None = None,
         websockets: bool = False,
     ) -> None:
         if identify is not None and not callable(identify):
             raise TypeError(f"identify must be a callable (connection) -> dict, got {identify!r}")
+        if on_refused is not None and not callable(on_refused):
+            raise TypeError(
+                f"on_refused must be a callable (request, refusal) -> Response, got {on_refused!r}"
+            )
         self.app = app
+        self.limify = limiter if isinstance(limiter, Limify) else None
         self.limiter = async_limiter_of(limiter)
         self.identify = identify
-        self.headers = headers
-        self.draft_headers = draft_headers
+        self.options = ResponseOptions(headers, draft_headers, header_names, retry_after)
+        self.on_refused = on_refused
         self.websockets = websockets
+
+    @property
+    def headers(self) -> bool:
+        return self.options.headers
+
+    @property
+    def draft_headers(self) -> bool:
+        return self.options.draft_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and not (kind == "websocket" and self.websockets):
             await self.app(scope, receive, send)
             return
-        context = await context_from_scope(scope, self.limiter.config, self.identify)
-        decision = await self.limiter.decide(context)
-        status = decision.status
-        if status != 200 and kind == "websocket":
-            await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
+        request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=self.limiter.enabled)
+        scope[SCOPE_KEY] = request_scope
+        scope[LIMIFY_KEY] = self
+        with opened(request_scope):
+            context = await context_from_scope(scope, self.limiter.config, self.identify, receive)
+            decision = await self.limiter.decide(context)
+            annotate(scope, decision)
+            status = decision.status
+            if status != 200 and decision.blocks:
+                if kind == "websocket":
+                    await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
+                else:
+                    await self.refuse(scope, receive, send, refusal(decision, self.options))
+                return
+            if kind == "websocket":
+                await self.app(scope, receive, send)
+                return
+            await self._call_app(scope, receive, send, request_scope)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, answer: Refusal) -> None:
+        """Send ``answer``: Limify's response, or ``on_refused``'s with Limify's headers added."""
+        if self.on_refused is None:
+            await _send_error(send, answer.status, answer.headers, answer.body)
             return
-        extra = rate_limit_headers(decision, headers=self.headers, draft_headers=self.draft_headers)
-        if status != 200:
-            await _send_error(send, status, extra, error_body(status, decision.result))
-            return
-        if kind == "websocket":
-            await self.app(scope, receive, send)
-            return
-        await self._call_app(scope, receive, send, [(n.lower().encode(), v.encode()) for n, v in extra])
+        response = self.on_refused(_connection(scope, receive), answer)
+        if inspect.isawaitable(response):
+            response = await response
+        for name, value in answer.headers:
+            if name not in response.headers:
+                response.headers[name] = value
+        await response(scope, receive, send)
 
     async def _call_app(
-        self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]
+        self, scope: Scope, receive: Receive, send: Send, request_scope: RequestScope
     ) -> None:
         started = False
+        managed = self.options.managed
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                extra = decision_headers(request_scope.deciding(), self.options)
                 if extra:
-                    message["headers"] = [*message.get("headers", ()), *extra]
+                    kept = [
+                        (n, v)
+                        for n, v in message.get("headers", ())
+                        if n.decode("latin-1").lower() not in managed
+                    ]
+                    message["headers"] = kept + _raw(extra)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
-        except RateLimitExceeded as exc:
+        except (RateLimitExceeded, StorageError) as exc:
             if started:
                 raise
-            await _send_error(send, 429, exceeded_headers(exc), error_body(429, exc.result))
-        except StorageError:
-            if started:
-                raise
-            await _send_error(send, 503, unavailable_headers(), error_body(503))
+            if isinstance(exc, RateLimitExceeded):
+                request_scope.add(exceeded_decision(exc))
+            answer = refusal_for_exception(exc, self.options)
+            assert answer is not None
+            if isinstance(exc, RateLimitExceeded):
+                deciding = request_scope.deciding()
+                if deciding is not None and deciding.status == 429:
+                    answer = refusal(deciding, self.options)
+            await self.refuse(scope, receive, send, answer)

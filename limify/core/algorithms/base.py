@@ -41,7 +41,11 @@ call did, so no window ever holds more than its limit.
 
 Modes: :data:`CONSUME` admits all-or-nothing: a call is admitted only when every
 limit admits it, and then every new state is saved; a refused call saves
-nothing, so it consumes nothing. :data:`PEEK` reports what CONSUME would decide
+nothing, so it consumes nothing, unless the spec has an ``on_refusal`` function
+(``on_refusal(state, now_us, plan, cost, token) -> (new_state, ttl_us) | None``,
+Lua twin ``on_refusal``): then each limit's answer to the refusal is saved, in the
+same atomic step (penalties count refusals this way, see
+:mod:`limify.core.algorithms.penalty`). :data:`PEEK` reports what CONSUME would decide
 and saves nothing. :data:`REFUND` refunds every limit, saves, then reports like
 PEEK.
 """
@@ -53,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.resources import files
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 from limify.core.algorithms.codecs import StateCodec
 from limify.core.plan import Plan
@@ -75,6 +79,7 @@ __all__ = [
     "window_bound",
     "period_bound",
     "Refund",
+    "OnRefusal",
     "Write",
     "CONSUME",
     "PEEK",
@@ -116,6 +121,8 @@ class Outcome(NamedTuple):
 Transition = Callable[[Any, int, Plan, int, str], Step]
 #: ``refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)``
 Refund = Callable[[Any, int, Plan, int, str], tuple[Any, int]]
+#: ``on_refusal(state, now_us, plan, cost, token) -> (new_state, ttl_us) | None``
+OnRefusal = Callable[[Any, int, Plan, int, str], Optional[tuple[Any, int]]]
 #: ``(index of the limit, new_state, ttl_us)``: a state the storage must save.
 Write = tuple[int, Any, int]
 
@@ -153,6 +160,8 @@ class AlgorithmSpec:
     #: for algorithms whose state grows with the limit; ``hint`` says what to use instead.
     max_limit: int | None = None
     max_limit_hint: str = ""
+    #: What a refused CONSUME saves (see the module docs); ``None``: nothing.
+    on_refusal: OnRefusal | None = None
 
     def check_plans(self, plans: Sequence[Plan]) -> None:
         """Raise :class:`limify.PlanError` unless every plan's limit is within :attr:`max_limit`."""
@@ -215,7 +224,9 @@ def run_limits(
     if len(plans) == 1 and mode != REFUND:  # one limit, the common case: one step, no tables
         step = spec.transition(states[0], now_us, plans[0], cost, token)
         outcome = Outcome(step.allowed, step.remaining, step.reset_us, step.retry_us, 0, now_us)
-        return outcome, [(0, step.state, step.ttl_us)] if step.allowed and mode == CONSUME else []
+        if step.allowed or mode != CONSUME or spec.on_refusal is None:
+            return outcome, [(0, step.state, step.ttl_us)] if step.allowed and mode == CONSUME else []
+        return outcome, _refusal_writes(spec, states, now_us, plans, cost, token)
     writes: list[Write] = []
     if mode == REFUND:
         states = list(states)
@@ -234,7 +245,22 @@ def run_limits(
     allowed = all(step[0] for step in steps)
     if allowed and mode == CONSUME:
         writes = [(index, step[4], step[5]) for index, step in enumerate(steps)]
+    elif mode == CONSUME and spec.on_refusal is not None:
+        writes = _refusal_writes(spec, states, now_us, plans, cost, token)
     return Outcome(allowed, best.remaining, best.reset_us, best.retry_us, pick, now_us), writes
+
+
+def _refusal_writes(
+    spec: AlgorithmSpec, states: Sequence[Any], now_us: int, plans: Sequence[Plan], cost: int, token: str
+) -> list[Write]:
+    """What a refused CONSUME saves: each limit's ``on_refusal`` answer (twin of the driver's)."""
+    assert spec.on_refusal is not None
+    writes: list[Write] = []
+    for index, plan in enumerate(plans):
+        found = spec.on_refusal(states[index], now_us, plan, cost, token)
+        if found is not None:
+            writes.append((index, found[0], found[1]))
+    return writes
 
 
 def to_result(outcome: Outcome, plans: Sequence[Plan]) -> LimitationResult:

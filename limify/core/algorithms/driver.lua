@@ -8,6 +8,8 @@
 --   ARGV[4]    w, the number of parameters per limit
 --   ARGV[5]    token: an opaque string naming the call ("" when unused)
 --   ARGV[6..]  limit i's parameters at 5 + (i-1)*w + 1 .. 5 + i*w
+-- load(key, plan) and save(key, state, ttl_us, plan) get the limit's parameters too
+-- (algorithms that keep one kind of state ignore them).
 -- Returns {allowed 0/1, remaining, reset_us, retry_us, index of the deciding limit (0-based),
 -- now_us (the instant decided at)}.
 
@@ -21,6 +23,7 @@ local mode = ARGV[3]
 local width = tonumber(ARGV[4])
 local token = ARGV[5]
 local steps = {}
+local plans, states = {}, {}
 local pick = 1
 local all_allowed = true
 for i = 1, #KEYS do
@@ -28,12 +31,14 @@ for i = 1, #KEYS do
   for j = 1, width do
     plan[j] = tonumber(ARGV[5 + (i - 1) * width + j])
   end
-  local state = load(KEYS[i])
+  plans[i] = plan
+  local state = load(KEYS[i], plan)
   if mode == '2' then
     local refunded, refunded_ttl = refund(state, now, plan, cost, token)
-    save(KEYS[i], refunded, refunded_ttl)
+    save(KEYS[i], refunded, refunded_ttl, plan)
     state = refunded
   end
+  states[i] = state
   local allowed, remaining, reset, retry, new_state, ttl = transition(state, now, plan, cost, token)
   steps[i] = {allowed, remaining, reset, retry, new_state, ttl}
   if not allowed then all_allowed = false end
@@ -54,7 +59,13 @@ for i = 1, #KEYS do
 end
 if all_allowed and mode == '1' then
   for i = 1, #KEYS do
-    save(KEYS[i], steps[i][5], steps[i][6])
+    save(KEYS[i], steps[i][5], steps[i][6], plans[i])
+  end
+elseif mode == '1' and on_refusal ~= nil then
+  -- A refused consume saves only what on_refusal answers (twin of _refusal_writes in base.py).
+  for i = 1, #KEYS do
+    local refused_state, refused_ttl = on_refusal(states[i], now, plans[i], cost, token)
+    if refused_ttl ~= nil then save(KEYS[i], refused_state, refused_ttl, plans[i]) end
   end
 end
 local best = steps[pick]

@@ -6,6 +6,10 @@
 -- the writer's must still find the state rather than a fresh limit.
 local MIN_TTL_MS = 1000
 
+-- What a refused consume saves, limit by limit (twin of AlgorithmSpec.on_refusal):
+-- nil for algorithms that save nothing then; a wrapper chunk (penalty.lua) sets it.
+local on_refusal = nil
+
 local function ttl_ms(ttl_us)
   return math.max(MIN_TTL_MS, math.ceil(ttl_us / 1000))
 end
