@@ -7,6 +7,9 @@
 * ``<!-- benchmark-tables -->`` in a page: replaced by the tables of the committed
   benchmark run (``benchmarks/results/readme-run.json``, the run README.rst reports),
   printed by ``benchmarks.rst`` and turned into Markdown tables.
+* ``<!-- benchmark-reading -->``: replaced by README.rst's own reading of that run (the
+  list after "Reading these numbers honestly:" in its "Performance" section), so the
+  figures quoted there are written in one place only.
 
 Run by ``mkdocs build`` (``hooks:`` in mkdocs.yml); matplotlib comes with the ``docs`` extra.
 """
@@ -33,6 +36,7 @@ CALL_SECONDS = 4.0
 #: The simulated clock starts on a multiple of PERIOD, so windows open at 0, 10, 20 ...
 START_US = 1_700_000_000_000_000
 MARKER = "<!-- benchmark-tables -->"
+READING = "<!-- benchmark-reading -->"
 RUN = ROOT / "benchmarks" / "results" / "readme-run.json"
 
 
@@ -192,6 +196,19 @@ def benchmark_tables() -> str:
     return markdown_tables(summary(json.loads(RUN.read_text(encoding="utf-8"))))
 
 
+def benchmark_reading() -> str:
+    """README.rst's bullet list after "Reading these numbers honestly:", as Markdown."""
+    text = (ROOT / "README.rst").read_text(encoding="utf-8")
+    start = text.index("Reading these numbers honestly:")
+    lines = text[start:].splitlines()[2:]
+    reading = []
+    for line in lines:
+        if line and not line.startswith(("* ", "  ")):
+            break  # the next section's title
+        reading.append(line)
+    return "\n".join(reading).strip().replace("``", "`") + "\n"
+
+
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated figures to the site's files (so links to them are checked too)."""
     from mkdocs.structure.files import File
@@ -205,4 +222,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Put the benchmark tables where a page asks for them."""
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, benchmark_tables())
+    if READING in markdown:
+        markdown = markdown.replace(READING, benchmark_reading())
     return markdown

@@ -46,7 +46,8 @@ RUN = {"python"}
 UNAVAILABLE = "server unavailable: "
 SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json"}
 DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<kind>code-block|code|sourcecode)::\s*(?P<language>\S*)\s*$")
-FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[^`\s]*)\s*$")
+#: A Markdown fence: three or more backticks or tildes, then the info string (language first).
+FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,14 @@ def rst_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+def fence_language(info: str) -> str:
+    """The language of a fence's info string: its first word (``python`` of ``python title="x"``)."""
+    words = info.strip().lstrip("{").split()
+    return words[0].lstrip(".").rstrip("}") if words else ""
+
+
 def markdown_blocks(path: Path) -> list[Block]:
-    """The fenced code blocks of a Markdown file."""
+    """The fenced code blocks of a Markdown file (backtick or tilde fences, of any length)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, number = [], 0
     while number < len(lines):
@@ -107,11 +114,15 @@ def markdown_blocks(path: Path) -> list[Block]:
         number += 1
         if match is None:
             continue
-        start, depth = number, len(match["indent"])
-        while number < len(lines) and lines[number].strip() != "```":
+        start, depth, fence = number, len(match["indent"]), match["fence"]
+        # A closing fence: the same character, at least as many, nothing else on the line.
+        while number < len(lines) and not (
+            lines[number].strip().startswith(fence) and set(lines[number].strip()) == {fence[0]}
+        ):
             number += 1
         code = "\n".join(line[depth:] for line in lines[start:number]) + "\n"
-        blocks.append(Block(path, start + 1, "fence", match["language"], code, continues(lines, start - 1)))
+        language = fence_language(match["info"])
+        blocks.append(Block(path, start + 1, "fence", language, code, continues(lines, start - 1)))
         number += 1
     return blocks
 
@@ -139,6 +150,17 @@ def test_every_code_block_is_run_or_marked_as_not_python() -> None:
         if block.kind in {"code", "sourcecode"} or block.language not in RUN | SHOWN
     ]
     assert strays == [], "mark these blocks python (to run) or console/text (not run)"
+
+
+def test_the_docs_pages_are_collected() -> None:
+    """Every Markdown page of docs/ is read, and each fence line opens or closes a collected block."""
+    pages = [path for path in documents() if path.suffix == ".md"]
+    assert pages and {path.relative_to(ROOT).as_posix() for path in pages} >= {"docs/index.md", "docs/extending.md"}
+    for page in pages:
+        fences = [line for line in page.read_text(encoding="utf-8").splitlines() if re.match(r"^ *(```|~~~)", line)]
+        assert len(fences) == 2 * len(markdown_blocks(page)), f"{page}: a fence the collector does not pair"
+    docs_python = [block for block in PYTHON_BLOCKS if block.document.suffix == ".md"]
+    assert len({block.document for block in docs_python}) >= 10, "few docs pages have Python blocks: is the collector broken?"
 
 
 def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, str]:
