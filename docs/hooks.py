@@ -106,7 +106,9 @@ def figure_png(trace: Trace) -> bytes:
     ticks.eventplot([ok, refused], colors=["#2e7d32", "#c62828"], lineoffsets=[1, 0], linelengths=0.8)
     ticks.set_yticks([1, 0], ["admitted", "refused"])
     ticks.set_ylim(-0.6, 1.6)
-    ticks.set_title(f"{trace.name}: {LIMIT} per {PERIOD:g} s, one call every {STEP:g} s from t={BURST_START:g} s")
+    ticks.set_title(
+        f"{trace.name}: {LIMIT} per {PERIOD:g} s, one call every {STEP:g} s from t={BURST_START:g} s"
+    )
     curve.step(xs, ys, where="post", color="#303f9f", label="admitted so far")
     steady = [BURST_START, SHOWN_UNTIL]
     curve.plot(steady, [LIMIT + (t - BURST_START) * LIMIT / PERIOD for t in steady], "--", color="#9e9e9e",

@@ -155,12 +155,19 @@ def test_every_code_block_is_run_or_marked_as_not_python() -> None:
 def test_the_docs_pages_are_collected() -> None:
     """Every Markdown page of docs/ is read, and each fence line opens or closes a collected block."""
     pages = [path for path in documents() if path.suffix == ".md"]
-    assert pages and {path.relative_to(ROOT).as_posix() for path in pages} >= {"docs/index.md", "docs/extending.md"}
+    assert pages and {path.relative_to(ROOT).as_posix() for path in pages} >= {
+        "docs/index.md",
+        "docs/extending.md",
+    }
     for page in pages:
-        fences = [line for line in page.read_text(encoding="utf-8").splitlines() if re.match(r"^ *(```|~~~)", line)]
+        fences = [
+            line for line in page.read_text(encoding="utf-8").splitlines() if re.match(r"^ *(```|~~~)", line)
+        ]
         assert len(fences) == 2 * len(markdown_blocks(page)), f"{page}: a fence the collector does not pair"
     docs_python = [block for block in PYTHON_BLOCKS if block.document.suffix == ".md"]
-    assert len({block.document for block in docs_python}) >= 10, "few docs pages have Python blocks: is the collector broken?"
+    assert len({block.document for block in docs_python}) >= 10, (
+        "few docs pages have Python blocks: is the collector broken?"
+    )
 
 
 def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, str]:
@@ -202,7 +209,9 @@ def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, 
 
 def substitute(code: str, names: dict[str, str]) -> str:
     """``code`` with every placeholder replaced, or code raising why it cannot run on the suite's servers."""
-    missing = [value for placeholder, value in names.items() if placeholder in code and value.startswith(UNAVAILABLE)]
+    missing = [
+        value for placeholder, value in names.items() if placeholder in code and value.startswith(UNAVAILABLE)
+    ]
     for placeholder, value in names.items():
         code = code.replace(placeholder, value)
     if missing:
@@ -217,7 +226,9 @@ def substitute(code: str, names: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str | None]:
     """Block location -> None when it ran, else its traceback: one subprocess per document."""
     results: dict[str, str | None] = {}
     for path in documents():
@@ -255,14 +266,23 @@ def quickstart_output() -> str:
     """The output README.rst shows for the quickstart: the first text block after `.. ci: quickstart`."""
     text = (ROOT / "README.rst").read_text(encoding="utf-8")
     after = text.index(".. ci: quickstart")
-    block = next(b for b in rst_blocks(ROOT / "README.rst") if b.language == "text" and b.line > text[:after].count("\n"))
+    block = next(
+        b
+        for b in rst_blocks(ROOT / "README.rst")
+        if b.language == "text" and b.line > text[:after].count("\n")
+    )
     return block.code
 
 
 def test_the_quickstart_prints_what_the_readme_shows() -> None:
     """`python examples/quickstart.py` prints README.rst's shown output (durations within 0.05 s)."""
     done = subprocess.run(
-        [sys.executable, "examples/quickstart.py"], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "examples/quickstart.py"],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     number = re.compile(r"\d+\.\d+")

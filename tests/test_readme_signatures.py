@@ -73,6 +73,8 @@ def test_a_signature_missing_a_parameter_is_caught(tmp_path: Path) -> None:
     """A page whose signature lost a parameter no longer matches the code: the check reads the page."""
     page = (ROOT / "docs" / "decorator.md").read_text(encoding="utf-8")
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "decorator.md").write_text(page.replace(", cache_refusals=True", ""), encoding="utf-8")
+    (tmp_path / "docs" / "decorator.md").write_text(
+        page.replace(", cache_refusals=True", ""), encoding="utf-8"
+    )
     assert shown_signature("docs/decorator.md", "rate_limit") == rendered(rate_limit)
     assert shown_signature("docs/decorator.md", "rate_limit", root=tmp_path) != rendered(rate_limit)
