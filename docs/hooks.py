@@ -16,6 +16,7 @@ Run by ``mkdocs build`` (``hooks:`` in mkdocs.yml); matplotlib comes with the ``
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # benchmarks/ (and limify, when it is not installed)
+    sys.path.append(str(ROOT))  # limify, when it is not installed (mkdocs serve from a checkout)
 
 #: The burst every figure shows: a limit of LIMIT per PERIOD seconds, and a client
 #: calling every STEP seconds from BURST_START to BURST_END (four times the rate).
@@ -193,9 +194,12 @@ def markdown_tables(rst: str) -> str:
 
 def benchmark_tables() -> str:
     """The committed run's tables, as Markdown."""
-    from benchmarks.rst import summary
-
-    return markdown_tables(summary(json.loads(RUN.read_text(encoding="utf-8"))))
+    # benchmarks/ is not installed with limify: load its (standard-library only) printer by path.
+    spec = importlib.util.spec_from_file_location("limify_benchmark_tables", ROOT / "benchmarks" / "rst.py")
+    assert spec is not None and spec.loader is not None
+    printer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(printer)
+    return markdown_tables(printer.summary(json.loads(RUN.read_text(encoding="utf-8"))))
 
 
 def benchmark_reading() -> str:
