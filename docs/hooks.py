@@ -7,6 +7,8 @@
 * ``<!-- benchmark-tables -->`` in a page: replaced by the tables of the committed
   benchmark run (``benchmarks/results/readme-run.json``, the run README.rst reports),
   printed by ``benchmarks.rst`` and turned into Markdown tables.
+* The API reference's docstrings are written for Sphinx as well (``:class:`~limify.Plan```):
+  the role markers left in the rendered HTML are dropped, and ``~`` keeps the last name.
 * ``<!-- benchmark-reading -->``: replaced by README.rst's own reading of that run (the
   list after "Reading these numbers honestly:" in its "Performance" section), so the
   figures quoted there are written in one place only.
@@ -36,6 +38,10 @@ STEP, BURST_START, BURST_END, SHOWN_UNTIL = 0.25, 4.0, 34.0, 40.0
 CALL_SECONDS = 4.0
 #: The simulated clock starts on a multiple of PERIOD, so windows open at 0, 10, 20 ...
 START_US = 1_700_000_000_000_000
+#: A Sphinx role left before inline code in the rendered HTML: ``:class:<code>~a.B</code>``.
+SPHINX_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|mod|data|attr|exc|obj|const):(<code>)(~?)([^<]*)</code>"
+)
 MARKER = "<!-- benchmark-tables -->"
 READING = "<!-- benchmark-reading -->"
 RUN = ROOT / "benchmarks" / "results" / "readme-run.json"
@@ -222,6 +228,21 @@ def on_files(files: Any, config: Any) -> Any:
     for path, png in plots().items():
         files.append(File.generated(config, path, content=png))
     return files
+
+
+def without_sphinx_roles(html: str) -> str:
+    """``html`` with ``:class:<code>~limify.Plan</code>`` shown as ``<code>Plan</code>``."""
+
+    def code(match: re.Match[str]) -> str:
+        name = match.group(3).rsplit(".", 1)[-1] if match.group(2) else match.group(3)
+        return f"<code>{name}</code>"
+
+    return SPHINX_ROLE.sub(code, html)
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Drop the Sphinx roles the API reference's docstrings carry."""
+    return without_sphinx_roles(html)
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
