@@ -7,8 +7,12 @@ The conventions, for whoever writes a block:
   tests/children.py). A block preceded by the comment
   ``.. continues the block above`` instead runs after the previous Python block,
   in its namespace (``get_profile.rate_limit.peek`` after ``get_profile``
-  is defined): say so in the prose too. Markdown documents under docs/ do the
-  same with ```` ```python ```` fences and ``<!-- continues the block above -->``.
+  is defined): say so in the prose too. Markdown documents under docs/ (every
+  page, subfolders included) do the same with ```` ```python ```` fences and
+  ``<!-- continues the block above -->``. A fence's language is the first word
+  of its info string (```` ```python title="app.py" ```` is Python); backtick and
+  tilde fences of any length are read, and every fence line of a page must open
+  or close a collected block (``test_the_docs_pages_are_collected``).
 * Blocks that are not Python to run say so: ``console`` for shell sessions,
   ``text`` for output or pseudo-code (also ``shell``, ``bash``, ``ini``, ``toml``,
   ``yaml``, ``json``). Any other language, a ``.. code::`` or ``.. sourcecode::``
