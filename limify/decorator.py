@@ -298,10 +298,11 @@ def rate_limit(
         on_breach: ``(event) -> None``, called once per refused call with its
             :class:`limify.events.Decision` (for paging, audit logs, deny lists);
             an exception it raises is logged, never propagated.
-        cache_refusals: on a remote store, refuse the calls of a key whose refusal is
-            known to hold (until its ``retry_after``) without a round trip; a refund or
-            reset made by another process is then seen only when it ends (see
-            :mod:`limify.core.refusals`). Never applies to in-memory stores or leases.
+        cache_refusals: refuse the calls of a key whose refusal is known to hold
+            (until its ``retry_after``) from a cache in process, without a round trip
+            (or, in memory, the lock and the transition); a refund or reset made by
+            another process is then seen only when it ends (see
+            :mod:`limify.core.refusals`). Never applies to leases.
 
     Every invalid argument, unknown plan or provider name raises ``ValueError`` or
     ``TypeError`` here, at decoration time, never at call time.

@@ -19,7 +19,7 @@
 ``reset_all()``
     Forgets every key of every in-memory store Limify built from ``memory://``
     URLs, of each :class:`~limify.Limify`'s own, and of the one ``isolated()``
-    runs on, and every refusal held in process for a remote store (see
+    runs on, and every refusal held in process (see
     :mod:`limify.core.refusals`). Redis and other servers are left alone: flush
     their test database yourself, then call it.
 

@@ -10,7 +10,18 @@ import time
 import pytest
 import redis
 
-from limify import Limify, LimifyConfig, Plan, RateLimitExceeded, RequestContext, Rule, rate_limit
+from limify import (
+    APPLICATION,
+    InMemoryAdapter,
+    Limify,
+    LimifyConfig,
+    ManualClock,
+    Plan,
+    RateLimitExceeded,
+    RequestContext,
+    Rule,
+    rate_limit,
+)
 
 #: One call per 300 ms: a refusal holds for at most that long.
 BRIEF = Plan("default", 1, 0.3)
@@ -132,3 +143,40 @@ def test_bad_cache_refusals_is_refused_at_decoration() -> None:
     """cache_refusals must be a bool."""
     with pytest.raises(TypeError, match="cache_refusals"):
         rate_limit("1/s", cache_refusals="yes")  # type: ignore[arg-type]
+
+
+def test_in_memory_a_known_refusal_skips_the_store_and_clearing_the_key_forgets_it() -> None:
+    """On an InMemoryAdapter a held refusal is answered without running the transition; adapter.clear() forgets it."""
+    clock = ManualClock()
+    store = InMemoryAdapter(clock=clock)
+
+    @rate_limit("1/hour", key="user", storage=store, name="cache.memory")
+    def call(user: str) -> None:
+        return None
+
+    call("ann")
+    with pytest.raises(RateLimitExceeded) as first:
+        call("ann")
+    key = first.value.key
+    store._data.pop(key)  # the store forgets the key behind the cache's back (as an eviction would)
+    with pytest.raises(RateLimitExceeded) as held:
+        call("ann")  # still refused: the refusal is known to hold until its retry_after
+    assert held.value.retry_after == pytest.approx(first.value.retry_after)
+    assert held.value.result.reset_after == pytest.approx(first.value.result.reset_after)
+    store.clear([key])
+    call("ann")  # cleared through the adapter: the store decides, afresh
+    clock.advance(3600)
+    call("ann")
+
+
+def test_refusals_are_shared_by_every_limit_on_one_store(redis_url: str) -> None:
+    """A web rule's reset forgets the refusal another engine (the application-wide limits) cached on its keys."""
+    config = LimifyConfig(
+        rules=[Rule("items", path="/items", rate="5/minute")], application_limits="2/minute"
+    )
+    limify = Limify(config=config, storage=redis_url)
+    request = RequestContext("GET", "/items", client_ip="192.0.2.9")
+    assert [limify.sync_limiter.decide(request).status for _ in range(3)] == [200, 200, 429]
+    limify.reset("items", ("ip", "192.0.2.9"))
+    limify.reset(APPLICATION, ("ip", "192.0.2.9"))
+    assert limify.sync_limiter.decide(request).status == 200

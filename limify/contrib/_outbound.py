@@ -204,7 +204,6 @@ class AsyncOutboundGate(OutboundGate[R]):
     is_async = True
 
 
-
 #: The keyword options a transport passes on to its gate (all but ``default_key``).
 GATE_OPTIONS = frozenset(inspect.signature(OutboundGate.__init__).parameters) - {
     "self",

@@ -159,7 +159,7 @@ class Engine:
         settings = self.settings
         clock = getattr(self._adapter, "clock", None)  # a store on the caller's clock: the cache follows it
         now_us = getattr(clock, "now_us", None)
-        settings.cache = cache_of(self._adapter, now_us) if settings.caches and not local else None
+        settings.cache = cache_of(self._adapter, now_us) if settings.caches else None
 
     def _follow_defaults(self) -> None:
         version, storage, policy = default_storage()

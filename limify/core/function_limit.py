@@ -153,9 +153,9 @@ class FunctionLimit:
         (which never fails, so no failure policy applies): the key goes straight to
         :meth:`limify.InMemoryAdapter.runner`, with no Check, engine or outcome in
         between. A refusal raises here too when the limit raises; a limit that waits
-        (or any other store) answers ``False``, and the engine does the rest. On a
-        remote store only a refusal known to hold is answered here (see
-        :mod:`limify.core.refusals`). Decisions someone listens to, and calls in a
+        (or any other store) answers ``False``, and the engine does the rest. A
+        refusal known to hold is answered from the refusal cache, on a remote store
+        the only thing answered here (see :mod:`limify.core.refusals`). Decisions someone listens to, and calls in a
         web request (whose decision joins the request's), go through the engine.
         """
         if self._fast_version != DEFAULTS.version:
@@ -175,20 +175,21 @@ class FunctionLimit:
         store, cost, raises = self.engine.store, self.cost, self._raises
         get_key, limit, listeners, in_request = self.get_key, self.plans[0].limit, events.listeners, current
         assert get_key is not None and not callable(cost)
+        cache = self.engine.settings.cache
+        held = None if cache is None else cache.held  # empty (the usual case): nothing to look up
         if type(store) is not InMemoryAdapter:
-            cache = self.engine.settings.cache
             if cache is None or not raises:
                 return _never_fast
 
             def known_refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-                if not cache.held or listeners or in_request() is not None:
+                # A remote store: only a refusal known to hold is answered here, without a round trip.
+                if not held or listeners or in_request() is not None:
                     return False
                 key = prefix + encode_part(get_key(None, args, kwargs))
-                keys = (key,)
-                retry = cache.retry_us(keys, cost)
-                if not retry:
+                found = cache.refusal((key,), cost)
+                if found is None:
                     return False
-                raise RateLimitExceeded.refused(key, cache.remaining_of(keys), limit, retry, retry)
+                raise RateLimitExceeded.refused(key, found[0], limit, found[1], found[2])
 
             return known_refusal
         run = store.runner(self.spec, self.plans[0], cost)
@@ -197,9 +198,17 @@ class FunctionLimit:
             if listeners or in_request() is not None:
                 return False
             key = prefix + encode_part(get_key(None, args, kwargs))
+            if held:
+                found = cache.refusal((key,), cost)  # type: ignore[union-attr]
+                if found is not None:
+                    if raises:
+                        raise RateLimitExceeded.refused(key, found[0], limit, found[1], found[2])
+                    return False  # a limit that waits: the engine waits it out
             step = run(key)
             if step[0]:
                 return True
+            if cache is not None:
+                cache.remember((key,), cost, Outcome(False, step[1], step[2], step[3], 0, 0))
             if raises:
                 raise RateLimitExceeded.refused(key, step[1], limit, step[2], step[3])
             return False

@@ -348,4 +348,3 @@ class AsyncLimiter(Limiter[Awaitable[Decision], Awaitable[LimitationResult], Awa
 
 def _never(value: Any) -> Check:  # pragma: no cover - the Pending of a check that failed to build
     raise AssertionError("never completed")
-

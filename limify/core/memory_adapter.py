@@ -11,6 +11,7 @@ from limify.core.check import Check
 from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.forksafe import fork_safe_lock
 from limify.core.plan import Plan
+from limify.core.refusals import forget_cleared
 
 __all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
 
@@ -155,12 +156,14 @@ class InMemoryAdapter:
         with self._lock:
             for key in keys:
                 self._data.pop(key, None)
+        forget_cleared(self, keys)
 
     def forget_all(self) -> None:
         """Forget every key and every outbound pause (:func:`limify.testing.reset_all`)."""
         with self._lock:
             self._data.clear()
             self._pauses.clear()
+        forget_cleared(self)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
         """Same as :meth:`clear`."""

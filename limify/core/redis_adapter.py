@@ -62,6 +62,7 @@ from limify.core.redis_errors import (
     is_unreachable,
 )
 from limify.core.redis_eviction import EvictionCheck
+from limify.core.refusals import forget_cleared
 from limify.errors import StorageError
 
 __all__ = [
@@ -256,9 +257,10 @@ class RedisSyncAdapter(_ScriptBook):
         close_sync(self.client)
 
     def clear(self, keys: Sequence[str]) -> None:
-        """Delete ``keys``."""
+        """Delete ``keys`` (and the refusals this process cached on them)."""
         if keys:
             self._run(("DEL", *keys))
+            forget_cleared(self, keys)
 
 
 class RedisAsyncAdapter(_ScriptBook):
@@ -371,6 +373,7 @@ class RedisAsyncAdapter(_ScriptBook):
             await asyncio.sleep(_RESHARDING_PAUSE)
 
     async def clear_async(self, keys: Sequence[str]) -> None:
-        """Delete ``keys``."""
+        """Delete ``keys`` (and the refusals this process cached on them)."""
         if keys:
             await self._run(("DEL", *keys))
+            forget_cleared(self, keys)
