@@ -57,6 +57,7 @@ __all__ = ["transition", "refund", "GCRA", "GCRAAlgorithm", "AsyncGCRAAlgorithm"
 
 #: ``(whole_us, k, limit)``: the theoretical arrival time ``whole_us + k / limit``.
 State = tuple[int, int, int]
+_floor = math.floor
 
 
 def _arrival(state: State, limit: int) -> tuple[int, int]:
@@ -96,12 +97,20 @@ def _room(whole: int, k: int, now: int, plan: Plan) -> int:
     """The largest cost (0 to ``limit``) that fits on top of ``whole + k / limit`` at ``now``."""
     limit = plan.limit
     period = plan.period_us
+    q, r = divmod(period, limit)
     ahead = (whole - now) + k / limit
-    guess = min(limit, max(0, math.floor((period - ahead) * limit / period)))
-    # The float estimate may be one off either way: the exact test settles it.
-    while guess < limit and _fits(whole, k, now, guess + 1, plan):
+    guess = _floor((period - ahead) * limit / period)
+    if guess < 0:
+        guess = 0
+    elif guess > limit:
+        guess = limit
+    # The float estimate may be one off either way: the exact test settles it. A cost
+    # c fits when ceil(whole + k / limit + c * T) - now <= period, that is (_fits
+    # written out, in integers): over + c * q + ceil((k + c * r) / limit) <= 0.
+    over = whole - now - period
+    while guess < limit and over + (guess + 1) * q - (-(k + (guess + 1) * r) // limit) <= 0:
         guess += 1
-    while guess > 0 and not _fits(whole, k, now, guess, plan):
+    while guess > 0 and over + guess * q - (-(k + guess * r) // limit) > 0:
         guess -= 1
     return guess
 

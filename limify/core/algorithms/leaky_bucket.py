@@ -47,6 +47,7 @@ __all__ = ["transition", "refund", "LEAKY_BUCKET", "LeakyBucketAlgorithm", "Asyn
 
 #: ``(level, last_us)``
 State = tuple[float, int]
+_ceil, _floor = math.ceil, math.floor
 
 
 def _level(level: float, last: int, at: int, rate: float) -> float:
@@ -56,27 +57,43 @@ def _level(level: float, last: int, at: int, rate: float) -> float:
 
 
 def _drain_wait(level: float, last: int, now: int, target: int, rate: float) -> int:
-    """Microseconds from ``now`` until the level is at most ``target`` (>= 0)."""
-    if _level(level, last, now, rate) <= target:
+    """Microseconds from ``now`` until the level is at most ``target`` (>= 0).
+
+    Written out for speed (every call computes at least one), and equal to searching
+    for the first ``t`` with ``_level(level, last, t, rate) <= target``: with
+    ``target >= 0`` the floor at empty cannot decide it, and before ``last`` the level
+    is ``level``, which is above ``target`` whenever a wait is needed at all.
+    """
+    if now > last:
+        current = level - (now - last) * rate
+        if not current > 0.0:  # max(0.0, ...), without the call
+            current = 0.0
+    else:
+        current = level
+    if current <= target:
         return 0
-    # Draining starts at `last` when a skewed clock puts `now` before it.
-    start = max(now, last)
-    wait = (start - now) + math.ceil((_level(level, last, start, rate) - target) / rate)
+    # Draining starts at `last` when a skewed clock puts `now` before it; the level
+    # there is `level`, which is `current` then, as it is at `now` otherwise.
+    at = (now if now > last else last) + _ceil((current - target) / rate)
     step = 1
-    # Float rounding may leave the level a hair high at now + wait: lengthen until
-    # the very expression the next call evaluates says yes.
-    while _level(level, last, now + wait, rate) > target:
-        wait += step
+    # Float rounding may leave the level a hair high at `at`: lengthen until the very
+    # expression the next call evaluates says yes.
+    while at <= last or level - (at - last) * rate > target:
+        at += step
         step *= 2
     # ... or a hair low, making the estimate long: settle on the first microsecond that works.
-    while wait > 1 and _level(level, last, now + wait - 1, rate) <= target:
-        wait -= 1
-    return wait
+    while at - now > 1 and at - 1 > last and level - (at - 1 - last) * rate <= target:
+        at -= 1
+    return at - now
 
 
 def _room(current: float, limit: int) -> int:
     """The largest cost (0 to ``limit``) that fits on top of ``current``."""
-    guess = min(limit, max(0, math.floor(limit - current)))
+    guess = _floor(limit - current)  # clamped to 0..limit below, without min() and max()
+    if guess < 0:
+        guess = 0
+    elif guess > limit:
+        guess = limit
     while guess < limit and current <= limit - (guess + 1):
         guess += 1
     while guess > 0 and current > limit - guess:
@@ -92,10 +109,15 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         level, last = 0.0, now
     else:
         level, last = state
-    current = _level(level, last, now, rate)
+    if now > last:  # _level(level, last, now, rate), written out
+        current = level - (now - last) * rate
+        if not current > 0.0:
+            current = 0.0
+    else:
+        current = level
     if current <= limit - cost:
         filled = current + cost
-        stamp = max(last, now)
+        stamp = last if last > now else now
         reset = _drain_wait(filled, stamp, now, 0, rate)
         return (True, _room(filled, limit), reset, 0, (filled, stamp), reset)
     retry = _drain_wait(level, last, now, limit - cost, rate)
