@@ -1,0 +1,426 @@
+"""PostgreSQL storage: the Python transitions over rows locked in one transaction.
+
+Theory of operation
+-------------------
+Each key is one row of one table (:mod:`limify.core.postgres_sql`): the text of its
+algorithm's codec and an expiry in microseconds. A check runs in one transaction:
+
+1. ``INSERT ... ON CONFLICT DO NOTHING`` a placeholder row for each of its keys that
+   has none (in key order), so that every key has a row to lock;
+2. ``SELECT ... ORDER BY key FOR UPDATE``: every row of the check, locked in key
+   order, so two checks over overlapping keys queue instead of deadlocking;
+3. the time: the database server's ``clock_timestamp()``, read once the rows are
+   held (app servers with skewed clocks agree), or the adapter's ``clock``;
+4. :func:`~limify.core.text_state.run_on_text`: the algorithm's transition, in Python,
+   on what the codec reads back (an expired row reads as absent);
+5. the writes, then ``COMMIT``: all of the check's keys change, or none.
+
+Rows that no longer mean anything are deleted when a check meets them, and every
+``sweep_every`` checks an adapter deletes up to ``sweep_batch`` other expired rows
+(``FOR UPDATE SKIP LOCKED``: never waiting on a live check), so the table stays
+bounded without a cron job. A transaction that did not reach ``COMMIT`` had no
+effect, so a connection found broken before it (a restarted server) is retried
+once on a fresh one within the timeout; a failure at ``COMMIT``, a refused
+connection or a timeout is a :class:`limify.StorageError` for the failure policy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from limify._extras import missing_extra
+from limify.core.algorithms.base import Outcome
+from limify.core.check import Check
+from limify.core.clock import SYSTEM_CLOCK, Clock
+from limify.core.per_loop import PerLoop
+from limify.core.postgres_sql import DEFAULT_TABLE, Statements, parse_url
+from limify.core.text_state import Saved, check_clock, encode_text, hold_step, run_on_text
+from limify.errors import StorageError
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg import errors as pg_errors
+except ModuleNotFoundError as error:  # pragma: no cover - the extra is installed for the tests
+    raise missing_extra(
+        "limify.core.postgres_adapter", "psycopg and psycopg-pool", "postgres", error
+    ) from error
+
+__all__ = ["PostgresSyncAdapter", "PostgresAsyncAdapter"]
+
+#: ``decide(saved, now_us) -> (answer, writes)``: what one transaction decides on its locked rows.
+Decide = Callable[[list[Saved | None], int], tuple[Any, dict[int, Saved | None]]]
+#: Answers that mean "try the whole transaction again": nothing of it was committed.
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_CREATE_RACES = (pg_errors.UniqueViolation, pg_errors.DuplicateTable, pg_errors.DuplicateObject)
+_ATTEMPTS = 5
+
+
+def _check_int(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {least}, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
+
+
+class _Rows:
+    """What both adapters share: the statements, the clock, and what to write after a decision."""
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str,
+        create_table: bool,
+        clock: Clock | None,
+        timeout: float,
+        sweep_every: int,
+        sweep_batch: int,
+    ) -> None:
+        check_clock(clock)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.pool = pool
+        self.sql = Statements(table)
+        self.table = table
+        self.create_table = create_table
+        #: ``None``: the database server's clock; else the adapter's own.
+        self.clock = clock
+        self.timeout = float(timeout)
+        self.sweep_every = _check_int("sweep_every", sweep_every, 1)
+        self.sweep_batch = _check_int("sweep_batch", sweep_batch, 1)
+        self._ready = not create_table
+        self._checks = 0
+        #: Whether this adapter opened a pool it was given closed (it never reopens one closed later).
+        self._opened = False
+
+    def _order(self, keys: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
+        encoded = [encode_text(key) for key in keys]
+        return encoded, sorted(set(encoded))
+
+    @staticmethod
+    def _saved(rows: Sequence[tuple[Any, Any, int]]) -> dict[bytes, Saved]:
+        return {
+            bytes(key): Saved(bytes(state).decode("utf-8", "surrogatepass"), expires)
+            for key, state, expires in rows
+        }
+
+    def _after(
+        self, keys: list[bytes], rows: dict[bytes, Saved], writes: dict[int, Saved | None], now: int
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The statements that save ``writes`` and drop the rows of ``keys`` that mean nothing now."""
+        changed: dict[bytes, Saved] = {}
+        dropped: list[bytes] = []
+        for index, key in enumerate(keys):
+            if index in writes:
+                saved = writes[index]
+                if saved is None:
+                    dropped.append(key)
+                else:
+                    changed[key] = saved
+            elif key in rows and rows[key].expires_us <= now:
+                dropped.append(key)  # a placeholder, or a state that expired: absent either way
+        statements: list[tuple[Any, tuple[Any, ...]]] = []
+        if changed:
+            names = list(changed)
+            texts = [encode_text(saved.text) for saved in changed.values()]
+            statements.append(
+                (self.sql.update, (names, texts, [saved.expires_us for saved in changed.values()]))
+            )
+        if dropped:
+            statements.append((self.sql.delete, (dropped,)))
+        self._checks += 1
+        if self._checks % self.sweep_every == 0:
+            statements.append((self.sql.sweep, (now, self.sweep_batch)))
+        return statements
+
+    def _decide_check(self, check: Check) -> Decide:
+        return lambda saved, now: (lambda run: (run.outcome, run.writes))(run_on_text(check, saved, now))
+
+    @staticmethod
+    def _decide_hold(ms: int) -> Decide:
+        def decide(saved: list[Saved | None], now: int) -> tuple[Any, dict[int, Saved | None]]:
+            left, new, write = hold_step(saved[0], now, ms)
+            return left, ({0: new} if write else {})
+
+        return decide
+
+    def _failed(self, error: Exception) -> StorageError:
+        return StorageError(f"PostgreSQL unreachable ({type(error).__name__}): {error}".strip())
+
+    def __repr__(self) -> str:
+        clock = "server clock" if self.clock is None else repr(self.clock)
+        return f"{type(self).__name__}(table={self.table!r}, clock={clock})"
+
+
+class PostgresSyncAdapter(_Rows):
+    """Storage on a :class:`psycopg_pool.ConnectionPool` (see the module docs).
+
+    Args:
+        pool: the pool connections are taken from (opened at first use if it is not yet).
+        table: the table of the rows (``"name"`` or ``"schema.name"``).
+        create_table: create the table and its index when missing (else see docs/postgresql.md).
+        clock: ``None`` (default) for the database server's clock, or a
+            :class:`~limify.core.clock.Clock` for the caller's.
+        timeout: seconds a check may wait for a connection (and, after a broken
+            one, for the retry) before raising :class:`limify.StorageError`.
+        sweep_every: every this many checks, one batch of expired rows is deleted.
+        sweep_batch: how many expired rows one sweep deletes at most.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
+        sweep_every: int = 100,
+        sweep_batch: int = 100,
+    ) -> None:
+        if not callable(getattr(pool, "connection", None)):
+            raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
+        super().__init__(
+            pool, table=table, create_table=create_table, clock=clock, timeout=timeout,
+            sweep_every=sweep_every, sweep_batch=sweep_batch,
+        )  # fmt: skip
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresSyncAdapter:
+        """An adapter with a pool of its own for ``url`` (its options: docs/postgresql.md)."""
+        parsed = parse_url(url)
+        pool = psycopg_pool.ConnectionPool(
+            parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
+            timeout=parsed.timeout, name=f"limify:{parsed.table}",
+        )  # fmt: skip
+        if clock is None and parsed.client_clock:
+            clock = SYSTEM_CLOCK
+        return cls(pool, table=parsed.table, create_table=parsed.create_table, clock=clock,
+                   timeout=parsed.timeout, **options)  # fmt: skip
+
+    def execute(self, check: Check) -> Outcome:
+        """Run ``check`` over its locked rows in one transaction (see the module docs)."""
+        outcome: Outcome = self._locked(check.keys, self._decide_check(check))
+        return outcome
+
+    def hold(self, key: str, ms: int) -> int:
+        """The outbound pause of ``key``, on the store's clock."""
+        return int(self._locked((key,), self._decide_hold(ms)))
+
+    def clear(self, keys: Sequence[str]) -> None:
+        """Delete the rows of ``keys``."""
+        if keys:
+            self._transact(lambda cur: cur.execute(self.sql.delete, (self._order(keys)[1],)))
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()
+
+    def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
+        encoded, order = self._order(keys)
+
+        def work(cur: Any) -> Any:
+            cur.execute(self.sql.insert, (order,))
+            cur.execute(self.sql.lock, (order,))
+            rows = self._saved(cur.fetchall())
+            if self.clock is None:
+                cur.execute(self.sql.now)
+                now = int(cur.fetchone()[0])
+            else:
+                now = self.clock.now_us()
+            answer, writes = decide([rows.get(key) for key in encoded], now)
+            for statement, params in self._after(encoded, rows, writes, now):
+                cur.execute(statement, params)
+            return answer
+
+        return self._transact(work)
+
+    def _prepare_table(self, conn: Any) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                with conn.cursor() as cur:
+                    for statement in self.sql.create:
+                        cur.execute(statement)
+                conn.commit()
+            except _CREATE_RACES:
+                conn.rollback()  # another process created it at the same instant
+            self._ready = True
+
+    def _transact(self, work: Callable[[Any], Any]) -> Any:
+        deadline = time.monotonic() + self.timeout
+        stale_retried = False
+        for _ in range(_ATTEMPTS):
+            committing = False
+            try:
+                if not self._opened and getattr(self.pool, "closed", False):
+                    self._opened = True
+                    self.pool.open(wait=False)
+                with self.pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
+                    if not self._ready:
+                        self._prepare_table(conn)
+                    with conn.cursor() as cur:
+                        answer = work(cur)
+                    committing = True
+                    conn.commit()
+                    return answer
+            except _RETRYABLE:
+                continue
+            except psycopg_pool.PoolTimeout as error:
+                raise self._failed(error) from error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                if committing or stale_retried or time.monotonic() >= deadline:
+                    raise self._failed(error) from error
+                stale_retried = True
+                self.pool.check()  # the others idle since the server restarted are broken too
+        raise StorageError(f"PostgreSQL: {_ATTEMPTS} attempts of one check all met deadlocks or conflicts")
+
+
+class PostgresAsyncAdapter(_Rows):
+    """Storage on a :class:`psycopg_pool.AsyncConnectionPool`, for asyncio code.
+
+    The same arguments as :class:`PostgresSyncAdapter`; :meth:`from_url` opens one
+    pool per event loop. psycopg's async connections need asyncio (not trio).
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
+        sweep_every: int = 100,
+        sweep_batch: int = 100,
+    ) -> None:
+        if not callable(pool) and not callable(getattr(pool, "connection", None)):
+            raise TypeError(f"pool must be a psycopg_pool.AsyncConnectionPool, got {pool!r}")
+        super().__init__(
+            pool, table=table, create_table=create_table, clock=clock, timeout=timeout,
+            sweep_every=sweep_every, sweep_batch=sweep_batch,
+        )  # fmt: skip
+        self._per_loop: PerLoop[Any] | None = None
+        if callable(pool):  # a pool factory (from_url): one pool per event loop, closed with its loop
+            self._per_loop = PerLoop(self._open_pool, self._close_pool)
+
+    async def _open_pool(self) -> Any:
+        pool = self.pool()
+        await pool.open(wait=False)
+        return pool
+
+    @staticmethod
+    async def _close_pool(pool: Any) -> None:
+        await pool.close()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresAsyncAdapter:
+        """An adapter that opens a pool of its own for ``url`` in each event loop it runs in."""
+        parsed = parse_url(url)
+
+        def new_pool() -> Any:
+            return psycopg_pool.AsyncConnectionPool(
+                parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
+                timeout=parsed.timeout, name=f"limify:{parsed.table}",
+            )  # fmt: skip
+
+        if clock is None and parsed.client_clock:
+            clock = SYSTEM_CLOCK
+        return cls(new_pool, table=parsed.table, create_table=parsed.create_table, clock=clock,
+                   timeout=parsed.timeout, **options)  # fmt: skip
+
+    async def execute_async(self, check: Check) -> Outcome:
+        """Run ``check`` over its locked rows in one transaction (see the module docs)."""
+        outcome: Outcome = await self._locked(check.keys, self._decide_check(check))
+        return outcome
+
+    async def hold_async(self, key: str, ms: int) -> int:
+        """The outbound pause of ``key``, on the store's clock."""
+        return int(await self._locked((key,), self._decide_hold(ms)))
+
+    async def clear_async(self, keys: Sequence[str]) -> None:
+        """Delete the rows of ``keys``."""
+        if keys:
+            order = self._order(keys)[1]
+
+            async def work(cur: Any) -> None:
+                await cur.execute(self.sql.delete, (order,))
+
+            await self._transact(work)
+
+    async def close(self) -> None:
+        """Close the pool (from a URL: this event loop's; the others close with their loops)."""
+        if self._per_loop is not None:
+            await self._per_loop.close()
+        else:
+            await self.pool.close()
+
+    async def _current_pool(self) -> Any:
+        if self._per_loop is not None:
+            return await self._per_loop.get()
+        if not self._opened and self.pool.closed:
+            self._opened = True
+            await self.pool.open(wait=False)
+        return self.pool
+
+    async def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
+        encoded, order = self._order(keys)
+
+        async def work(cur: Any) -> Any:
+            await cur.execute(self.sql.insert, (order,))
+            await cur.execute(self.sql.lock, (order,))
+            rows = self._saved(await cur.fetchall())
+            if self.clock is None:
+                await cur.execute(self.sql.now)
+                now = int((await cur.fetchone())[0])
+            else:
+                now = self.clock.now_us()
+            answer, writes = decide([rows.get(key) for key in encoded], now)
+            for statement, params in self._after(encoded, rows, writes, now):
+                await cur.execute(statement, params)
+            return answer
+
+        return await self._transact(work)
+
+    async def _prepare_table(self, conn: Any) -> None:
+        try:
+            async with conn.cursor() as cur:
+                for statement in self.sql.create:
+                    await cur.execute(statement)
+            await conn.commit()
+        except _CREATE_RACES:
+            await conn.rollback()
+        self._ready = True
+
+    async def _transact(self, work: Callable[[Any], Any]) -> Any:
+        deadline = time.monotonic() + self.timeout
+        stale_retried = False
+        pool = await self._current_pool()
+        for _ in range(_ATTEMPTS):
+            committing = False
+            try:
+                async with pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
+                    if not self._ready:
+                        await self._prepare_table(conn)
+                    async with conn.cursor() as cur:
+                        answer = await work(cur)
+                    committing = True
+                    await conn.commit()
+                    return answer
+            except _RETRYABLE:
+                continue
+            except psycopg_pool.PoolTimeout as error:
+                raise self._failed(error) from error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                if committing or stale_retried or time.monotonic() >= deadline:
+                    raise self._failed(error) from error
+                stale_retried = True
+                await pool.check()
+        raise StorageError(f"PostgreSQL: {_ATTEMPTS} attempts of one check all met deadlocks or conflicts")
