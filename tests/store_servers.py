@@ -48,7 +48,11 @@ def _as_user() -> dict[str, Any]:
 def postgres_binary(name: str) -> str:
     """The path of one PostgreSQL binary (``initdb``, ``postgres``), or the test fails saying how to install it."""
     found = shutil.which(name)
-    for candidate in [found, f"/usr/local/bin/{name}", *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))]:
+    for candidate in [
+        found,
+        f"/usr/local/bin/{name}",
+        *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")),
+    ]:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     pytest.fail(f"{name} was not found. {POSTGRES_HINT}", pytrace=False)
@@ -84,9 +88,7 @@ class PostgresServer:
             "-c", "full_page_writes=off", "-c", "max_connections=200",
         ]  # fmt: skip
         log = open(os.path.join(self.dir, "postgres.log"), "ab")
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=log, start_new_session=True, **self._user
-        )
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, **self._user)
         log.close()
         self._wait(timeout)
         return self
@@ -140,7 +142,9 @@ class MemcachedServer:
     """One private memcached process on a free loopback port."""
 
     def __init__(self, memory_mb: int = 64) -> None:
-        binary = shutil.which("memcached") or ("/usr/bin/memcached" if os.access("/usr/bin/memcached", os.X_OK) else None)
+        binary = shutil.which("memcached") or (
+            "/usr/bin/memcached" if os.access("/usr/bin/memcached", os.X_OK) else None
+        )
         if binary is None:
             pytest.fail(f"memcached was not found on PATH. {MEMCACHED_HINT}", pytrace=False)
         self.binary = binary
