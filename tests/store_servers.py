@@ -84,7 +84,7 @@ class PostgresServer:
             )  # fmt: skip
         command = [
             self.postgres, "-D", self.data, "-p", str(self.port), "-k", self.dir,
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
             "-c", "full_page_writes=off", "-c", "max_connections=200",
         ]  # fmt: skip
         log = open(os.path.join(self.dir, "postgres.log"), "ab")

@@ -97,6 +97,7 @@ class _Rows:
         self._checks = 0
         #: Whether this adapter opened a pool it was given closed (it never reopens one closed later).
         self._opened = False
+        self._recreated = False
 
     def _order(self, keys: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
         encoded = [encode_text(key) for key in keys]
@@ -273,6 +274,10 @@ class PostgresSyncAdapter(_Rows):
                     return answer
             except _RETRYABLE:
                 continue
+            except pg_errors.UndefinedTable:
+                if not self.create_table or self._recreated:
+                    raise
+                self._ready, self._recreated = False, True  # dropped, or lost by a restored server
             except psycopg_pool.PoolTimeout as error:
                 raise self._failed(error) from error
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
@@ -416,6 +421,10 @@ class PostgresAsyncAdapter(_Rows):
                     return answer
             except _RETRYABLE:
                 continue
+            except pg_errors.UndefinedTable:
+                if not self.create_table or self._recreated:
+                    raise
+                self._ready, self._recreated = False, True  # dropped, or lost by a restored server
             except psycopg_pool.PoolTimeout as error:
                 raise self._failed(error) from error
             except (psycopg.OperationalError, psycopg.InterfaceError) as error:
