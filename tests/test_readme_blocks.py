@@ -11,7 +11,7 @@ The conventions, for whoever writes a block:
   same with ```` ```python ```` fences and ``<!-- continues the block above -->``.
 * Blocks that are not Python to run say so: ``console`` for shell sessions,
   ``text`` for output or pseudo-code (also ``shell``, ``bash``, ``ini``, ``toml``,
-  ``yaml``, ``json``). Any other language, a ``.. code::`` or ``.. sourcecode::``
+  ``yaml``, ``json``, ``sql``). Any other language, a ``.. code::`` or ``.. sourcecode::``
   directive, or a Markdown fence without a language fails
   ``test_every_code_block_is_run_or_marked_as_not_python``: nothing is skipped
   silently.
@@ -46,7 +46,7 @@ from tests.children import ROOT, child_env
 CONTINUES = {".. continues the block above", "<!-- continues the block above -->"}
 RUN = {"python"}
 UNAVAILABLE = "server unavailable: "
-SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json"}
+SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json", "sql"}
 DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<kind>code-block|code|sourcecode)::\s*(?P<language>\S*)\s*$")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[^`\s]*)\s*$")
 
