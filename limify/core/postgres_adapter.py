@@ -217,7 +217,7 @@ class PostgresSyncAdapter(_Rows):
     def clear(self, keys: Sequence[str]) -> None:
         """Delete the rows of ``keys``."""
         if keys:
-            self._transact(lambda cur: cur.execute(self.sql.delete, (self._order(keys)[1],)))
+            self._transact(lambda conn: conn.execute(self.sql.delete, (self._order(keys)[1],)))
 
     def close(self) -> None:
         """Close the pool."""
@@ -226,18 +226,19 @@ class PostgresSyncAdapter(_Rows):
     def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
         encoded, order = self._order(keys)
 
-        def work(cur: Any) -> Any:
-            cur.execute(self.sql.insert, (order,))
-            cur.execute(self.sql.lock, (order,))
-            rows = self._saved(cur.fetchall())
+        def work(conn: Any) -> Any:
+            # Pipelined: the insert, the lock and the clock travel together; then the writes
+            # travel with the COMMIT. Two round trips per check.
+            locked, clock = conn.cursor(), conn.cursor()
+            conn.execute(self.sql.insert, (order,))
+            locked.execute(self.sql.lock, (order,))
             if self.clock is None:
-                cur.execute(self.sql.now)
-                now = int(cur.fetchone()[0])
-            else:
-                now = self.clock.now_us()
+                clock.execute(self.sql.now)
+            rows = self._saved(locked.fetchall())
+            now = int(clock.fetchone()[0]) if self.clock is None else self.clock.now_us()
             answer, writes = decide([rows.get(key) for key in encoded], now)
             for statement, params in self._after(encoded, rows, writes, now):
-                cur.execute(statement, params)
+                conn.execute(statement, params)
             return answer
 
         return self._transact(work)
@@ -267,10 +268,10 @@ class PostgresSyncAdapter(_Rows):
                 with self.pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
                     if not self._ready:
                         self._prepare_table(conn)
-                    with conn.cursor() as cur:
-                        answer = work(cur)
-                    committing = True
-                    conn.commit()
+                    with conn.pipeline():
+                        answer = work(conn)
+                        committing = True
+                        conn.commit()
                     return answer
             except _RETRYABLE:
                 continue
@@ -355,8 +356,8 @@ class PostgresAsyncAdapter(_Rows):
         if keys:
             order = self._order(keys)[1]
 
-            async def work(cur: Any) -> None:
-                await cur.execute(self.sql.delete, (order,))
+            async def work(conn: Any) -> None:
+                await conn.execute(self.sql.delete, (order,))
 
             await self._transact(work)
 
@@ -378,18 +379,17 @@ class PostgresAsyncAdapter(_Rows):
     async def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
         encoded, order = self._order(keys)
 
-        async def work(cur: Any) -> Any:
-            await cur.execute(self.sql.insert, (order,))
-            await cur.execute(self.sql.lock, (order,))
-            rows = self._saved(await cur.fetchall())
+        async def work(conn: Any) -> Any:
+            locked, clock = conn.cursor(), conn.cursor()  # pipelined, as in the sync twin
+            await conn.execute(self.sql.insert, (order,))
+            await locked.execute(self.sql.lock, (order,))
             if self.clock is None:
-                await cur.execute(self.sql.now)
-                now = int((await cur.fetchone())[0])
-            else:
-                now = self.clock.now_us()
+                await clock.execute(self.sql.now)
+            rows = self._saved(await locked.fetchall())
+            now = int((await clock.fetchone())[0]) if self.clock is None else self.clock.now_us()
             answer, writes = decide([rows.get(key) for key in encoded], now)
             for statement, params in self._after(encoded, rows, writes, now):
-                await cur.execute(statement, params)
+                await conn.execute(statement, params)
             return answer
 
         return await self._transact(work)
@@ -414,10 +414,10 @@ class PostgresAsyncAdapter(_Rows):
                 async with pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
                     if not self._ready:
                         await self._prepare_table(conn)
-                    async with conn.cursor() as cur:
-                        answer = await work(cur)
-                    committing = True
-                    await conn.commit()
+                    async with conn.pipeline():
+                        answer = await work(conn)
+                        committing = True
+                        await conn.commit()
                     return answer
             except _RETRYABLE:
                 continue
