@@ -1,4 +1,4 @@
-"""The SQL of the PostgreSQL store, and its storage URLs.
+"""The SQL of the PostgreSQL store, its storage URLs, and what its sync and async adapters share.
 
 One table, one row per key::
 
@@ -17,8 +17,14 @@ of SQL text that comes from configuration, so it must be a plain identifier
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from limify.core.check import Check
+from limify.core.clock import Clock
+from limify.core.text_state import Saved, check_clock, encode_text, hold_step, run_on_text
+from limify.errors import StorageError
 
 __all__ = [
     "SCHEMES",
@@ -177,3 +183,106 @@ def check_url(url: str) -> str:
     """Validate a PostgreSQL storage URL without connecting; return its scheme."""
     parse_url(url)
     return urlsplit(url).scheme.lower()
+
+
+#: ``decide(saved, now_us) -> (answer, writes)``: what one transaction decides on its locked rows.
+Decide = Callable[[list[Saved | None], int], tuple[Any, dict[int, Saved | None]]]
+
+
+def _check_int(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {least}, got {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
+
+
+class RowsBase:
+    """What both adapters share: the statements, the clock, and what to write after a decision."""
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str,
+        create_table: bool,
+        clock: Clock | None,
+        timeout: float,
+        sweep_every: int,
+        sweep_batch: int,
+    ) -> None:
+        check_clock(clock)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.pool = pool
+        self.sql = Statements(table)
+        self.table = table
+        self.create_table = create_table
+        #: ``None``: the database server's clock; else the adapter's own.
+        self.clock = clock
+        self.timeout = float(timeout)
+        self.sweep_every = _check_int("sweep_every", sweep_every, 1)
+        self.sweep_batch = _check_int("sweep_batch", sweep_batch, 1)
+        self._ready = not create_table
+        self._checks = 0
+        #: Whether this adapter opened a pool it was given closed (it never reopens one closed later).
+        self._opened = False
+        self._recreated = False
+
+    def _order(self, keys: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
+        encoded = [encode_text(key) for key in keys]
+        return encoded, sorted(set(encoded))
+
+    @staticmethod
+    def _saved(rows: Sequence[tuple[Any, Any, int]]) -> dict[bytes, Saved]:
+        return {
+            bytes(key): Saved(bytes(state).decode("utf-8", "surrogatepass"), expires)
+            for key, state, expires in rows
+        }
+
+    def _after(
+        self, keys: list[bytes], rows: dict[bytes, Saved], writes: dict[int, Saved | None], now: int
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The statements that save ``writes`` and drop the rows of ``keys`` that mean nothing now."""
+        changed: dict[bytes, Saved] = {}
+        dropped: list[bytes] = []
+        for index, key in enumerate(keys):
+            if index in writes:
+                saved = writes[index]
+                if saved is None:
+                    dropped.append(key)
+                else:
+                    changed[key] = saved
+            elif key in rows and rows[key].expires_us <= now:
+                dropped.append(key)  # a placeholder, or a state that expired: absent either way
+        statements: list[tuple[Any, tuple[Any, ...]]] = []
+        if changed:
+            names = list(changed)
+            texts = [encode_text(saved.text) for saved in changed.values()]
+            statements.append(
+                (self.sql.update, (names, texts, [saved.expires_us for saved in changed.values()]))
+            )
+        if dropped:
+            statements.append((self.sql.delete, (dropped,)))
+        self._checks += 1
+        if self._checks % self.sweep_every == 0:
+            statements.append((self.sql.sweep, (now, self.sweep_batch)))
+        return statements
+
+    def _decide_check(self, check: Check) -> Decide:
+        return lambda saved, now: (lambda run: (run.outcome, run.writes))(run_on_text(check, saved, now))
+
+    @staticmethod
+    def _decide_hold(ms: int) -> Decide:
+        def decide(saved: list[Saved | None], now: int) -> tuple[Any, dict[int, Saved | None]]:
+            left, new, write = hold_step(saved[0], now, ms)
+            return left, ({0: new} if write else {})
+
+        return decide
+
+    def _failed(self, error: Exception) -> StorageError:
+        return StorageError(f"PostgreSQL unreachable ({type(error).__name__}): {error}".strip())
+
+    def __repr__(self) -> str:
+        clock = "server clock" if self.clock is None else repr(self.clock)
+        return f"{type(self).__name__}(table={self.table!r}, clock={clock})"
