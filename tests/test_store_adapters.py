@@ -51,7 +51,11 @@ def test_storage_urls_pick_the_adapters(postgres_server_url: str, memcached_url:
     """postgresql://, postgres:// and memcached:// build the sync adapter for sync code, the async one for async."""
     for url, sync_class, async_class in [
         (postgres_server_url, PostgresSyncAdapter, PostgresAsyncAdapter),
-        (postgres_server_url.replace("postgresql://", "postgres://"), PostgresSyncAdapter, PostgresAsyncAdapter),
+        (
+            postgres_server_url.replace("postgresql://", "postgres://"),
+            PostgresSyncAdapter,
+            PostgresAsyncAdapter,
+        ),
         (memcached_url, MemcachedSyncAdapter, MemcachedAsyncAdapter),
     ]:
         stores = StorageURL(url)
@@ -163,3 +167,42 @@ def test_expired_rows_read_as_absent_and_are_swept(postgres_server_url: str, clo
     with psycopg.connect(postgres_server_url) as conn:
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 1 + 0  # type: ignore[index]
     adapter.close()
+
+
+def test_web_rules_on_memcached_refuse_shared_limits_beside_per_identity_ones(memcached_url: str) -> None:
+    """A rule with a GlobalLimit beside its own, or stacked with application limits, is refused on memcached://."""
+    from limify import GlobalLimit, Limify, LimifyConfig, RequestContext, Rule
+
+    def ask(config: LimifyConfig, path: str) -> int:
+        limiter = Limify("fixed_window", config, storage=memcached_url).sync_limiter
+        return int(limiter.decide(RequestContext("GET", path, client_ip="203.0.113.5")).status)
+
+    own = LimifyConfig([Rule("items", "GET", "/items", "1/minute")])
+    assert [ask(own, "/items"), ask(own, "/items")] == [200, 429]
+    mixed = LimifyConfig([Rule("search", "GET", "/search", ["2/minute", GlobalLimit("5/minute")])])
+    with pytest.raises(ValueError, match="GlobalLimit"):
+        ask(mixed, "/search")
+    stacked = LimifyConfig([Rule("orders", "GET", "/orders", "3/minute")], application_limits="4/minute")
+    with pytest.raises(ValueError, match="application-wide"):
+        ask(stacked, "/orders")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_async_callables_on_memcached_refuse_the_same_layout(memcached_url: str) -> None:
+    """The refusal holds for async callables too, where they are decorated."""
+    from limify import GlobalLimit
+
+    with pytest.raises(ValueError, match="GlobalLimit"):
+
+        @rate_limit(["2/hour", GlobalLimit("3/hour")], storage=memcached_url, key="user")
+        async def call(user: str) -> None: ...
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_async_postgres_adapter_says_it_needs_asyncio(postgres_server_url: str) -> None:
+    """Under trio, the async PostgreSQL adapter says it needs asyncio instead of failing inside psycopg."""
+    adapter = PostgresAsyncAdapter.from_url(postgres_server_url)
+    with pytest.raises(RuntimeError, match="needs asyncio"):
+        await adapter.execute_async(Check(FIXED_WINDOW, ("k",), (Plan("p", 1, 60),), 1))

@@ -37,7 +37,9 @@ def adapter_for(url: str, clock: ManualClock) -> Any:
 @pytest.fixture(params=["postgres", "memcached"])
 def store_url(request: pytest.FixtureRequest) -> str:
     """The URL of each store under test."""
-    return str(request.getfixturevalue("postgres_server_url" if request.param == "postgres" else "memcached_url"))
+    return str(
+        request.getfixturevalue("postgres_server_url" if request.param == "postgres" else "memcached_url")
+    )
 
 
 def hammer(
@@ -92,7 +94,9 @@ def test_a_refused_compound_consumes_nothing_under_contention(store_url: str) ->
         return bool(shell.check_all(keys, plans, 1, CONSUME, "").allowed)
 
     start = NOW_US - NOW_US % 3_600_000_000  # the hour's first minute: three minutes in one hourly window
-    rounds = [hammer(store_url, attempt, now_us=start + minute * 60_000_000, attempts=250) for minute in range(3)]
+    rounds = [
+        hammer(store_url, attempt, now_us=start + minute * 60_000_000, attempts=250) for minute in range(3)
+    ]
     assert rounds == [250, 250, 0]
 
 
@@ -128,7 +132,9 @@ def test_memcached_refuses_a_global_limit_beside_per_key_limits(memcached_url: s
     def per_key(user: str) -> str:
         return user
 
-    @rate_limit([GlobalLimit("2/hour"), GlobalLimit("5/day")], storage=memcached_url, name=f"g-{uuid.uuid4().hex}")
+    @rate_limit(
+        [GlobalLimit("2/hour"), GlobalLimit("5/day")], storage=memcached_url, name=f"g-{uuid.uuid4().hex}"
+    )
     def shared_only() -> str:
         return "ok"
 

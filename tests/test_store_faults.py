@@ -87,7 +87,9 @@ def test_sigkill_under_load_then_restart(doomed: Any, policy: str, caplog: pytes
     doomed.restart()
     held_before = held_states(doomed)  # memcached comes back empty; PostgreSQL keeps what was committed
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not any("reachable again" in r.getMessage() for r in caplog.records):
+    while time.monotonic() < deadline and not any(
+        "reachable again" in r.getMessage() for r in caplog.records
+    ):
         run_threads(lambda: call(uuid.uuid4().hex), 0.2, threads=1)
     assert any("reachable again" in r.getMessage() for r in caplog.records), "checks did not return"
     assert held_states(doomed) > held_before
@@ -129,7 +131,12 @@ async def test_async_calls_survive_a_kill(store: str, request: pytest.FixtureReq
 def test_fail_closed_raises_storage_error_on_a_dead_server(doomed: Any) -> None:
     """With the server gone, fail_closed raises StorageError (never hangs, never a driver exception)."""
 
-    @rate_limit("5/hour", storage=f"{doomed.url}?timeout={TIMEOUT}", on_storage_error="fail_closed", name=uuid.uuid4().hex)
+    @rate_limit(
+        "5/hour",
+        storage=f"{doomed.url}?timeout={TIMEOUT}",
+        on_storage_error="fail_closed",
+        name=uuid.uuid4().hex,
+    )
     def call() -> None:
         return None
 

@@ -44,7 +44,9 @@ def calls(spec: AlgorithmSpec, seed: int) -> Iterator[tuple[int, tuple[str, ...]
             admitted.append((keys, cost, token))
 
 
-def check_of(spec: AlgorithmSpec, prefix: str, keys: tuple[str, ...], cost: int, mode: str, token: str) -> Check:
+def check_of(
+    spec: AlgorithmSpec, prefix: str, keys: tuple[str, ...], cost: int, mode: str, token: str
+) -> Check:
     """The Check of one call, its keys under ``prefix`` so that runs never meet."""
     return Check(spec, tuple(prefix + key for key in keys), PLANS[: len(keys)], cost, mode, token)
 
@@ -84,7 +86,9 @@ async def replay_async(spec: AlgorithmSpec, store: Any, clock: ManualClock) -> l
 @pytest.fixture(params=["postgres", "memcached"])
 def store_url(request: pytest.FixtureRequest) -> str:
     """The URL of each store under test (the session's private servers)."""
-    return str(request.getfixturevalue("postgres_server_url" if request.param == "postgres" else "memcached_url"))
+    return str(
+        request.getfixturevalue("postgres_server_url" if request.param == "postgres" else "memcached_url")
+    )
 
 
 def sync_store(url: str, clock: ManualClock) -> Any:

@@ -26,6 +26,7 @@ connection or a timeout is a :class:`limify.StorageError` for the failure policy
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -267,6 +268,13 @@ class PostgresAsyncAdapter(RowsBase):
             await self.pool.close()
 
     async def _current_pool(self) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "PostgresAsyncAdapter needs asyncio: psycopg's async connections do not run on trio; "
+                "use memcached:// or memory:// there"
+            ) from None
         if self._per_loop is not None:
             return await self._per_loop.get()
         if not self._opened and self.pool.closed:
