@@ -18,8 +18,8 @@ Any socket error, timeout or protocol surprise closes the connection and raises
 
 from __future__ import annotations
 
+import os
 import socket
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, contextmanager
 from collections.abc import Iterator
@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
+
+from limify.core.forksafe import fork_safe_lock
 
 __all__ = [
     "ConnectionLost", "MemcachedOptions", "Reply", "parse_url", "check_url", "get_command", "set_command",
@@ -175,11 +177,15 @@ class SyncConnections:
     def __init__(self, host: str, port: int, *, timeout: float = 1.0, pool_max: int = 10) -> None:
         self.host, self.port, self.timeout, self.pool_max = host, port, timeout, pool_max
         self._idle: list[_SyncConnection] = []
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
+        self._pid = os.getpid()
 
     @contextmanager
     def connection(self) -> Iterator[_SyncConnection]:
         """A connection for a few requests; closed (not reused) if anything goes wrong."""
+        if self._pid != os.getpid():  # a forked child: the parent's sockets stay the parent's
+            self._pid = os.getpid()
+            self.discard_idle()  # (closing a child's copy leaves the parent's connection open)
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         try:

@@ -27,7 +27,7 @@ connection or a timeout is a :class:`limify.StorageError` for the failure policy
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +36,7 @@ from limify._extras import missing_extra
 from limify.core.algorithms.base import Outcome
 from limify.core.check import Check
 from limify.core.clock import SYSTEM_CLOCK, Clock
+from limify.core.forksafe import fork_safe_lock
 from limify.core.per_loop import PerLoop
 from limify.core.postgres_sql import DEFAULT_TABLE, Decide, RowsBase, parse_url
 from limify.errors import StorageError
@@ -89,20 +90,39 @@ class PostgresSyncAdapter(RowsBase):
             pool, table=table, create_table=create_table, clock=clock, timeout=timeout,
             sweep_every=sweep_every, sweep_batch=sweep_batch,
         )  # fmt: skip
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock(self)
+        #: Builds a fresh pool for a forked child (adapters built from a URL); ``None``: the caller's pool.
+        self._new_pool: Callable[[], Any] | None = None
+        self._pid = os.getpid()
+        #: Pools a forked child inherited: kept, never closed (closing would end the parent's sessions).
+        self._inherited: list[Any] = []
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresSyncAdapter:
-        """An adapter with a pool of its own for ``url`` (its options: docs/postgresql.md)."""
+        """An adapter with a pool of its own for ``url`` (its options: docs/postgresql.md).
+
+        A forked child (a pre-fork server's worker) opens a pool of its own at its first check.
+        """
         parsed = parse_url(url)
-        pool = psycopg_pool.ConnectionPool(
-            parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
-            timeout=parsed.timeout, name=f"limify:{parsed.table}",
-        )  # fmt: skip
+
+        def new_pool() -> Any:
+            return psycopg_pool.ConnectionPool(
+                parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
+                timeout=parsed.timeout, name=f"limify:{parsed.table}",
+            )  # fmt: skip
+
         if clock is None and parsed.client_clock:
             clock = SYSTEM_CLOCK
-        return cls(pool, table=parsed.table, create_table=parsed.create_table, clock=clock,
-                   timeout=parsed.timeout, **options)  # fmt: skip
+        adapter = cls(new_pool(), table=parsed.table, create_table=parsed.create_table, clock=clock,
+                      timeout=parsed.timeout, **options)  # fmt: skip
+        adapter._new_pool = new_pool
+        return adapter
+
+    def _after_fork(self) -> None:
+        self._pid = os.getpid()
+        if self._new_pool is not None:
+            self._inherited.append(self.pool)
+            self.pool, self._opened = self._new_pool(), False
 
     def execute(self, check: Check) -> Outcome:
         """Run ``check`` over its locked rows in one transaction (see the module docs)."""
@@ -156,6 +176,8 @@ class PostgresSyncAdapter(RowsBase):
             self._ready = True
 
     def _transact(self, work: Callable[[Any], Any]) -> Any:
+        if self._pid != os.getpid():
+            self._after_fork()
         deadline = time.monotonic() + self.timeout
         stale_retried = False
         for _ in range(_ATTEMPTS):
