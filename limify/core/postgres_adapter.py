@@ -39,6 +39,7 @@ from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.forksafe import fork_safe_lock
 from limify.core.per_loop import PerLoop
 from limify.core.postgres_sql import DEFAULT_TABLE, Decide, RowsBase, parse_url
+from limify.core.text_state import Saved
 from limify.errors import StorageError
 
 try:
@@ -56,6 +57,8 @@ __all__ = ["PostgresSyncAdapter", "PostgresAsyncAdapter"]
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _CREATE_RACES = (pg_errors.UniqueViolation, pg_errors.DuplicateTable, pg_errors.DuplicateObject)
 _ATTEMPTS = 5
+#: What a row inserted for a key met for the first time holds: nothing, expired.
+_PLACEHOLDER = Saved("", 0)
 
 
 class PostgresSyncAdapter(RowsBase):
@@ -146,17 +149,22 @@ class PostgresSyncAdapter(RowsBase):
         encoded, order = self._order(keys)
 
         def work(conn: Any) -> Any:
-            # Pipelined: the insert, the lock and the clock travel together; then the writes
-            # travel with the COMMIT. Two round trips per check.
-            locked, clock = conn.cursor(), conn.cursor()
-            conn.execute(self.sql.insert, (order,))
-            locked.execute(self.sql.lock, (order,))
-            if self.clock is None:
-                clock.execute(self.sql.now)
-            rows = self._saved(locked.fetchall())
-            now = int(clock.fetchone()[0]) if self.clock is None else self.clock.now_us()
-            answer, writes = decide([rows.get(key) for key in encoded], now)
-            for statement, params in self._after(encoded, rows, writes, now):
+            server = self.clock is None
+            rows = conn.execute(self.sql.lock_with_clock if server else self.sql.lock, (order,)).fetchall()
+            found = self._saved(rows)
+            now = max(row[3] for row in rows) if server and rows else 0
+            missing = [key for key in order if key not in found]
+            if missing:  # keys met for the first time (or swept): rows to lock, after those that exist
+                inserted = {bytes(row[0]) for row in conn.execute(self.sql.insert, (missing,)).fetchall()}
+                found.update((key, _PLACEHOLDER) for key in inserted)  # dropped after, unless written
+                raced = [key for key in missing if key not in inserted]  # created meanwhile by another check
+                if raced:
+                    found.update(self._saved(conn.execute(self.sql.lock, (raced,)).fetchall()))
+                if server:
+                    now = conn.execute(self.sql.now).fetchone()[0]  # read once every row is held
+            now = int(now) if server else self.clock.now_us()  # type: ignore[union-attr]
+            answer, writes = decide([found.get(key) for key in encoded], now)
+            for statement, params in self._after(encoded, found, writes, now):
                 conn.execute(statement, params)
             return answer
 
@@ -189,10 +197,9 @@ class PostgresSyncAdapter(RowsBase):
                 with self.pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
                     if not self._ready:
                         self._prepare_table(conn)
-                    with conn.pipeline():
-                        answer = work(conn)
-                        committing = True
-                        conn.commit()
+                    answer = work(conn)
+                    committing = True
+                    conn.commit()
                     return answer
             except _RETRYABLE:
                 continue
@@ -307,16 +314,25 @@ class PostgresAsyncAdapter(RowsBase):
     async def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
         encoded, order = self._order(keys)
 
-        async def work(conn: Any) -> Any:
-            locked, clock = conn.cursor(), conn.cursor()  # pipelined, as in the sync twin
-            await conn.execute(self.sql.insert, (order,))
-            await locked.execute(self.sql.lock, (order,))
-            if self.clock is None:
-                await clock.execute(self.sql.now)
-            rows = self._saved(await locked.fetchall())
-            now = int((await clock.fetchone())[0]) if self.clock is None else self.clock.now_us()
-            answer, writes = decide([rows.get(key) for key in encoded], now)
-            for statement, params in self._after(encoded, rows, writes, now):
+        async def work(conn: Any) -> Any:  # the sync twin's steps, awaited
+            server = self.clock is None
+            cursor = await conn.execute(self.sql.lock_with_clock if server else self.sql.lock, (order,))
+            rows = await cursor.fetchall()
+            found = self._saved(rows)
+            now = max(row[3] for row in rows) if server and rows else 0
+            missing = [key for key in order if key not in found]
+            if missing:
+                cursor = await conn.execute(self.sql.insert, (missing,))
+                inserted = {bytes(row[0]) for row in await cursor.fetchall()}
+                found.update((key, _PLACEHOLDER) for key in inserted)
+                raced = [key for key in missing if key not in inserted]
+                if raced:
+                    found.update(self._saved(await (await conn.execute(self.sql.lock, (raced,))).fetchall()))
+                if server:
+                    now = (await (await conn.execute(self.sql.now)).fetchone())[0]
+            now = int(now) if server else self.clock.now_us()  # type: ignore[union-attr]
+            answer, writes = decide([found.get(key) for key in encoded], now)
+            for statement, params in self._after(encoded, found, writes, now):
                 await conn.execute(statement, params)
             return answer
 
@@ -342,10 +358,9 @@ class PostgresAsyncAdapter(RowsBase):
                 async with pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
                     if not self._ready:
                         await self._prepare_table(conn)
-                    async with conn.pipeline():
-                        answer = await work(conn)
-                        committing = True
-                        await conn.commit()
+                    answer = await work(conn)
+                    committing = True
+                    await conn.commit()
                     return answer
             except _RETRYABLE:
                 continue

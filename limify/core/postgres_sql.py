@@ -76,14 +76,20 @@ class Statements:
             ).format(name),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_us)").format(index, name),
         ]
-        #: Rows for the keys that have none yet, inserted in key order (locked by the insert).
+        #: Rows for keys that had none, inserted in key order (locked by the insert); which it inserted.
         self.insert = sql.SQL(
             "INSERT INTO {} (key, state, expires_us) SELECT k, ''::bytea, 0 FROM unnest(%s::bytea[]) AS k "
-            "ORDER BY k ON CONFLICT (key) DO NOTHING"
+            "ORDER BY k ON CONFLICT (key) DO NOTHING RETURNING key"
         ).format(name)
-        #: Every row of the check, locked in key order: two checks never wait on each other in a cycle.
+        #: The rows of the check that exist, locked in key order.
         self.lock = sql.SQL(
             "SELECT key, state, expires_us FROM {} WHERE key = ANY(%s::bytea[]) ORDER BY key FOR UPDATE"
+        ).format(name)
+        #: The same, each row with the server's clock read as it is output: the last row's clock is
+        #: read once every row is locked (a CTE's rows are locked one by one as the outer query reads them).
+        self.lock_with_clock = sql.SQL(
+            "WITH locked AS MATERIALIZED (SELECT key, state, expires_us FROM {} WHERE key = ANY(%s::bytea[]) "
+            "ORDER BY key FOR UPDATE) SELECT key, state, expires_us, " + _SERVER_NOW + " FROM locked"
         ).format(name)
         self.now = sql.SQL("SELECT " + _SERVER_NOW)
         self.update = sql.SQL(
@@ -234,11 +240,9 @@ class RowsBase:
         return encoded, sorted(set(encoded))
 
     @staticmethod
-    def _saved(rows: Sequence[tuple[Any, Any, int]]) -> dict[bytes, Saved]:
-        return {
-            bytes(key): Saved(bytes(state).decode("utf-8", "surrogatepass"), expires)
-            for key, state, expires in rows
-        }
+    def _saved(rows: Sequence[Sequence[Any]]) -> dict[bytes, Saved]:
+        """Key -> saved state of rows ``(key, state, expires_us, ...)``."""
+        return {bytes(row[0]): Saved(bytes(row[1]).decode("utf-8", "surrogatepass"), row[2]) for row in rows}
 
     def _after(
         self, keys: list[bytes], rows: dict[bytes, Saved], writes: dict[int, Saved | None], now: int
