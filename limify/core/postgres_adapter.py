@@ -5,15 +5,23 @@ Theory of operation
 Each key is one row of one table (:mod:`limify.core.postgres_sql`): the text of its
 algorithm's codec and an expiry in microseconds. A check runs in one transaction:
 
-1. ``INSERT ... ON CONFLICT DO NOTHING`` a placeholder row for each of its keys that
-   has none (in key order), so that every key has a row to lock;
-2. ``SELECT ... ORDER BY key FOR UPDATE``: every row of the check, locked in key
-   order, so two checks over overlapping keys queue instead of deadlocking;
-3. the time: the database server's ``clock_timestamp()``, read once the rows are
-   held (app servers with skewed clocks agree), or the adapter's ``clock``;
-4. :func:`~limify.core.text_state.run_on_text`: the algorithm's transition, in Python,
-   on what the codec reads back (an expired row reads as absent);
-5. the writes, then ``COMMIT``: all of the check's keys change, or none.
+1. ``SELECT ... ORDER BY key FOR UPDATE``: the check's rows that exist, locked in key
+   order; with the server's clock, each row carries ``clock_timestamp()`` as it is
+   read, so the last row's time is read once every row is held (app servers with
+   skewed clocks agree). One round trip.
+2. Only for keys without a row (met for the first time, or swept):
+   ``INSERT ... ON CONFLICT DO NOTHING RETURNING key``, in key order (the insert
+   locks the new rows); rows another check created meanwhile are locked next, and the
+   clock is read again once all are held.
+3. :func:`~limify.core.text_state.run_on_text`: the algorithm's transition, in Python,
+   on what the codec reads back (an expired row reads as absent).
+4. The writes, then ``COMMIT``: all of the check's keys change, or none. An admitted
+   check on known keys is three round trips, a refusal two.
+
+No two checks wait on each other in a cycle: each locks existing rows in key order,
+then inserts missing ones in key order, and an insert never waits on a committed row.
+Should the database still report a deadlock (the rare re-lock of step 2) or a
+serialization failure, the check runs again: nothing of it was committed.
 
 Rows that no longer mean anything are deleted when a check meets them, and every
 ``sweep_every`` checks an adapter deletes up to ``sweep_batch`` other expired rows
