@@ -61,7 +61,9 @@ def postgres_binary(name: str) -> str:
 class PostgresServer:
     """One private PostgreSQL cluster (initdb into a temp dir), its postmaster a child of the tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        #: Extra ``-c name=value`` settings, e.g. ``"log_statement=all"``.
+        self.settings = settings
         self.initdb, self.postgres = postgres_binary("initdb"), postgres_binary("postgres")
         self.dir = tempfile.mkdtemp(prefix="limify-pg-")
         self.port = free_port()
@@ -86,6 +88,7 @@ class PostgresServer:
             self.postgres, "-D", self.data, "-p", str(self.port), "-k", self.dir,
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
             "-c", "full_page_writes=off", "-c", "max_connections=200",
+            *(part for setting in self.settings for part in ("-c", setting)),
         ]  # fmt: skip
         log = open(os.path.join(self.dir, "postgres.log"), "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True, **self._user)
@@ -109,10 +112,14 @@ class PostgresServer:
                     raise RuntimeError(f"postgres on port {self.port} did not answer in {timeout}s") from None
                 time.sleep(0.05)
 
+    def log(self) -> str:
+        """The server's log so far."""
+        with open(os.path.join(self.dir, "postgres.log"), errors="replace") as log:
+            return log.read()
+
     def _log_tail(self) -> str:
         try:
-            with open(os.path.join(self.dir, "postgres.log"), errors="replace") as log:
-                return " | ".join(log.read().strip().splitlines()[-5:])
+            return " | ".join(self.log().strip().splitlines()[-5:])
         except OSError:
             return ""
 

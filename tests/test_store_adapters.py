@@ -237,3 +237,30 @@ def test_a_rule_penalty_blocks_and_a_reset_lifts_it(
     limify.reset("login", ("user", context.user_id))
     assert limify.sync_limiter.decide(context).status == 200
     store.close()
+
+
+def test_keys_reach_postgresql_only_as_bound_parameters() -> None:
+    """With every statement logged (parameters left out), no key ever shows up in any SQL text the server ran."""
+    from tests.store_servers import PostgresServer
+
+    server = PostgresServer(
+        "log_statement=all", "log_parameter_max_length=0", "log_min_error_statement=panic"
+    )
+    server.start()
+    try:
+        adapter = PostgresSyncAdapter.from_url(server.url, clock=ManualClock())
+        marker = "zq" + uuid.uuid4().hex
+        plan = Plan("p", 1, 60)
+        for key in HOSTILE:
+            adapter.execute(Check(FIXED_WINDOW, (marker + key,), (plan,), 1))
+            adapter.execute(
+                Check(SLIDING_LOG, (marker + key, marker + "other"), (plan, plan), 1, CONSUME, marker)
+            )
+            adapter.hold(marker + key, 5)
+        adapter.clear([marker + key for key in HOSTILE])
+        adapter.close()
+        log = server.log()
+        assert "statement: " in log or "execute " in log  # statements were logged
+        assert marker not in log
+    finally:
+        server.stop()
