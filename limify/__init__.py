@@ -1,6 +1,6 @@
 """Limify: decorator-based rate limits for sync and async Python callables.
 
-The everyday names live here; see README.rst for a tour.
+The everyday names live here; see README.rst for a tour and docs/ for the documentation.
 """
 
 from __future__ import annotations

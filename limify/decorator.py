@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import wrapt
 
@@ -28,19 +28,16 @@ from limify._callables import (
 from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import check_cost
 from limify.core.function_limit import FunctionLimit
+from limify.handles import AsyncLimitHandle, LimitHandle, handle_for
 from limify.core.plans import Plan, ProviderLike, plans
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
-from limify.core.result import LimitationResult
 from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
 from limify.core.validation import check_reporting, check_wait_options
 from limify.events import Decision
 from limify.limited import RateLimitDecorator
 
 __all__ = ["rate_limit", "configure", "get_default_storage", "LimitHandle", "AsyncLimitHandle"]
-
-ResultT = TypeVar("ResultT")
-NoneT = TypeVar("NoneT")
 
 
 def configure(
@@ -77,64 +74,13 @@ def get_default_storage() -> StorageLike:
     return default_storage()[1]
 
 
-class _Handle(Generic[ResultT, NoneT]):
-    """What both handles share; every method is written once (see :class:`LimitHandle`)."""
-
-    __slots__ = ("_limit", "_instance")
-
-    def __init__(self, limit: FunctionLimit, instance: Any = None) -> None:
-        self._limit = limit
-        self._instance = instance
-
-    @property
-    def plans(self) -> tuple[Plan, ...]:
-        """The limits declared on the callable (before any plan provider)."""
-        return self._limit.plans
-
-    def keys(self, *args: Any, **kwargs: Any) -> tuple[str, ...]:
-        """The storage keys a call with these arguments uses."""
-        return self._limit.keys(self._instance, args, kwargs)
-
-    def peek(self, *args: Any, **kwargs: Any) -> ResultT:
-        """The decision a call with these arguments would get now, consuming nothing."""
-        return cast(ResultT, self._limit.peek(self._instance, args, kwargs))
-
-    def reset(self, *args: Any, **kwargs: Any) -> NoneT:
-        """Forget the state of the key a call with these arguments uses.
-
-        A limit shared by every key (:class:`~limify.GlobalLimit`) is left alone
-        unless the callable has no ``key``.
-        """
-        return cast(NoneT, self._limit.reset(self._instance, args, kwargs))
-
-
-class LimitHandle(_Handle[LimitationResult, None]):
-    """``fn.rate_limit`` for a sync callable: inspect or clear the limit a call would use.
-
-    Pass the arguments a call would receive; they pick the key (and plan) the same
-    way the call would.
-    """
-
-    __slots__ = ()
-
-
-class AsyncLimitHandle(_Handle[Awaitable[LimitationResult], Awaitable[None]]):
-    """``fn.rate_limit`` for an async callable: ``await fn.rate_limit.peek(...)``."""
-
-    __slots__ = ()
-
-
-def _handle(limit: FunctionLimit, instance: Any = None) -> LimitHandle | AsyncLimitHandle:
-    return (AsyncLimitHandle if limit.is_async else LimitHandle)(limit, instance)
-
-
 class _BoundLimited(wrapt.BoundFunctionWrapper[..., Any]):
     @property
     def rate_limit(self) -> LimitHandle | AsyncLimitHandle:
         instance = self._self_instance
         if instance is None and self._self_binding == "classmethod":
             instance = self._self_owner
-        return _handle(self._self_parent._self_limit, instance)
+        return handle_for(self._self_parent._self_limit, instance)
 
 
 class _Limited(wrapt.FunctionWrapper[..., Any]):
@@ -148,7 +94,7 @@ class _Limited(wrapt.FunctionWrapper[..., Any]):
 
     @property
     def rate_limit(self) -> LimitHandle | AsyncLimitHandle:
-        return _handle(self._self_limit)
+        return handle_for(self._self_limit)
 
 
 def _is_plain_function(fn: Any) -> bool:
@@ -167,7 +113,7 @@ def _is_plain_function(fn: Any) -> bool:
 
 def _as_plain(guarded: Callable[..., Any], fn: Any, limit: FunctionLimit) -> Any:
     functools.update_wrapper(guarded, fn)
-    guarded.rate_limit = _handle(limit)  # type: ignore[attr-defined]
+    guarded.rate_limit = handle_for(limit)  # type: ignore[attr-defined]
     return guarded
 
 
@@ -257,7 +203,7 @@ def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
     guarded_call.__name__ = getattr(fn, "__name__", type(fn).__name__)
     guarded_call.__qualname__ = getattr(fn, "__qualname__", type(fn).__qualname__)
     guarded_call.__wrapped__ = fn  # type: ignore[attr-defined]
-    guarded_call.rate_limit = _handle(limit)  # type: ignore[attr-defined]
+    guarded_call.rate_limit = handle_for(limit)  # type: ignore[attr-defined]
     return guarded_call
 
 

@@ -21,11 +21,12 @@ their own types.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
-
-from typing_extensions import ParamSpec, Self
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
+    # Annotations only (postponed): typing_extensions is not a dependency of Limify.
+    from typing_extensions import Self
+
     from limify.decorator import AsyncLimitHandle, LimitHandle
 
 __all__ = ["RateLimited", "AsyncRateLimited", "BoundRateLimited", "RateLimitDecorator"]

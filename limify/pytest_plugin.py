@@ -1,9 +1,8 @@
 """Pytest fixtures for suites that test code using Limify.
 
-Enable them in your ``conftest.py`` with ``pytest_plugins = ["limify.pytest_plugin"]``
-(or ``pytest -p limify.pytest_plugin``). Limify registers no plugin on its own: an
-installed package would otherwise be imported at every pytest start, before your
-suite could choose which copy of it to import.
+Registered when Limify is installed (the ``pytest11`` entry point
+``limify.pytest_plugin``); without an installation, name it in your
+``conftest.py``: ``pytest_plugins = ["limify.pytest_plugin"]``.
 
 ``limify_clock``
     Runs the test under :func:`limify.testing.isolated`: every declared limit on

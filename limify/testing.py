@@ -18,12 +18,14 @@
 
 ``reset_all()``
     Forgets every key of every in-memory store Limify built from ``memory://``
-    URLs and of the one ``isolated()`` runs on (Redis and other servers are left
-    alone: flush their test database yourself).
+    URLs, of each :class:`~limify.Limify`'s own, and of the one ``isolated()``
+    runs on, and every refusal held in process for a remote store (see
+    :mod:`limify.core.refusals`). Redis and other servers are left alone: flush
+    their test database yourself, then call it.
 
 With pytest, the ``limify_clock`` and ``limify_memory`` fixtures of
-:mod:`limify.pytest_plugin` wrap ``isolated()``; enable them with
-``pytest_plugins = ["limify.pytest_plugin"]`` in your ``conftest.py``.
+:mod:`limify.pytest_plugin` (registered when Limify is installed) wrap
+``isolated()``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any, TypeVar, cast
 
 from limify.core.clock import ManualClock
 from limify.core.memory_adapter import InMemoryAdapter
-from limify.core.storage import DEFAULTS, StorageURL, _urls
+from limify.core.refusals import forget_all_refusals
+from limify.core.storage import DEFAULTS, StorageURL, _urls, private_stores
 
 __all__ = ["disabled", "isolated", "reset_all"]
 
@@ -93,7 +96,9 @@ def reset_all() -> None:
         for url in list(_urls.values())
         if isinstance(url, StorageURL) and url.scheme == "memory"
     ]
+    stores.extend(private_stores)
     if isinstance(DEFAULTS.override, InMemoryAdapter):
         stores.append(DEFAULTS.override)
     for store in stores:
         store.forget_all()
+    forget_all_refusals()

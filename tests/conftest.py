@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 import limify
 from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
+from limify.core.refusals import forget_all_refusals
 from tests.servers import RedisClusterServers, RedisServer, SentinelServers
 from tests.store_servers import MemcachedServer, PostgresServer
 
@@ -120,10 +121,11 @@ def doomed_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server_url: str) -> Iterator[str]:
-    """The session's Redis URL, flushed before each test."""
+    """The session's Redis URL, flushed before each test (and the refusals cached for it forgotten)."""
     client = redis.Redis.from_url(redis_server_url)
     client.flushdb()
     client.close()
+    forget_all_refusals()
     yield redis_server_url
 
 

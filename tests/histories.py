@@ -29,7 +29,7 @@ def replay(
     out = []
     for _, cost, gap in calls:
         now += gap
-        step = transition(state, now, plan, cost, "")
+        step = Step(*transition(state, now, plan, cost, ""))
         out.append((now, cost, step, state))
         if step[0]:
             state = step[4]
@@ -63,7 +63,7 @@ def calls_of(
     for index, (_, cost, gap) in enumerate(calls):
         now += gap
         token = f"call{index}"
-        step = spec.transition(state, now, plan, cost, token)
+        step = Step(*spec.transition(state, now, plan, cost, token))
         out.append(Call(now, cost, token, step, state))
         if step.allowed:
             state = step.state

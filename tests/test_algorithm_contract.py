@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from limify import InMemoryAdapter, ManualClock, Plan, RateLimitExceeded, parse_rate, rate_limit
 from limify.core.algorithms import ALGORITHMS, algorithm_classes
-from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, Outcome, run_limits
+from limify.core.algorithms.base import CONSUME, PEEK, REFUND, AlgorithmSpec, Outcome, Step, run_limits
 from limify.core.algorithms.quota import QUOTA
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.token_bucket import TOKEN_BUCKET
@@ -73,7 +73,7 @@ def test_a_refused_call_is_admitted_exactly_at_retry_after(spec: AlgorithmSpec, 
             continue
         assert step.state is call.before
         # No wait outlasts that of a key which spent its whole limit this very instant.
-        longest = spec.transition(None, call.now, plan, plan.limit, PROBE).reset_us
+        longest = spec.transition(None, call.now, plan, plan.limit, PROBE)[2]  # reset_us
         assert 0 < step.retry_us <= min(step.reset_us, longest)
         assert decide(spec, call.before, call.now + step.retry_us, plan, call.cost)[0]
         assert not decide(spec, call.before, call.now + step.retry_us - 1, plan, call.cost)[0]
@@ -197,8 +197,8 @@ def test_registered_by_name_and_usable_from_the_decorator(
         ping("b", 2)  # the third call, inside the other two, is refused
     state = None
     for token in ("first", "second"):
-        state = spec.transition(state, clock.now_us(), plan, 1, token).state
-    retry_us = spec.transition(state, clock.now_us(), plan, 1, "third").retry_us
+        state = spec.transition(state, clock.now_us(), plan, 1, token)[4]  # new_state
+    retry_us = spec.transition(state, clock.now_us(), plan, 1, "third")[3]
     assert refused.value.retry_after == retry_us / 1_000_000
     clock.advance(us=retry_us)
     assert ping("b", 0) == "pong"
@@ -243,7 +243,7 @@ def test_token_bucket_waits_settle_on_the_first_microsecond() -> None:
     """1 per 250 ms, empty 125 µs ago: the wait the refusal gives is the first admitting microsecond."""
     plan, start = Plan("p", 1, 0.25), 1_700_000_000_123_457
     state = (0.0, start)
-    refused = TOKEN_BUCKET.transition(state, start + 125, plan, 1, "")
+    refused = Step(*TOKEN_BUCKET.transition(state, start + 125, plan, 1, ""))
     assert not refused.allowed
     assert TOKEN_BUCKET.transition(state, start + 125 + refused.retry_us, plan, 1, "")[0]
     assert not TOKEN_BUCKET.transition(state, start + 125 + refused.retry_us - 1, plan, 1, "")[0]
@@ -256,6 +256,6 @@ def test_quota_months_stay_within_the_calendar_bound() -> None:
     instants = [int(moment.replace(tzinfo=UTC).timestamp()) * 1_000_000 for moment in moments]
     state, admitted = None, 0
     for now in instants:
-        step = QUOTA.transition(state, now, plan, 1, "")
+        step = Step(*QUOTA.transition(state, now, plan, 1, ""))
         state, admitted = (step.state, admitted + 1) if step.allowed else (state, admitted)
     assert admitted <= QUOTA.admitted_bound(plan, instants[-1] - instants[0])

@@ -55,12 +55,16 @@ def test_the_suite_imports_the_installed_wheel_when_there_is_one() -> None:
     package = Path(limify.__file__).resolve().parent
     if os.environ.get("LIMIFY_TEST_INSTALLED") == "1":
         assert dist is not None, "LIMIFY_TEST_INSTALLED=1, but limify is not installed from a wheel"
-        assert package.parent == Path(sysconfig.get_paths()["purelib"]).resolve(), package
+        assert package.parent == Path(sysconfig.get_paths()["purelib"]).resolve(), (
+            f"{package} is not the installed wheel (run `pytest`, not `python -m pytest`)"
+        )
     if dist is None:
         assert package == ROOT / "limify", "no installed wheel: the checkout's limify is the one to test"
     else:
         assert package == Path(str(dist.locate_file("limify"))).resolve()
-        assert ROOT not in package.parents, f"the checkout's sources shadow the installed wheel: {package}"
+        assert ROOT not in package.parents, (
+            f"the checkout's sources shadow the installed wheel: {package} (run `pytest`, not `python -m pytest`)"
+        )
 
 
 @pytest.mark.slow
@@ -107,7 +111,9 @@ def test_the_floors_files_are_what_setup_cfg_declares() -> None:
     ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     for name, (install, _, _) in floors.FILES.items():
         assert (ROOT / ".ci" / name).read_text(encoding="utf-8") == floors.constraints(name), name
-        assert f"--constraint .ci/{name} {install.split()[0]}" in ci_run, f".ci/run does not install {install}"
+        assert f"--constraint .ci/{name} {install.split()[0]}" in ci_run, (
+            f".ci/run does not install {install}"
+        )
     main, bench = floors.floors(), floors.floors(extras=("bench",), raise_core=True)
     assert {"redis", "wrapt", "anyio", "celery", "flask", "django", "fastapi", "httpx", "pytest"} <= set(main)
     assert {"redis", "wrapt", "anyio", "limits"} <= set(bench) and "limits" not in main
@@ -121,14 +127,22 @@ def test_the_floors_tool_refuses_a_missing_or_disagreeing_floor(tmp_path: Path) 
     setup_cfg.write_text(template.format(core="    wrapt", test="redis>=5.0"), encoding="utf-8")
     with pytest.raises(ValueError, match="'wrapt' names no floor"):
         floors.floors(setup_cfg)
-    setup_cfg.write_text(template.format(core="", test="redis>=6 ; python_version >= '3.10'"), encoding="utf-8")
+    setup_cfg.write_text(
+        template.format(core="", test="redis>=6 ; python_version >= '3.10'"), encoding="utf-8"
+    )
     with pytest.raises(ValueError, match="redis has the floor 5.0 in install_requires but 6 in extra test"):
         floors.floors(setup_cfg)
-    setup_cfg.write_text(template.format(core="    types-redis", test="Redis[hiredis] >= 5.0, <9"), encoding="utf-8")
+    setup_cfg.write_text(
+        template.format(core="    types-redis", test="Redis[hiredis] >= 5.0, <9"), encoding="utf-8"
+    )
     assert floors.floors(setup_cfg) == {"redis": "5.0"}
-    setup_cfg.write_text(template.format(core="", test="redis>=6").replace("test =", "bench ="), encoding="utf-8")
+    setup_cfg.write_text(
+        template.format(core="", test="redis>=6").replace("test =", "bench ="), encoding="utf-8"
+    )
     assert floors.floors(setup_cfg) == {"redis": "5.0"}  # bench has a file of its own,
-    assert floors.floors(setup_cfg, ("bench",), raise_core=True) == {"redis": "6"}  # where it may raise a floor
+    assert floors.floors(setup_cfg, ("bench",), raise_core=True) == {
+        "redis": "6"
+    }  # where it may raise a floor
 
 
 #: Optional module, the distributions it needs (hidden below), what the message calls them, the extra.
@@ -177,5 +191,7 @@ def test_an_integration_without_its_extra_names_the_extra(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     missing = hidden.split(",")[0]
-    expected = f"ImportError: {module} needs {needs}: pip install 'limify[{extra}]' (no module named '{missing}')"
+    expected = (
+        f"ImportError: {module} needs {needs}: pip install 'limify[{extra}]' (no module named '{missing}')"
+    )
     assert done.stdout.strip() == expected

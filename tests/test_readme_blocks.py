@@ -7,8 +7,12 @@ The conventions, for whoever writes a block:
   tests/children.py). A block preceded by the comment
   ``.. continues the block above`` instead runs after the previous Python block,
   in its namespace (``get_profile.rate_limit.peek`` after ``get_profile``
-  is defined): say so in the prose too. Markdown documents under docs/ do the
-  same with ```` ```python ```` fences and ``<!-- continues the block above -->``.
+  is defined): say so in the prose too. Markdown documents under docs/ (every
+  page, subfolders included) do the same with ```` ```python ```` fences and
+  ``<!-- continues the block above -->``. A fence's language is the first word
+  of its info string (```` ```python title="app.py" ```` is Python); backtick and
+  tilde fences of any length are read, and every fence line of a page must open
+  or close a collected block (``test_the_docs_pages_are_collected``).
 * Blocks that are not Python to run say so: ``console`` for shell sessions,
   ``text`` for output or pseudo-code (also ``shell``, ``bash``, ``ini``, ``toml``,
   ``yaml``, ``json``, ``sql``). Any other language, a ``.. code::`` or ``.. sourcecode::``
@@ -48,7 +52,8 @@ RUN = {"python"}
 UNAVAILABLE = "server unavailable: "
 SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json", "sql"}
 DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<kind>code-block|code|sourcecode)::\s*(?P<language>\S*)\s*$")
-FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[^`\s]*)\s*$")
+#: A Markdown fence: three or more backticks or tildes, then the info string (language first).
+FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,14 @@ def rst_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+def fence_language(info: str) -> str:
+    """The language of a fence's info string: its first word (``python`` of ``python title="x"``)."""
+    words = info.strip().lstrip("{").split()
+    return words[0].lstrip(".").rstrip("}") if words else ""
+
+
 def markdown_blocks(path: Path) -> list[Block]:
-    """The fenced code blocks of a Markdown file."""
+    """The fenced code blocks of a Markdown file (backtick or tilde fences, of any length)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, number = [], 0
     while number < len(lines):
@@ -109,11 +120,15 @@ def markdown_blocks(path: Path) -> list[Block]:
         number += 1
         if match is None:
             continue
-        start, depth = number, len(match["indent"])
-        while number < len(lines) and lines[number].strip() != "```":
+        start, depth, fence = number, len(match["indent"]), match["fence"]
+        # A closing fence: the same character, at least as many, nothing else on the line.
+        while number < len(lines) and not (
+            lines[number].strip().startswith(fence) and set(lines[number].strip()) == {fence[0]}
+        ):
             number += 1
         code = "\n".join(line[depth:] for line in lines[start:number]) + "\n"
-        blocks.append(Block(path, start + 1, "fence", match["language"], code, continues(lines, start - 1)))
+        language = fence_language(match["info"])
+        blocks.append(Block(path, start + 1, "fence", language, code, continues(lines, start - 1)))
         number += 1
     return blocks
 
@@ -141,6 +156,24 @@ def test_every_code_block_is_run_or_marked_as_not_python() -> None:
         if block.kind in {"code", "sourcecode"} or block.language not in RUN | SHOWN
     ]
     assert strays == [], "mark these blocks python (to run) or console/text (not run)"
+
+
+def test_the_docs_pages_are_collected() -> None:
+    """Every Markdown page of docs/ is read, and each fence line opens or closes a collected block."""
+    pages = [path for path in documents() if path.suffix == ".md"]
+    assert pages and {path.relative_to(ROOT).as_posix() for path in pages} >= {
+        "docs/index.md",
+        "docs/extending.md",
+    }
+    for page in pages:
+        fences = [
+            line for line in page.read_text(encoding="utf-8").splitlines() if re.match(r"^ *(```|~~~)", line)
+        ]
+        assert len(fences) == 2 * len(markdown_blocks(page)), f"{page}: a fence the collector does not pair"
+    docs_python = [block for block in PYTHON_BLOCKS if block.document.suffix == ".md"]
+    assert len({block.document for block in docs_python}) >= 10, (
+        "few docs pages have Python blocks: is the collector broken?"
+    )
 
 
 def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, str]:
@@ -190,7 +223,9 @@ def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, 
 
 def substitute(code: str, names: dict[str, str]) -> str:
     """``code`` with every placeholder replaced, or code raising why it cannot run on the suite's servers."""
-    missing = [value for placeholder, value in names.items() if placeholder in code and value.startswith(UNAVAILABLE)]
+    missing = [
+        value for placeholder, value in names.items() if placeholder in code and value.startswith(UNAVAILABLE)
+    ]
     for placeholder, value in names.items():
         code = code.replace(placeholder, value)
     if missing:
@@ -205,7 +240,9 @@ def substitute(code: str, names: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str | None]:
     """Block location -> None when it ran, else its traceback: one subprocess per document."""
     results: dict[str, str | None] = {}
     for path in documents():
@@ -243,14 +280,23 @@ def quickstart_output() -> str:
     """The output README.rst shows for the quickstart: the first text block after `.. ci: quickstart`."""
     text = (ROOT / "README.rst").read_text(encoding="utf-8")
     after = text.index(".. ci: quickstart")
-    block = next(b for b in rst_blocks(ROOT / "README.rst") if b.language == "text" and b.line > text[:after].count("\n"))
+    block = next(
+        b
+        for b in rst_blocks(ROOT / "README.rst")
+        if b.language == "text" and b.line > text[:after].count("\n")
+    )
     return block.code
 
 
 def test_the_quickstart_prints_what_the_readme_shows() -> None:
     """`python examples/quickstart.py` prints README.rst's shown output (durations within 0.05 s)."""
     done = subprocess.run(
-        [sys.executable, "examples/quickstart.py"], cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "examples/quickstart.py"],
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     number = re.compile(r"\d+\.\d+")

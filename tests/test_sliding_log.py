@@ -63,7 +63,7 @@ def test_refund_gives_cost_back(case: tuple[Plan, Any, int, int]) -> None:
 @given(plans, starts_us)
 def test_a_spent_log_ages_out_in_one_period(plan: Plan, now: int) -> None:
     """The whole limit at once ages out exactly one period later: no refused call waits longer."""
-    assert transition(None, now, plan, plan.limit).reset_us == plan.period_us
+    assert transition(None, now, plan, plan.limit)[2] == plan.period_us
 
 
 def test_fresh_log_admits_limit_then_frees_units_as_they_age(clock: ManualClock) -> None:

@@ -208,11 +208,6 @@ async def test_the_async_postgres_adapter_says_it_needs_asyncio(postgres_server_
         await adapter.execute_async(Check(FIXED_WINDOW, ("k",), (Plan("p", 1, 60),), 1))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="web rules answer known refusals in process, so a penalty's refusals stop reaching remote stores: "
-    "the same defect fails tests/test_web_stacking.py's penalty tests on Redis (see limify/core/refusals.py)",
-)
 @pytest.mark.parametrize("kind", ["postgres", "memcached"])
 def test_a_rule_penalty_blocks_and_a_reset_lifts_it(
     kind: str, clock: ManualClock, request: pytest.FixtureRequest

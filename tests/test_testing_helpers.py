@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from limify import InMemoryAdapter, ManualClock, RateLimitExceeded, events, rate_limit
+from limify import InMemoryAdapter, Limify, ManualClock, RateLimitExceeded, RequestContext, events, rate_limit
 from limify.testing import disabled, isolated, reset_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,9 +90,26 @@ def test_reset_all_forgets_the_in_memory_stores() -> None:
     assert fetch("cy") == "cy"
 
 
+def test_reset_all_forgets_each_limify_s_own_memory() -> None:
+    """A Limify's private in-memory store (memory://) is reset by reset_all() too."""
+    app = Limify(config={"rules": [{"id": "items", "path": "/items", "rate": "1/hour"}]}, storage="memory://")
+    request = RequestContext("GET", "/items", client_ip="192.0.2.7")
+    assert app.sync_limiter.decide(request).status == 200
+    assert app.sync_limiter.decide(request).status == 429
+    reset_all()
+    assert app.sync_limiter.decide(request).status == 200
+
+
+def _plugin_entry_point() -> bool:
+    return any(
+        point.name == "limify.pytest_plugin" for point in importlib.metadata.entry_points(group="pytest11")
+    )
+
+
 def test_the_pytest_plugin_fixtures_drive_a_users_suite(tmp_path: Path) -> None:
     """A user's test file using limify_clock and limify_memory passes under the plugin."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["limify.pytest_plugin"]\n')
+    if not _plugin_entry_point():  # PYTHONPATH=. runs have no entry point: name the plugin
+        (tmp_path / "conftest.py").write_text('pytest_plugins = ["limify.pytest_plugin"]\n')
     (tmp_path / "test_user.py").write_text(
         textwrap.dedent(
             """
@@ -131,11 +149,24 @@ def test_the_pytest_plugin_fixtures_drive_a_users_suite(tmp_path: Path) -> None:
     assert "1 passed" in done.stdout
 
 
-def test_the_command_is_declared_and_no_pytest_plugin_is_forced_on_users() -> None:
-    """setup.cfg installs the limify command; the pytest plugin is opt-in (pytest_plugins), not an entry point."""
+def test_the_plugin_is_declared_as_a_pytest11_entry_point() -> None:
+    """setup.cfg registers the plugin under its module's name (and the command), so installing Limify is enough."""
     setup = (ROOT / "setup.cfg").read_text()
+    assert "pytest11 =\n    limify.pytest_plugin = limify.pytest_plugin" in setup
     assert "console_scripts =\n    limify = limify.cli:main" in setup
-    assert "pytest11" not in setup
+
+
+def test_naming_the_plugin_beside_its_entry_point_registers_it_once(tmp_path: Path) -> None:
+    """A conftest's pytest_plugins and -p limify.pytest_plugin work whether or not the entry point loaded it."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["limify.pytest_plugin"]\n')
+    (tmp_path / "test_fixture.py").write_text(
+        "def test_clock(limify_clock):\n    assert limify_clock.now_us()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "limify.pytest_plugin", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_isolated_clock_is_a_manual_clock() -> None:

@@ -158,8 +158,8 @@ class LimifyFlask:
         headers: add the ``X-RateLimit-*`` headers (``None``: ``LIMIFY_HEADERS``, else yes).
         draft_headers: add the IETF draft ``RateLimit`` / ``RateLimit-Policy`` headers
             (``None``: ``LIMIFY_DRAFT_HEADERS``, else no).
-        header_names, retry_after: as for the ASGI middleware (``None``: the
-            ``LIMIFY_HEADER_NAMES`` / ``LIMIFY_RETRY_AFTER`` settings).
+        header_names: as for the ASGI middleware (``None``: the ``LIMIFY_HEADER_NAMES`` setting).
+        retry_after: as for the ASGI middleware (``None``: the ``LIMIFY_RETRY_AFTER`` setting).
     """
 
     def __init__(

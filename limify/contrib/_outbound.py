@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from limify.core.algorithms import algorithm_classes
 from limify.core.check import HOLD, Check
-from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine
+from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, ready
 from limify.core.storage import DEFAULTS
 from limify.core.keys import PREFIX, encode_part
 from limify.core.plan import Plan
@@ -176,7 +176,7 @@ class OutboundGate(Generic[R]):
         part = None if identity is None else encode_part(identity)
         pause_key = None if part is None or not self.pause_on else f"{self.pause_prefix}:{part}"
         if part is None or not DEFAULTS.enabled:  # exempted by the key function, or limits switched off
-            return _ready(self, None)
+            return ready(self.is_async, None)
         check = Check(self.spec, (f"{self.prefix}:{part}",), (self.plan,), 1, pause_key=pause_key)
         return self.engine.runner(check, lambda check, outcome: pause_key)
 
@@ -184,7 +184,7 @@ class OutboundGate(Generic[R]):
         """Pause the upstream if the response asks for it (an awaitable for an async gate)."""
         ms = self.pause_ms(status, retry_after) if pause_key is not None else 0
         if not ms:
-            return _ready(self, None)
+            return ready(self.is_async, None)
         return self.engine.runner(Check(self.spec, (pause_key,), (self.plan,), ms, HOLD))  # type: ignore[arg-type]
 
     def pause_ms(self, status: int, retry_after: str | None) -> int:
@@ -203,14 +203,6 @@ class AsyncOutboundGate(OutboundGate[R]):
 
     is_async = True
 
-
-async def _resolved(value: Any) -> Any:
-    return value
-
-
-def _ready(gate: OutboundGate[Any], value: Any) -> Any:
-    """``value``, or an awaitable of it for an async gate (a request with nothing to check)."""
-    return _resolved(value) if gate.is_async else value
 
 
 #: The keyword options a transport passes on to its gate (all but ``default_key``).

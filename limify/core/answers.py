@@ -146,7 +146,11 @@ def settle(
         return outcome  # peeks and give-backs decide no call: no event
     refused = not outcome.allowed
     cache = settings.cache
-    if refused and fresh and storage_ok and cache is not None and key is None and not check.spec.lease:
+    spec = check.spec
+    # Leases free slots on any release; a spec with on_refusal (penalties) saves state on
+    # each refusal, so every refusal must reach the store: neither is answered from the cache.
+    cacheable = not spec.lease and spec.on_refusal is None
+    if refused and fresh and storage_ok and cache is not None and key is None and cacheable:
         cache.remember(check.keys, check.cost, outcome)
     key = key or (check.keys[outcome.decided_by] if check.keys else "")
     watched = bool(events.listeners) or (refused and settings.on_breach is not None)

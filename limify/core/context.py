@@ -33,7 +33,10 @@ class RequestContext:
     Args:
         method: the HTTP method (``"GET"``); matched case-insensitively.
         path: the decoded request path (``"/items/42"``).
-        user_id, org_id, api_key, client_ip: identity fields (see module docs).
+        user_id: an identity field (see the module docs), the first one counted.
+        org_id: an identity field, counted when ``user_id`` is not set.
+        api_key: an identity field, counted when neither of the above is set.
+        client_ip: the client's address, counted when no other identity is set.
         **extra: anything else plan providers or key resolvers need
             (``tenant="acme"``); read back as attributes. Adapters set
             ``request`` (the framework's request, what rule hooks receive) and

@@ -41,13 +41,14 @@ from limify.core.algorithms.base import Outcome, to_result
 from limify.core.answers import FIRST_POLL, LONGEST_POLL, RAISE, RETURN, WAIT, Breach, Settings, settle
 from limify.core.answers import storage_failure
 from limify.core.check import CLEAR, CONSUME, HOLD, REFUND, Check, Pending
-from limify.core.refusals import RefusalCache
+from limify.core.refusals import cache_of
 from limify.core.resilience import FALLBACK, GuardedStorage
 from limify.core.storage import DEFAULTS, StorageLike, adapter_for, default_storage, is_private_memory
 from limify.errors import PlanError, StorageError
 
 __all__ = [
     "Engine",
+    "ready",
     "Settings",
     "RETURN",
     "RAISE",
@@ -161,7 +162,7 @@ class Engine:
         settings = self.settings
         clock = getattr(self._adapter, "clock", None)  # a store on the caller's clock: the cache follows it
         now_us = getattr(clock, "now_us", None)
-        settings.cache = RefusalCache(now_us) if settings.caches and not local else None
+        settings.cache = cache_of(self._adapter, now_us) if settings.caches and not local else None
 
     def _follow_defaults(self) -> None:
         version, storage, policy = default_storage()
@@ -336,3 +337,13 @@ def _check_layout(adapter: Any, shared: tuple[bool, ...]) -> None:
 def _paused(ms: int) -> Outcome:
     """A refusal for an upstream pause of ``ms`` milliseconds still to run."""
     return Outcome(False, 0, ms * 1000, ms * 1000, 0, 0)
+
+
+async def _resolved(value: Any) -> Any:
+    return value
+
+
+def ready(is_async: bool, value: Any) -> Any:
+    """``value``, or an awaitable of it for async callers: the answer of a call with nothing to
+    check (switched off, exempt, no rule), given in the form the caller's engine answers in."""
+    return _resolved(value) if is_async else value

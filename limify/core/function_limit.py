@@ -33,18 +33,16 @@ from limify.core.algorithms.base import (
     PEEK,
     REFUND,
     Outcome,
-    Step,
     check_cost,
     new_token,
     refund_token,
     to_result,
 )
 from limify.core.check import CLEAR, CONSUME, Check
-from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure
+from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure, ready
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
-from limify.core.refusals import RefusalCache
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.request_scope import RequestScope, current
 from limify.core.storage import DEFAULTS, StorageLike
@@ -145,10 +143,9 @@ class FunctionLimit:
             elif len(self.plans) == 1 and not self.shared[0]:
                 # limit_keys' single-limit layout, with the identity appended per call.
                 self._keyed_prefix = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, "")[0]
-        #: The store's one-key hot path (see :meth:`fast_admit`), rebuilt when the defaults change.
-        self._fast_run: Callable[[str], Step] | None = None
+        #: :meth:`fast_admit`'s closure (see :meth:`_build_fast`), rebuilt when the defaults change.
+        self._fast: Callable[[tuple[Any, ...], dict[str, Any]], bool] = _never_fast
         self._fast_version = -1
-        self._cache: RefusalCache | None = None
         self._raises = not wait
 
     def fast_admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -158,46 +155,58 @@ class FunctionLimit:
         (which never fails, so no failure policy applies): the key goes straight to
         :meth:`limify.InMemoryAdapter.runner`, with no Check, engine or outcome in
         between. A refusal raises here too when the limit raises; a limit that waits
-        (or any other store) answers ``False``, and the engine does the rest.
+        (or any other store) answers ``False``, and the engine does the rest. On a
+        remote store only a refusal known to hold is answered here (see
+        :mod:`limify.core.refusals`). Decisions someone listens to, and calls in a
+        web request (whose decision joins the request's), go through the engine.
         """
         if self._fast_version != DEFAULTS.version:
-            self._fast_run = self._build_fast_run()
+            self._fast = self._build_fast()
             self._fast_version = DEFAULTS.version
-        run = self._fast_run
-        if run is None or events.listeners or current() is not None:
-            # Decisions someone listens to go through the engine; in a web request,
-            # admit() also records the endpoint's decision.
-            return False
-        if run is _REMOTE:
-            # A remote store: only a refusal known to hold is answered here, without a round trip.
-            cache = self._cache
-            if cache is None or not cache.held or not self._raises:
-                return False
-            key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
-            keys = (key,)
-            retry = cache.retry_us(keys, self.cost)  # type: ignore[arg-type]
-            if not retry:
-                return False
-            raise RateLimitExceeded.refused(key, cache.remaining_of(keys), self.plans[0].limit, retry, retry)
-        key = self._keyed_prefix + encode_part(self.get_key(None, args, kwargs))  # type: ignore[misc, operator]
-        step = run(key)
-        if step[0]:
-            return True
-        if self._raises:
-            raise RateLimitExceeded.refused(key, step[1], self.plans[0].limit, step[2], step[3])
-        return False
+        return self._fast(args, kwargs)
 
-    def _build_fast_run(self) -> Callable[[str], Step] | None:
+    def _build_fast(self) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
+        """The :meth:`fast_admit` of this limit under the current defaults: one closure, its
+        parts settled now."""
         settings = self.engine.settings
         shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
         unusual = shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled
-        if self._keyed_prefix is None or unusual:
-            return None
-        store = self.engine.store
-        self._cache = self.engine.settings.cache
+        prefix = self._keyed_prefix
+        if prefix is None or unusual:
+            return _never_fast
+        store, cost, raises = self.engine.store, self.cost, self._raises
+        get_key, limit, listeners, in_request = self.get_key, self.plans[0].limit, events.listeners, current
+        assert get_key is not None and not callable(cost)
         if type(store) is not InMemoryAdapter:
-            return _REMOTE if self._cache is not None else None
-        return store.runner(self.spec, self.plans[0], self.cost)  # type: ignore[arg-type]
+            cache = self.engine.settings.cache
+            if cache is None or not raises:
+                return _never_fast
+
+            def known_refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+                if not cache.held or listeners or in_request() is not None:
+                    return False
+                key = prefix + encode_part(get_key(None, args, kwargs))
+                keys = (key,)
+                retry = cache.retry_us(keys, cost)
+                if not retry:
+                    return False
+                raise RateLimitExceeded.refused(key, cache.remaining_of(keys), limit, retry, retry)
+
+            return known_refusal
+        run = store.runner(self.spec, self.plans[0], cost)
+
+        def in_memory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            if listeners or in_request() is not None:
+                return False
+            key = prefix + encode_part(get_key(None, args, kwargs))
+            step = run(key)
+            if step[0]:
+                return True
+            if raises:
+                raise RateLimitExceeded.refused(key, step[1], limit, step[2], step[3])
+            return False
+
+        return in_memory
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
         """The Check of one call: keys, plans, cost (and, with a give-back, a fresh token)."""
@@ -248,10 +257,10 @@ class FunctionLimit:
         scope = current()
         if scope is None:
             if not DEFAULTS.enabled:
-                return _ready(self.is_async, UNCOUNTED)
+                return ready(self.is_async, UNCOUNTED)
             return self._run(self.prepare(instance, args, kwargs), self._finish_admission)
         if not DEFAULTS.enabled or (not scope.enabled and scope.is_endpoint(self)):
-            return _ready(self.is_async, UNCOUNTED)
+            return ready(self.is_async, UNCOUNTED)
         return self._admit_in(scope, self.prepare(instance, args, kwargs))
 
     def _admit_in(self, scope: RequestScope, check: Check) -> Any:
@@ -320,18 +329,6 @@ def _same_check(check: Check, outcome: Outcome) -> Check:
     return check
 
 
-def _remote(key: str) -> Step:  # pragma: no cover - a marker, never called
-    raise AssertionError(key)
-
-
-#: ``_fast_run`` of a limit on a remote store: its hot path is the refusal cache only.
-_REMOTE: Callable[[str], Step] = _remote
-
-
-async def _resolved(value: Any) -> Any:
-    return value
-
-
-def _ready(is_async: bool, value: Any) -> Any:
-    """``value``, or an awaitable of it for async callables."""
-    return _resolved(value) if is_async else value
+def _never_fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """The :meth:`FunctionLimit.fast_admit` of limits that always take the engine."""
+    return False

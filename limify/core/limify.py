@@ -32,7 +32,7 @@ from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plans import plans
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
-from limify.core.storage import StorageLike, check_storage, is_private_memory
+from limify.core.storage import StorageLike, check_storage, is_private_memory, private_stores
 
 __all__ = ["Limify"]
 
@@ -101,6 +101,7 @@ class Limify:
         self.enabled = enabled
         #: This Limify's own in-memory store (see the module docs).
         self.memory = InMemoryAdapter()
+        private_stores.add(self.memory)
         #: Rules checked outside the config (RateLimit dependencies, limit_view), by id.
         self._adopted: dict[str, Rule] = {}
         if isinstance(config, Mapping):

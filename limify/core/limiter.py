@@ -55,7 +55,7 @@ from limify.core.answers import Unenforced, shadowed
 from limify.core.check import CLEAR, PEEK, Check, Pending
 from limify.core.context import Identity, RequestContext
 from limify.core.decision import APPLICATION, UNLIMITED, Decision
-from limify.core.engine import DEFAULT_POLICY, Engine
+from limify.core.engine import DEFAULT_POLICY, Engine, ready
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plan import Plan
 from limify.core.request_check import Layout, build_keys, grouped_ip, identity_of, layout, prepare, result_of
@@ -243,7 +243,7 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         """
         shape = self._route(context, rule)
         if isinstance(shape, Decision):
-            return cast(DecisionT, _ready(self.is_async, shape))
+            return cast(DecisionT, ready(self.is_async, shape))
         matched = shape.rule
         engine = self._engine(matched)
         scope = current()
@@ -270,7 +270,7 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         try:
             check = self._check(context, shape)
         except PlanError as error:  # a cost callable's cost above the limit: the failure policy answers
-            return cast(DecisionT, _ready(self.is_async, failed(Pending(None, _never), error)))
+            return cast(DecisionT, ready(self.is_async, failed(Pending(None, _never), error)))
         return cast(DecisionT, engine.runner(check, finish, failed))
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
@@ -282,7 +282,7 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         """
         shape = self._route(context, rule)
         if isinstance(shape, Decision):
-            return cast(ResultT, _ready(self.is_async, shape.result))
+            return cast(ResultT, ready(self.is_async, shape.result))
 
         def finish(check: Check, outcome: Outcome) -> LimitationResult:
             return result_of(outcome, check, shape)
@@ -353,11 +353,3 @@ class AsyncLimiter(Limiter[Awaitable[Decision], Awaitable[LimitationResult], Awa
 def _never(value: Any) -> Check:  # pragma: no cover - the Pending of a check that failed to build
     raise AssertionError("never completed")
 
-
-async def _resolved(value: Any) -> Any:
-    return value
-
-
-def _ready(is_async: bool, value: Any) -> Any:
-    """``value``, or an awaitable of it for async limiters (a request no rule limits)."""
-    return _resolved(value) if is_async else value

@@ -94,7 +94,8 @@ def _parsers() -> dict[str, Any]:
     parsers: dict[str, Any] = dict(URL_QUERY_ARGUMENT_PARSERS)
     parsers.update({name: str for name in _STRING_OPTIONS})
     parsers.update({name: _to_bool for name in _BOOL_OPTIONS})
-    parsers.update(timeout=float, max_connections=int, db=int)
+    # protocol (RESP 2 or 3) is a client option of every supported redis-py; only newer ones parse it.
+    parsers.update(timeout=float, max_connections=int, db=int, protocol=int)
     return parsers
 
 

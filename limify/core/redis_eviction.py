@@ -75,7 +75,7 @@ class EvictionCheck:
                 "limify: Redis at %s has maxmemory-policy %s (maxmemory %s): once its memory is full it "
                 "evicts %s, and an evicted limiter key starts its limit afresh. Use maxmemory-policy "
                 "noeviction on the instance holding the limits, or an instance of their own (see "
-                "'Memory and eviction' in Limify's README).",
+                "'Memory and eviction' on the documentation's page Deploying on Redis).",
                 server,
                 policy,
                 settings.get("maxmemory", "?"),

@@ -6,8 +6,6 @@ cluster clients' twins and the sender factories.
 
 from __future__ import annotations
 
-import contextvars
-import copy
 import inspect
 import logging
 import weakref
@@ -18,6 +16,7 @@ import anyio
 
 from limify.core.redis_errors import client_error_names, is_reply_error
 from limify.core.redis_eviction import CONFIG_GET, EvictionCheck
+from limify.core.redis_retry_gates import SENDING, AsyncGate, SyncGate, gate_retry
 from limify.core.resp import packed
 
 __all__ = ["SyncSender", "AsyncSender", "is_stale", "quietly", "quietly_async", "reply_or_raise"]
@@ -37,98 +36,12 @@ __all__ = ["SyncSender", "AsyncSender", "is_stale", "quietly", "quietly_async", 
 # (the adapter turns it into StorageError, for the failure policy). A connection
 # found dead before anything was sent on it, such as one the server closed while it
 # sat idle, is replaced first, which is safe. While Limify holds a connection its
-# retry policy is gated off (see _Gate), so that reconnecting does not retry either;
+# retry policy is gated off (see limify.core.redis_retry_gates), so that reconnecting does not retry either;
 # everyone else using the client keeps the policy it configured. Cluster clients
 # already connect without retries; they are sent each script on the node that owns
 # its slot (``target_nodes``), which turns off their own re-sending.
 
 log = logging.getLogger("limify")
-
-#: True while Limify sends on a connection, in this thread or task.
-_SENDING: contextvars.ContextVar[bool] = contextvars.ContextVar("limify_sending", default=False)
-
-
-class _Gate:
-    """A connection's retry policy, unchanged for everyone but Limify, off for Limify.
-
-    Wraps the ``retry`` object redis-py keeps on each connection. Outside Limify's
-    own sends every call goes to the wrapped policy, so the client's other commands
-    behave exactly as configured; during them (``_SENDING``), ``do`` runs once.
-    """
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copy protocols): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Gate:
-        # Each new connection gets a copy of the pool's policy: keep the gate on it.
-        return type(self)(copy.deepcopy(self.inner, memo))
-
-    def __copy__(self) -> _Gate:
-        return type(self)(copy.copy(self.inner))
-
-    def _handles(self, error: Exception) -> bool:
-        """Whether the wrapped policy would call its failure callback for ``error``."""
-        return isinstance(error, tuple(getattr(self.inner, "_supported_errors", ())))
-
-    @staticmethod
-    def _with_count(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        return bool(kwargs.get("with_failure_count", args[1] if len(args) > 1 else False))
-
-    def __repr__(self) -> str:
-        return f"<limify gate on {self.inner!r}>"
-
-
-class _SyncGate(_Gate):
-    __slots__ = ()
-
-    def call_with_retry(
-        self, do: Callable[[], Any], fail: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        if not _SENDING.get():
-            return self.inner.call_with_retry(do, fail, *args, **kwargs)
-        try:
-            return do()
-        except Exception as error:
-            if self._handles(error):
-                fail(error, 1) if self._with_count(args, kwargs) else fail(error)
-            raise
-
-
-class _AsyncGate(_Gate):
-    __slots__ = ()
-
-    async def call_with_retry(
-        self, do: Callable[[], Awaitable[Any]], fail: Callable[..., Any], *args: Any, **kwargs: Any
-    ) -> Any:
-        if not _SENDING.get():
-            return await self.inner.call_with_retry(do, fail, *args, **kwargs)
-        try:
-            return await do()
-        except Exception as error:
-            if self._handles(error):
-                result = fail(error, 1) if self._with_count(args, kwargs) else fail(error)
-                if inspect.isawaitable(result):
-                    await result
-            raise
-
-
-def _gate_retry(holder: Any, gate: type[_Gate]) -> None:
-    """Put ``gate`` around the ``retry`` of a connection, or of a pool's connection options."""
-    if isinstance(holder, dict):
-        retry = holder.get("retry")
-        if retry is not None and not isinstance(retry, _Gate):
-            holder["retry"] = gate(retry)
-        return
-    retry = getattr(holder, "retry", None)
-    if retry is not None and not isinstance(retry, _Gate):
-        holder.retry = gate(retry)
 
 
 def _checkout_args(pool: Any) -> tuple[str, ...]:
@@ -185,7 +98,7 @@ class SyncSender:
         client = self._client()
         if client is None:
             raise RuntimeError("the Redis client of this adapter is gone")
-        token = _SENDING.set(True)
+        token = SENDING.set(True)
         try:
             connection, release, pooled = self._checkout(client)
             try:
@@ -193,7 +106,7 @@ class SyncSender:
             finally:
                 release()
         finally:
-            _SENDING.reset(token)
+            SENDING.reset(token)
 
     def _checkout(self, client: Any) -> tuple[Any, Callable[[], Any], bool]:
         single = getattr(client, "connection", None)
@@ -204,7 +117,7 @@ class SyncSender:
             lock.acquire()
             return single, lock.release, False
         pool = client.connection_pool
-        _gate_retry(pool.connection_kwargs, _SyncGate)
+        gate_retry(pool.connection_kwargs, SyncGate)
         # The pool hands out connections checked for EOF and unread data.
         connection = pool.get_connection(*self._checkout_args)
         return connection, lambda: pool.release(connection), True
@@ -213,7 +126,7 @@ class SyncSender:
         self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], checked: bool
     ) -> list[Any]:
         try:
-            _gate_retry(connection, _SyncGate)
+            gate_retry(connection, SyncGate)
             if not checked and _is_stale_sync(connection):
                 # Closed by the server while idle: nothing was sent on it yet.
                 connection.disconnect()
@@ -274,7 +187,7 @@ class AsyncSender:
         client = self._client()
         if client is None:
             raise RuntimeError("the Redis client of this adapter is gone")
-        token = _SENDING.set(True)
+        token = SENDING.set(True)
         try:
             connection, release = await self._checkout(client)
             try:
@@ -285,7 +198,7 @@ class AsyncSender:
             finally:
                 await release()
         finally:
-            _SENDING.reset(token)
+            SENDING.reset(token)
 
     async def _checkout(self, client: Any) -> tuple[Any, Callable[[], Awaitable[Any]]]:
         if getattr(client, "single_connection_client", False):
@@ -301,7 +214,7 @@ class AsyncSender:
 
             return single, unlock
         pool = client.connection_pool
-        _gate_retry(pool.connection_kwargs, _AsyncGate)
+        gate_retry(pool.connection_kwargs, AsyncGate)
         connection = await pool.get_connection(*self._checkout_args)
         return connection, lambda: pool.release(connection)
 
@@ -309,7 +222,7 @@ class AsyncSender:
         self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], stale: bool
     ) -> list[Any]:
         try:
-            _gate_retry(connection, _AsyncGate)
+            gate_retry(connection, AsyncGate)
             if stale:
                 await connection.disconnect(nowait=True)
                 await connection.connect()

@@ -12,7 +12,9 @@ process (or a raised limit) is not seen until the cached refusal ends, so a call
 may be refused a little longer than needed, never admitted beyond the limit.
 Refunds and resets made through this process forget the keys they touch at once.
 Lease algorithms (``concurrency``) are never cached: a release anywhere frees a
-slot at any moment. Calls of a smaller cost than the refused one ask the store.
+slot at any moment; nor are checks that count their refusals (a rule with a
+``Penalty``), whose every refusal must reach the store. Calls of a smaller cost
+than the refused one ask the store.
 
 On by default for limits on a remote store (``@rate_limit``, web rules, outbound
 transports); ``rate_limit(..., cache_refusals=False)`` turns it off for a limit.
@@ -21,26 +23,28 @@ In-memory stores are never cached: they are local, and already that fast.
 
 from __future__ import annotations
 
+import threading
 import time
-
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 from limify.core.algorithms.base import Outcome
 
-__all__ = ["RefusalCache", "MAX_CACHED"]
+__all__ = ["RefusalCache", "MAX_CACHED", "cache_of", "forget_all_refusals"]
 
 
 def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-#: Most refusals held at once per limit; beyond it the ones already over are dropped,
+#: Most refusals held at once per store; beyond it the ones already over are dropped,
 #: then the oldest.
 MAX_CACHED = 10_000
 
 
 class RefusalCache:
-    """One limit's refusals known to hold (see the module docs)."""
+    """One store's refusals known to hold (see the module docs and :func:`cache_of`)."""
 
     __slots__ = ("held", "_now_us")
 
@@ -104,3 +108,36 @@ class RefusalCache:
 
     def __len__(self) -> int:
         return len(self.held)
+
+
+_caches: weakref.WeakKeyDictionary[Any, RefusalCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def cache_of(store: Any, now_us: Callable[[], int] | None) -> RefusalCache:
+    """The refusal cache of ``store``, shared by every limit of this process on it.
+
+    One per store, so that a refund or reset made through any limit (a web rule's
+    ``reset``, the application-wide limits', a decorator's handle) forgets the
+    refusals every other limit cached on the same keys. A store that cannot be
+    weakly referenced gets a cache of its own each time.
+    """
+    try:
+        found = _caches.get(store)
+    except TypeError:
+        return RefusalCache(now_us)
+    if found is None:
+        with _caches_lock:
+            found = _caches.get(store)
+            if found is None:
+                found = _caches[store] = RefusalCache(now_us)
+    return found
+
+
+def forget_all_refusals() -> None:
+    """Drop every refusal cached in this process (:func:`limify.testing.reset_all`: a test
+    that flushed its Redis database starts with nothing refused)."""
+    with _caches_lock:
+        caches = list(_caches.values())
+    for cache in caches:
+        cache.held.clear()

@@ -15,6 +15,7 @@ connecting, so a bad one fails where it is configured.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
@@ -162,6 +163,9 @@ class StorageURL:
 
 
 _urls: dict[str, StorageURL] = {}
+#: Every private in-memory store (each :class:`~limify.Limify`'s own), so that
+#: :func:`limify.testing.reset_all` reaches them too.
+private_stores: weakref.WeakSet[InMemoryAdapter] = weakref.WeakSet()
 _urls_lock = fork_safe_lock(sys.modules[__name__], "_urls_lock")
 
 

@@ -89,9 +89,11 @@ class RateLimit:
         limify: where storage, plans and identity resolution come from; ``None``:
             the application's (see the module docs).
         identify: ``(request) -> dict of context fields`` (or an awaitable).
-        headers, draft_headers, header_names, retry_after: as for
-            :class:`~limify.adapters.fastapi.middleware.LimifyMiddleware`, used when
-            no middleware writes the headers.
+        headers: as for :class:`~limify.adapters.fastapi.middleware.LimifyMiddleware`,
+            used when no middleware writes the headers (so are the next three).
+        draft_headers: as for the middleware.
+        header_names: as for the middleware.
+        retry_after: as for the middleware.
         **rule_options: ``method``, ``path``, ``algorithm``, ``cost``, ``key``,
             ``on_storage_error``, ``exempt_when``, ``block``, ``penalty`` of the
             :class:`~limify.Rule` (a ``method`` or ``path`` limits the requests it applies to).

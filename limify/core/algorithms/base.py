@@ -66,6 +66,7 @@ from limify.errors import PlanError
 
 __all__ = [
     "Step",
+    "StepTuple",
     "Outcome",
     "Transition",
     "AlgorithmSpec",
@@ -87,8 +88,18 @@ __all__ = [
 ]
 
 
+#: What a transition returns: ``(allowed, remaining, reset_us, retry_us, new_state,
+#: ttl_us)``. The built-in transitions return plain tuples, built on every call
+#: (a named tuple costs a Python-level ``__new__`` each time); :class:`Step` names
+#: the same six fields for readers: ``Step(*found)``.
+StepTuple = tuple[bool, int, int, int, Any, int]
+
+
 class Step(NamedTuple):
-    """What a transition decides for one limit (see the module docs)."""
+    """The fields of what a transition decides for one limit (see the module docs).
+
+    A transition may return a ``Step`` or a plain :data:`StepTuple` of the same fields.
+    """
 
     allowed: bool
     #: Units of cost left after this call (after an admission, or as things stand).
@@ -117,8 +128,8 @@ class Outcome(NamedTuple):
     now_us: int
 
 
-#: ``transition(state, now_us, plan, cost, token) -> Step``
-Transition = Callable[[Any, int, Plan, int, str], Step]
+#: ``transition(state, now_us, plan, cost, token) -> (allowed, remaining, reset_us, retry_us, new_state, ttl_us)``
+Transition = Callable[[Any, int, Plan, int, str], StepTuple]
 #: ``refund(state, now_us, plan, cost, token) -> (new_state, ttl_us)``
 Refund = Callable[[Any, int, Plan, int, str], tuple[Any, int]]
 #: ``on_refusal(state, now_us, plan, cost, token) -> (new_state, ttl_us) | None``
@@ -198,7 +209,7 @@ def period_bound(plan: Plan, span_us: int) -> float:
     return plan.limit * (span_us // plan.period_us + 1)
 
 
-def _more_restrictive(step: Step, best: Step) -> bool:
+def _more_restrictive(step: StepTuple, best: StepTuple) -> bool:
     # A refusal beats an admission; among refusals the longest wait wins; among
     # admissions the smallest remaining wins. Ties keep the earlier limit.
     if step[0] != best[0]:
@@ -223,9 +234,10 @@ def run_limits(
     """
     if len(plans) == 1 and mode != REFUND:  # one limit, the common case: one step, no tables
         step = spec.transition(states[0], now_us, plans[0], cost, token)
-        outcome = Outcome(step.allowed, step.remaining, step.reset_us, step.retry_us, 0, now_us)
-        if step.allowed or mode != CONSUME or spec.on_refusal is None:
-            return outcome, [(0, step.state, step.ttl_us)] if step.allowed and mode == CONSUME else []
+        allowed = step[0]
+        outcome = Outcome(allowed, step[1], step[2], step[3], 0, now_us)
+        if allowed or mode != CONSUME or spec.on_refusal is None:
+            return outcome, [(0, step[4], step[5])] if allowed and mode == CONSUME else []
         return outcome, _refusal_writes(spec, states, now_us, plans, cost, token)
     writes: list[Write] = []
     if mode == REFUND:
@@ -247,7 +259,7 @@ def run_limits(
         writes = [(index, step[4], step[5]) for index, step in enumerate(steps)]
     elif mode == CONSUME and spec.on_refusal is not None:
         writes = _refusal_writes(spec, states, now_us, plans, cost, token)
-    return Outcome(allowed, best.remaining, best.reset_us, best.retry_us, pick, now_us), writes
+    return Outcome(allowed, best[1], best[2], best[3], pick, now_us), writes
 
 
 def _refusal_writes(

@@ -62,7 +62,7 @@ from limify.core.algorithms.base import (
     REFUND,
     AlgorithmSpec,
     Outcome,
-    Step,
+    StepTuple,
     new_token,
     period_bound,
     to_result,
@@ -121,7 +121,7 @@ def _without(state: Leases, first_live: int, token: str) -> Leases:
     return Leases(by_token, order, held)
 
 
-def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """Acquire (or renew) ``token``'s lease of ``cost`` units (twin of ``concurrency.lua``)."""
     limit = plan.limit
     period = plan.period_us
@@ -139,7 +139,7 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
         insort(leased.order, (expiry, token))
         new_state = Leases(leased.by_token, leased.order, leased.held + cost)
         reset = new_state.order[-1][0] - now
-        return Step(True, limit - others - cost, reset, 0, new_state, reset)
+        return (True, limit - others - cost, reset, 0, new_state, reset)
     last = state.order[-1][0] if state.order else now
     reset = max(0, last - now)
     if cost > limit:  # never admissible; shells reject such costs before they get here
@@ -158,7 +158,7 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
             if freed >= need:
                 retry = expiry - now
                 break
-    return Step(False, max(0, limit - in_flight), reset, retry, state, reset)
+    return (False, max(0, limit - in_flight), reset, retry, state, reset)
 
 
 def refund(

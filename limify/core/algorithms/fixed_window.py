@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, window_bound
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple, admission_of, window_bound
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -72,7 +72,7 @@ def epoch_window(at: int, plan: Plan) -> tuple[int, int]:
     return start, start + period
 
 
-def window_step(state: State | None, now: int, plan: Plan, cost: int, window: Window) -> Step:
+def window_step(state: State | None, now: int, plan: Plan, cost: int, window: Window) -> StepTuple:
     """The counter transition for any window function (see the module docs)."""
     # A state stamped in a later window than now's (a skewed clock) still counts.
     at = now if state is None else max(now, state[0])
@@ -82,8 +82,8 @@ def window_step(state: State | None, now: int, plan: Plan, cost: int, window: Wi
     left = end - now
     if count + cost <= limit:
         count += cost
-        return Step(True, limit - count, left, 0, (start, count), left)
-    return Step(False, limit - count, left, left, state, left)
+        return (True, limit - count, left, 0, (start, count), left)
+    return (False, limit - count, left, left, state, left)
 
 
 def window_refund(
@@ -109,7 +109,7 @@ def window_refund(
     return (start, count), end - now
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The fixed window transition (twin of ``fixed_window.lua``)."""
     return window_step(state, now, plan, cost, epoch_window)
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -106,7 +106,7 @@ def _room(whole: int, k: int, now: int, plan: Plan) -> int:
     return guess
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The GCRA transition (twin of ``gcra.lua``)."""
     limit = plan.limit
     period = plan.period_us
@@ -119,9 +119,9 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     reach = _ceil_ahead(new_whole, new_k, now)
     if reach <= period:
         left = _room(new_whole, new_k, now, plan)
-        return Step(True, left, reach, 0, (new_whole, new_k, limit), reach)
+        return (True, left, reach, 0, (new_whole, new_k, limit), reach)
     reset = _ceil_ahead(base_whole, base_k, now)
-    return Step(False, _room(base_whole, base_k, now, plan), reset, reach - period, state, reset)
+    return (False, _room(base_whole, base_k, now, plan), reset, reach - period, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

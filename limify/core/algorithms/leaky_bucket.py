@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -84,7 +84,7 @@ def _room(current: float, limit: int) -> int:
     return guess
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The leaky bucket transition (twin of ``leaky_bucket.lua``)."""
     limit = plan.limit
     rate = limit / plan.period_us
@@ -97,10 +97,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         filled = current + cost
         stamp = max(last, now)
         reset = _drain_wait(filled, stamp, now, 0, rate)
-        return Step(True, _room(filled, limit), reset, 0, (filled, stamp), reset)
+        return (True, _room(filled, limit), reset, 0, (filled, stamp), reset)
     retry = _drain_wait(level, last, now, limit - cost, rate)
     reset = _drain_wait(level, last, now, 0, rate)
-    return Step(False, _room(current, limit), reset, retry, state, reset)
+    return (False, _room(current, limit), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

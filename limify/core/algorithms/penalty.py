@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple
 from limify.core.algorithms.codecs import NumbersCodec, StateCodec
 from limify.core.plan import MAX_PERIOD_SECONDS, Plan
 from limify.core.rate import parse_duration, parse_rate
@@ -126,13 +126,13 @@ def _ttl(state: PenaltyState | None, now: int, plan: PenaltyPlan) -> int:
     return max(state.until_us - now, state.start_us + plan.period_us - now)
 
 
-def penalty_transition(state: PenaltyState | None, now: int, plan: PenaltyPlan) -> Step:
+def penalty_transition(state: PenaltyState | None, now: int, plan: PenaltyPlan) -> StepTuple:
     """Refuse while blocked; otherwise admit with :data:`ROOM` (twin of ``penalty_transition`` in the Lua)."""
     ttl = _ttl(state, now, plan)
     if state is not None and state.until_us > now:
         left = state.until_us - now
-        return Step(False, 0, left, left, state, ttl)
-    return Step(True, ROOM, 0, 0, state, ttl)
+        return (False, 0, left, left, state, ttl)
+    return (True, ROOM, 0, 0, state, ttl)
 
 
 def penalty_on_refusal(state: PenaltyState | None, now: int, plan: PenaltyPlan) -> tuple[Any, int] | None:
@@ -179,7 +179,7 @@ def penalized(inner: AlgorithmSpec) -> AlgorithmSpec:
     """``inner``'s spec, able to run :class:`PenaltyPlan` limits beside its own (see the module docs)."""
     width = max(len(inner.script_args(Plan("width", 1, 1))), 3)
 
-    def transition(state: Any, now: int, plan: Plan, cost: int, token: str) -> Step:
+    def transition(state: Any, now: int, plan: Plan, cost: int, token: str) -> StepTuple:
         if type(plan) is PenaltyPlan:
             return penalty_transition(state, now, plan)
         return inner.transition(state, now, plan, cost, token)

@@ -31,7 +31,7 @@ The Lua twin receives ``(limit, period_us, 1 if month else 0)`` per limit
 
 from __future__ import annotations
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.algorithms.fixed_window import WINDOW_CODEC, State, epoch_window, window_refund, window_step
 from limify.core.plan import Plan
@@ -99,7 +99,7 @@ def calendar_window(at: int, plan: Plan) -> tuple[int, int]:
     return epoch_window(at, plan)
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The quota transition (twin of ``quota.lua``)."""
     return window_step(state, now, plan, cost, calendar_window)
 

@@ -59,7 +59,7 @@ import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, period_bound
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple, admission_of, period_bound
 from limify.core.algorithms.codecs import Member, ZsetCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -117,7 +117,7 @@ def _first_live(entries: list[Entry], start: int, end: int, floor: int) -> int:
     return bisect_right(entries, floor, start, end, key=_stamp)
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The sliding log transition (twin of ``sliding_log.lua``)."""
     limit = plan.limit
     period = plan.period_us
@@ -141,12 +141,12 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
         else:
             new_state = _append(entries, live, end, (stamp, cum, cost, token))
         reset = stamp + period - now
-        return Step(True, limit - used - cost, reset, 0, new_state, reset)
+        return (True, limit - used - cost, reset, 0, new_state, reset)
     # Refused: used > limit - cost >= 0, so the live part is not empty.
     oldest_needed = bisect_left(entries, base + used + cost - limit, live, end, key=_cum)
     retry = entries[oldest_needed][0] + period - now
     reset = entries[end - 1][0] + period - now
-    return Step(False, max(0, limit - used), reset, retry, state, reset)  # used > limit if the limit shrank
+    return (False, max(0, limit - used), reset, retry, state, reset)  # used > limit if the limit shrank
 
 
 def _take_call(kept: list[Entry], call_token: str, cost: int) -> None:

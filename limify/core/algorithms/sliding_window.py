@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, Step, admission_of, window_bound
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple, admission_of, window_bound
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -147,7 +147,7 @@ def _reset(start: int, prev: int, cur: int, period: int, now: int) -> int:
     return 0
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The sliding window transition (twin of ``sliding_window.lua``)."""
     limit, period = plan.limit, plan.period_us
     at = now if state is None else max(now, state[0])
@@ -156,10 +156,10 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     if _weighted(prev, elapsed, period) + (cur + cost) <= limit:
         cur += cost
         reset = start + 2 * period - now
-        return Step(True, _room(prev, cur, elapsed, period, limit), reset, 0, (start, prev, cur), reset)
+        return (True, _room(prev, cur, elapsed, period, limit), reset, 0, (start, prev, cur), reset)
     retry = _first_admission(state, at, plan, cost) - now
     reset = _reset(start, prev, cur, period, now)
-    return Step(False, _room(prev, cur, elapsed, period, limit), reset, retry, state, reset)
+    return (False, _room(prev, cur, elapsed, period, limit), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:

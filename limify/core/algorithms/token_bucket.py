@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 
-from limify.core.algorithms.base import AlgorithmSpec, Step
+from limify.core.algorithms.base import AlgorithmSpec, StepTuple
 from limify.core.algorithms.codecs import NumbersCodec
 from limify.core.algorithms.shells import AsyncAlgorithm, SyncAlgorithm
 from limify.core.plan import Plan
@@ -39,6 +39,7 @@ from limify.core.plan import Plan
 __all__ = ["transition", "refund", "TOKEN_BUCKET", "TokenBucketAlgorithm", "AsyncTokenBucketAlgorithm"]
 
 State = tuple[float, int]
+_ceil, _floor = math.ceil, math.floor
 
 
 def _level(tokens: float, last: int, at: int, limit: int, rate: float) -> float:
@@ -48,24 +49,37 @@ def _level(tokens: float, last: int, at: int, limit: int, rate: float) -> float:
 
 
 def _wait_until(tokens: float, last: int, now: int, need: int, limit: int, rate: float, period: int) -> int:
-    """Microseconds from ``now`` until the level reaches ``need``."""
+    """Microseconds from ``now`` until the level reaches ``need``.
+
+    Written out for speed (every refusal computes two of these), and equal to
+    searching for the first ``t`` with ``_level(tokens, last, t, ...) >= need``:
+    with ``tokens <= limit`` and ``need <= limit``, that level reaches ``need``
+    exactly when ``t > last`` and ``tokens + (t - last) * rate >= need`` (the cap
+    at ``limit`` cannot decide it, and before ``last`` the level is ``tokens``).
+    """
     if need > limit:  # never reachable; shells reject such costs before they get here
         return period
-    if _level(tokens, last, now, limit, rate) >= need:
+    if now > last:
+        level = tokens + (now - last) * rate
+        if level >= limit:
+            level = limit
+    else:
+        level = tokens
+    if level >= need:
         return 0
-    # Refilling starts at `last` when a skewed clock puts `now` before it.
-    start = max(now, last)
-    wait = (start - now) + math.ceil((need - _level(tokens, last, start, limit, rate)) / rate)
+    # Refilling starts at `last` when a skewed clock puts `now` before it; the level
+    # there is `tokens`, which is `level` then, as it is at `now` otherwise.
+    at = (now if now > last else last) + _ceil((need - level) / rate)
     # Float rounding may put the first microsecond at which the very expression the
     # next call evaluates says yes one off either way: settle on it exactly.
-    while _level(tokens, last, now + wait, limit, rate) < need:
-        wait += 1
-    while wait > 0 and _level(tokens, last, now + wait - 1, limit, rate) >= need:
-        wait -= 1
-    return wait
+    while at <= last or tokens + (at - last) * rate < need:
+        at += 1
+    while at > now and at - 1 > last and tokens + (at - 1 - last) * rate >= need:
+        at -= 1
+    return at - now
 
 
-def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> Step:
+def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The token bucket transition (twin of ``token_bucket.lua``)."""
     limit = plan.limit
     period = plan.period_us
@@ -77,23 +91,28 @@ def transition(state: State | None, now: int, plan: Plan, cost: int, token: str 
     # _level(tokens, last, now, ...) and, below, _wait_until(left, stamp, now, limit, ...),
     # written out: the same operations in the same order, without the calls (this is
     # the hot path of every admitted call).
-    current = tokens if now <= last else min(limit, tokens + (now - last) * rate)
+    if now <= last:
+        current = tokens
+    else:
+        current = tokens + (now - last) * rate
+        if current >= limit:  # min(limit, ...), without the call
+            current = limit
     if current >= cost:
         left = current - cost
         stamp = last if last > now else now
         if left >= limit:
             reset = 0
         else:
-            reset = (stamp - now) + math.ceil((limit - left) / rate)
+            reset = (stamp - now) + _ceil((limit - left) / rate)
             early = now + reset - 1  # refilling runs from stamp, so reset > stamp - now
             if left + (now + reset - stamp) * rate < limit or (
                 early > stamp and left + (early - stamp) * rate >= limit
             ):  # rounding put the first full microsecond elsewhere: search for it
                 reset = _wait_until(left, stamp, now, limit, limit, rate, period)
-        return Step(True, math.floor(left), reset, 0, (left, stamp), reset)
+        return (True, _floor(left), reset, 0, (left, stamp), reset)
     retry = _wait_until(tokens, last, now, cost, limit, rate, period)
     reset = _wait_until(tokens, last, now, limit, limit, rate, period)
-    return Step(False, math.floor(current), reset, retry, state, reset)
+    return (False, _floor(current), reset, retry, state, reset)
 
 
 def refund(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> tuple[State | None, int]:
