@@ -29,6 +29,7 @@ GUARDS = {
     "limify.contrib.requests": (("requests",), "requests"),
     "limify.contrib.opentelemetry": (("opentelemetry",), "opentelemetry"),
     "limify.contrib.prometheus": (("prometheus_client",), "prometheus"),
+    "limify.core.postgres_adapter": (("psycopg", "psycopg_pool"), "postgres"),
 }
 
 

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         help="use this Redis instead of starting a private redis-server; only this run's keys "
         "are deleted afterwards, but the timings are only fair on an otherwise idle server",
     )
+    parser.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="also time the PostgreSQL store on this database (needs limify[postgres])",
+    )
+    parser.add_argument("--memcached-url", metavar="URL", help="also time the Memcached store on this server")
     parser.add_argument("--no-peers", action="store_true", help="measure Limify and the floors only")
     return parser
 
@@ -50,7 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = server.url
         progress(f"started redis-server on {url}")
     try:
-        document = run(url, tag, settings, use_peers=not args.no_peers, progress=progress)
+        document = run(
+            url, tag, settings, use_peers=not args.no_peers, progress=progress,
+            postgres_url=args.postgres_url, memcached_url=args.memcached_url,
+        )  # fmt: skip
     finally:
         deleted = delete_run_keys(url, tag)
         if server is not None:

@@ -32,6 +32,8 @@ __all__ = [
     "memory_async",
     "redis_sync",
     "redis_async",
+    "store_sync",
+    "store_async",
     "plan_for",
     "holds_leases",
     "shell_call_sync",
@@ -213,4 +215,22 @@ def redis_async(tag: str, url: str, client: Any) -> list[Contender]:
     for name, (_, async_class) in ALGORITHMS.items():
         shell = _shell_async(async_class, lambda: adapter)
         contenders += _pair(name, async_class, shell, _decorated_async(name, url, f"{tag}ra{name}"))
+    return contenders
+
+
+def store_sync(tag: str, url: str, adapter: Any) -> list[Contender]:
+    """Every algorithm on another store (PostgreSQL, Memcached): shells on ``adapter``, decorated by ``url``."""
+    contenders = []
+    for name, (sync_class, _) in ALGORITHMS.items():
+        shell = _shell_sync(sync_class, lambda: adapter)
+        contenders += _pair(name, sync_class, shell, _decorated_sync(name, url, f"{tag}{name}"))
+    return contenders
+
+
+def store_async(tag: str, url: str, adapter: Any) -> list[Contender]:
+    """:func:`store_sync` from async code."""
+    contenders = []
+    for name, (_, async_class) in ALGORITHMS.items():
+        shell = _shell_async(async_class, lambda: adapter)
+        contenders += _pair(name, async_class, shell, _decorated_async(name, url, f"{tag}{name}"))
     return contenders

@@ -150,9 +150,11 @@ _TITLES = {
 
 
 def _latency_table(key: str, section: dict[str, Any]) -> list[str]:
-    unit = "us" if key.startswith("redis") else "ns"
+    from benchmarks.stores import TITLES
+
+    unit = "ns" if key.startswith("memory") else "us"
     lines = [
-        f"{_TITLES[key]}: {unit} per check, median of {section['repeats']} batches of "
+        f"{_TITLES.get(key) or TITLES[key]}: {unit} per check, median of {section['repeats']} batches of "
         f"~{section['batch_target_ns'] / 1e6:g} ms; ratios to '{section['floor']}'",
         f"  {'contender':<48} {'allowed':>10} {'ratio':>7} {'rejected':>10} {'ratio':>7}",
     ]
@@ -225,7 +227,7 @@ def render(document: dict[str, Any]) -> str:
     ]
     lines += [f"Peers: {note}" for note in document["peers"]["notes"]]
     lines.append("Rows marked ! made decisions other than expected in some batch (see JSON).")
-    for key in _TITLES:
+    for key in document["latency"]:
         lines += ["", *_latency_table(key, document["latency"][key])]
     lines += ["", *_throughput_table(document["throughput"])]
     lines += ["", *_memory_tables(document["memory_per_key"])]

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from benchmarks import floors, limify_contenders, memory, peers
+from benchmarks import floors, limify_contenders, memory, peers, stores
 from benchmarks.report import latency_section, machine, throughput_section
 from benchmarks.throughput import measure_throughput
 from benchmarks.timing import ALLOWED_LIMIT, PERIOD_SECONDS, Batching, measure_async, measure_sync
@@ -136,7 +136,14 @@ async def _redis_async_sections(
 
 
 def run(
-    url: str, tag: str, settings: Settings, *, use_peers: bool = True, progress: Any = None
+    url: str,
+    tag: str,
+    settings: Settings,
+    *,
+    use_peers: bool = True,
+    progress: Any = None,
+    postgres_url: str | None = None,
+    memcached_url: str | None = None,
 ) -> dict[str, Any]:
     """Measure everything against the Redis at ``url``; keys carry ``tag`` (the caller deletes them)."""
 
@@ -167,6 +174,12 @@ def run(
     step("Redis, async and throughput")
     async_sections = asyncio.run(_redis_async_sections(url, tag, settings, available))
     latency["redis_async"] = async_sections["redis_async"]
+    if postgres_url is not None:
+        step("PostgreSQL, sync and async")
+        latency.update(stores.postgres_sections(postgres_url, tag, settings.redis))
+    if memcached_url is not None:
+        step("Memcached, sync and async")
+        latency.update(stores.memcached_sections(memcached_url, tag, settings.redis))
     document["latency"] = latency
     document["throughput"] = async_sections["throughput"]
     step("memory per key")

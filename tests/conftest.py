@@ -16,6 +16,7 @@ from limify import InMemoryAdapter, ManualClock
 from limify.core.redis_adapter import RedisAsyncAdapter, RedisSyncAdapter
 from limify.core.refusals import forget_all_refusals
 from tests.servers import RedisClusterServers, RedisServer, SentinelServers
+from tests.store_servers import MemcachedServer, PostgresServer
 
 
 def pytest_report_header() -> str:
@@ -24,7 +25,7 @@ def pytest_report_header() -> str:
 
 
 #: What running() starts and stops: a Redis Cluster or a Sentinel set.
-ServersT = TypeVar("ServersT", bound=RedisClusterServers | SentinelServers)
+ServersT = TypeVar("ServersT", bound=RedisClusterServers | SentinelServers | PostgresServer | MemcachedServer)
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -54,6 +55,31 @@ def redis_server_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a real PostgreSQL for this session: a private server (initdb + postgres), or LIMIFY_TEST_POSTGRES_URL."""
+    configured = os.environ.get("LIMIFY_TEST_POSTGRES_URL")
+    if configured:
+        yield configured
+        return
+    with running(lambda: PostgresServer().start(), "PostgreSQL") as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[MemcachedServer]:
+    """A private memcached process for this session."""
+    with running(lambda: MemcachedServer().start(), "memcached") as server:
+        yield server
+
+
+@pytest.fixture
+def memcached_url(memcached_server: MemcachedServer) -> str:
+    """The session's memcached URL, flushed before the test."""
+    memcached_server.flush()
+    return memcached_server.url
 
 
 @contextmanager

@@ -24,6 +24,19 @@ def remember_barrier(barrier: Any) -> None:
     _barrier = barrier
 
 
+def sync_adapter(url: str, clock: ManualClock) -> Any:
+    """The sync adapter a storage URL names (Redis, PostgreSQL or Memcached), on ``clock``."""
+    if url.startswith("memcached://"):
+        from limify.core.memcached_adapter import MemcachedSyncAdapter
+
+        return MemcachedSyncAdapter.from_url(url, clock=clock)
+    if url.startswith(("postgresql://", "postgres://")):
+        from limify.core.postgres_adapter import PostgresSyncAdapter
+
+        return PostgresSyncAdapter.from_url(url, clock=clock)
+    return RedisSyncAdapter.from_url(url, clock=clock)
+
+
 def attempt_from_threads(
     url: str, algorithm: str, key: str, plan: Plan, now_us: int, threads: int, attempts: int
 ) -> int:
@@ -33,7 +46,7 @@ def attempt_from_threads(
     never released), and the clock is pinned at ``now_us``, the same in every
     process, so that nothing refills or rolls over during the run.
     """
-    adapter = RedisSyncAdapter.from_url(url, clock=ManualClock(now_us))
+    adapter = sync_adapter(url, ManualClock(now_us))
     shell = ALGORITHMS[algorithm][0](adapter)
     admitted = [0] * threads
     start = threading.Barrier(threads)

@@ -18,10 +18,17 @@ from tests.children import child_env
 #: (printed report, JSON document) of one run.
 Run = tuple[str, dict[str, Any]]
 SECTIONS = ("memory_sync", "memory_async", "redis_sync", "redis_async")
+#: The sections of the other stores (benchmarks/stores.py), run when their URLs are given.
+STORES = ("postgres_sync", "postgres_async", "memcached_sync", "memcached_async")
 
 
 @pytest.fixture(scope="module")
-def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def quick_run(
+    redis_server_url: str,
+    postgres_server_url: str,
+    memcached_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
     """One ``--quick`` run against the test Redis: its printed report and its JSON document."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     command = [
@@ -33,9 +40,15 @@ def quick_run(redis_server_url: str, tmp_path_factory: pytest.TempPathFactory) -
         redis_server_url,
         "--json",
         str(out),
+        "--postgres-url",
+        postgres_server_url,
+        "--memcached-url",
+        memcached_server.url,
     ]
     # Not in the checkout: `python -m` would put its limify/ first (see tests/children.py).
-    done = subprocess.run(command, cwd=out.parent, env=child_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        command, cwd=out.parent, env=child_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(out.read_text(encoding="utf-8"))
 
@@ -49,8 +62,8 @@ def _limify_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
 def test_every_latency_section_has_floors_and_every_limify_algorithm(quick_run: Run) -> None:
     """Each latency section times its floor and every registered algorithm (shell, decorated; both paths)."""
     _, document = quick_run
-    assert set(document["latency"]) == set(SECTIONS)
-    for name in SECTIONS:
+    assert set(document["latency"]) == {*SECTIONS, *STORES}
+    for name in (*SECTIONS, *STORES):
         section = document["latency"][name]
         rows = {row["name"]: row for row in section["rows"]}
         floor = rows[section["floor"]]
@@ -115,7 +128,8 @@ def test_report_describes_the_machine_prints_tables_and_leaves_no_keys(
     info = document["machine"]
     assert info["cpu_count"] >= 1 and info["cpu_model"] and info["python"].startswith("CPython")
     assert info["redis_server"] and info["packages"]["limify"] and info["packages"]["redis"]
-    for title in ("In memory, sync", "In memory, async", "Redis, sync", "Redis, async", "throughput"):
+    titles = ("In memory, sync", "In memory, async", "Redis, sync", "Redis, async", "throughput")
+    for title in (*titles, "PostgreSQL, sync", "PostgreSQL, async", "Memcached, sync", "Memcached, async"):
         assert title in stdout
     assert "limify token_bucket (@rate_limit)" in stdout and "Memory per idle key" in stdout
     client = redis.Redis.from_url(redis_server_url)

@@ -155,3 +155,24 @@ def test_a_child_forked_from_a_redis_user_opens_its_own_connections(redis_url: s
     assert fork_and_run(child) == 0
     with pytest.raises(RateLimitExceeded):
         call("a")  # the parent's connection still works, and sees the child's call
+
+
+@pytest.mark.parametrize("store", ["postgres", "memcached"])
+def test_a_child_forked_from_a_postgres_or_memcached_user_opens_its_own_connections(
+    store: str, request: pytest.FixtureRequest
+) -> None:
+    """URL-built PostgreSQL and Memcached adapters used before the fork serve the child on fresh connections."""
+    url = request.getfixturevalue("postgres_server_url" if store == "postgres" else "memcached_url")
+
+    @rate_limit("2/hour", key="user", storage=url, name=f"fork-{store}-{os.getpid()}-{time.time_ns()}")
+    def call(user: str) -> str:
+        return "ok"
+
+    assert call("a") == "ok"
+
+    def child() -> None:
+        assert call("a") == "ok"  # the second of two, on the child's own connection
+
+    assert fork_and_run(child) == 0
+    with pytest.raises(RateLimitExceeded):
+        call("a")  # the parent's connections still work, and see the child's call

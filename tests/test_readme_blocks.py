@@ -15,7 +15,7 @@ The conventions, for whoever writes a block:
   or close a collected block (``test_the_docs_pages_are_collected``).
 * Blocks that are not Python to run say so: ``console`` for shell sessions,
   ``text`` for output or pseudo-code (also ``shell``, ``bash``, ``ini``, ``toml``,
-  ``yaml``, ``json``). Any other language, a ``.. code::`` or ``.. sourcecode::``
+  ``yaml``, ``json``, ``sql``). Any other language, a ``.. code::`` or ``.. sourcecode::``
   directive, or a Markdown fence without a language fails
   ``test_every_code_block_is_run_or_marked_as_not_python``: nothing is skipped
   silently.
@@ -23,7 +23,9 @@ The conventions, for whoever writes a block:
   rewrites to the suite's private servers: ``redis://localhost:6379/0`` and
   ``localhost:6379`` to the session's Redis (its database is flushed first),
   ``localhost:7000`` to a node of the suite's Redis Cluster, ``localhost:26379``
-  to one of its sentinels, whose service ``mymaster`` stands for. The forms
+  to one of its sentinels, whose service ``mymaster`` stands for,
+  ``postgresql://postgres@localhost:5432/postgres`` (and ``localhost:5432``) to the
+  session's PostgreSQL, ``localhost:11211`` to its memcached (flushed first). The forms
   ``localhost:<port>``, ``host="localhost", port=<port>`` and
   ``("localhost", <port>)`` are rewritten. A block naming any other
   ``localhost`` port, or ``redis.Redis()`` without arguments (the machine's own
@@ -48,7 +50,7 @@ from tests.children import ROOT, child_env
 CONTINUES = {".. continues the block above", "<!-- continues the block above -->"}
 RUN = {"python"}
 UNAVAILABLE = "server unavailable: "
-SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json"}
+SHOWN = {"console", "text", "shell", "bash", "ini", "toml", "yaml", "json", "sql"}
 DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<kind>code-block|code|sourcecode)::\s*(?P<language>\S*)\s*$")
 #: A Markdown fence: three or more backticks or tildes, then the info string (language first).
 FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
@@ -188,7 +190,8 @@ def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, 
     names = {"redis://localhost:6379/0": standalone}
     ports: dict[int, tuple[str, int] | str] = {6379: (url.hostname or "127.0.0.1", url.port or 6379)}
     joined = "".join(codes)
-    for port, fixture in ((7000, "cluster_url"), (26379, "sentinel_servers")):
+    servers = ((7000, "cluster_url"), (26379, "sentinel_servers"), (5432, "postgres_server_url"))
+    for port, fixture in (*servers, (11211, "memcached_server")):
         if not re.search(rf"\b{port}\b", joined):
             continue
         try:
@@ -198,6 +201,13 @@ def placeholders(request: pytest.FixtureRequest, codes: list[str]) -> dict[str, 
             continue
         if port == 7000:
             ports[port] = ("127.0.0.1", int(urlsplit(server).netloc.split(",")[0].rsplit(":", 1)[1]))
+        elif port == 5432:
+            names["postgresql://postgres@localhost:5432/postgres"] = server
+            found = urlsplit(server)
+            ports[port] = (found.hostname or "127.0.0.1", found.port or 5432)
+        elif port == 11211:
+            server.flush()
+            ports[port] = ("127.0.0.1", server.port)
         else:
             ports[port] = ("127.0.0.1", server.sentinels[0].port)
             names["mymaster"] = server.service

@@ -31,7 +31,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import anyio
@@ -111,7 +111,7 @@ class Engine:
     """
 
     __slots__ = ("is_async", "settings", "runner", "_storage", "_policy", "_follows",
-                 "_version", "_adapter", "_guard", "_shields", "_own_memory")  # fmt: skip
+                 "_version", "_adapter", "_guard", "_shields", "_own_memory", "_layout")  # fmt: skip
 
     def __init__(
         self,
@@ -143,6 +143,7 @@ class Engine:
         self._adapter: Any = None
         self._guard: GuardedStorage | None = None
         self._shields = False
+        self._layout: tuple[bool, ...] = ()
         if storage is not None:
             adapter_for(storage, is_async=is_async)  # a sync-only adapter on async code: TypeError now
         if not self._follows:
@@ -153,6 +154,8 @@ class Engine:
             self._guard, self._adapter = store, store.adapter
         else:
             self._guard, self._adapter = None, store
+        if self._layout:
+            _check_layout(self._adapter, self._layout)
         local = getattr(self._adapter, "never_suspends", False)
         # A give-back on a store that may suspend (I/O) is shielded from cancellation.
         self._shields = self.is_async and not local
@@ -178,6 +181,17 @@ class Engine:
                 )
             )
         self._version = version
+
+    def check_layout(self, shared: Sequence[bool]) -> None:
+        """Let the store refuse limits it cannot check atomically: now, and whenever the store changes.
+
+        ``shared[i]``: whether the state of the checks' limit ``i`` is shared beyond
+        the caller (a ``GlobalLimit``, an application-wide limit). A store may define
+        ``check_layout(shared)`` raising ``ValueError`` (Memcached: one item per check).
+        """
+        self._layout = tuple(shared)
+        store = self.store  # resolved now, so that a refusal is raised where the limit is declared
+        _check_layout(self._adapter if store is self._guard else store, self._layout)
 
     @property
     def store(self) -> Any:
@@ -312,6 +326,12 @@ class Engine:
                 # The acquire may have run on the store: release it, or nobody ever will.
                 await self.run_async(cast(Check, check)._replace(mode=REFUND), on_error=log_give_back_failure)
             raise
+
+
+def _check_layout(adapter: Any, shared: tuple[bool, ...]) -> None:
+    hook = getattr(adapter, "check_layout", None)
+    if hook is not None:
+        hook(shared)
 
 
 def _paused(ms: int) -> Outcome:

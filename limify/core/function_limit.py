@@ -126,6 +126,8 @@ class FunctionLimit:
             on_breach=on_breach,
             cache_refusals=cache_refusals,
         )
+        if any(self.shared):  # a store may refuse to share a state beside per-key ones
+            self.engine.check_layout(self.shared)
         self._run = self.engine.runner
         #: What the engine answers an admission with (see :meth:`_admitted`).
         self._finish_admission = self._admitted if refund_on and not self.leases else _same_check

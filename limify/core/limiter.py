@@ -59,6 +59,7 @@ from limify.core.engine import DEFAULT_POLICY, Engine, ready
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plan import Plan
 from limify.core.request_check import Layout, build_keys, grouped_ip, identity_of, layout, prepare, result_of
+from limify.core.request_check import shared_layout
 from limify.core.request_scope import current
 from limify.core.resilience import Fallback
 from limify.core.result import LimitationResult
@@ -153,6 +154,9 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
                 cache_refusals=True,
                 own_memory=self.own_memory,
             )
+            shared = shared_layout(self.config, rule)
+            if any(shared):  # a store may refuse to share a state beside per-identity ones
+                engine.check_layout(shared)
             self._engines[name] = engine
         return engine
 

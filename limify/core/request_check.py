@@ -53,7 +53,7 @@ from limify.core.rules import LimifyConfig, Rule
 
 __all__ = [
     "Layout", "build_keys", "limits_of", "grouped_ip", "identity_of", "prepare", "stacked", "layout",
-    "result_of", "PENALTY_PART",
+    "result_of", "PENALTY_PART", "shared_layout",
 ]  # fmt: skip
 
 #: The plan part of a penalty's key (``*`` never appears in an encoded plan id).
@@ -226,6 +226,17 @@ def stacked(config: LimifyConfig, rule: Rule | None) -> bool:
         or config.penalty is not None
         or (rule is not None and rule.penalty is not None)
     )
+
+
+def shared_layout(config: LimifyConfig, rule: Rule | None) -> tuple[bool, ...]:
+    """For each limit of ``rule``'s checks, whether its state is shared beyond the rule's identity
+    (a ``GlobalLimit``, an application-wide limit, the config's penalty): what
+    :meth:`~limify.core.engine.Engine.check_layout` shows the store."""
+    own = rule.shared if rule is not None else ()
+    if not stacked(config, rule):
+        return own
+    penalty = () if penalty_of(config, rule) is None else (rule is None or rule.penalty is None,)
+    return (*own, *(True,) * len(config.application_plans), *penalty)
 
 
 def layout(config: LimifyConfig, rule: Rule | None, application: bool) -> Layout:

@@ -5,7 +5,7 @@ shared by every limit that names the same URL: one for sync callables and one
 for async callables, or a single store serving both (``memory://`` is one
 :class:`~limify.InMemoryAdapter`). Schemes are registered, not hard-wired::
 
-    register_scheme("memcached", build_memcached_store, check=check_memcached_url)
+    register_scheme("etcd", build_etcd_store, check=check_etcd_url)
 
 ``build(url, is_async=...)`` returns a store (:class:`~limify.core.check.SyncStore`
 or :class:`~limify.core.check.AsyncStore`); ``check(url)`` validates a URL without
@@ -22,7 +22,10 @@ from urllib.parse import urlsplit
 
 from limify.core.check import AsyncStore, SyncStore
 from limify.core.forksafe import fork_safe_lock
+from limify.core.memcached_protocol import check_url as check_memcached_url
 from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.postgres_sql import SCHEMES as POSTGRES_SCHEMES
+from limify.core.postgres_sql import check_url as check_postgres_url
 from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
 from limify.core.redis_clients import check_url
 from limify.core.resilience import check_policy, guarded
@@ -90,9 +93,24 @@ def _build_redis(url: str, *, is_async: bool) -> Any:
     return RedisAsyncAdapter.from_url(url) if is_async else RedisSyncAdapter.from_url(url)
 
 
+def _build_postgres(url: str, *, is_async: bool) -> Any:
+    from limify.core.postgres_adapter import PostgresAsyncAdapter, PostgresSyncAdapter
+
+    return PostgresAsyncAdapter.from_url(url) if is_async else PostgresSyncAdapter.from_url(url)
+
+
+def _build_memcached(url: str, *, is_async: bool) -> Any:
+    from limify.core.memcached_adapter import MemcachedAsyncAdapter, MemcachedSyncAdapter
+
+    return MemcachedAsyncAdapter.from_url(url) if is_async else MemcachedSyncAdapter.from_url(url)
+
+
 register_scheme("memory", _build_memory)
 for _scheme in REDIS_SCHEMES:
     register_scheme(_scheme, _build_redis, check=check_url)
+for _scheme in POSTGRES_SCHEMES:
+    register_scheme(_scheme, _build_postgres, check=check_postgres_url)
+register_scheme("memcached", _build_memcached, check=check_memcached_url)
 
 #: The schemes Limify registers itself (see :func:`registered_schemes` for all).
 SCHEMES = registered_schemes()
