@@ -69,6 +69,7 @@ __all__ = ["transition", "refund", "SLIDING_WINDOW", "SlidingWindowAlgorithm", "
 
 #: ``(window_start_us, prev, cur)``
 State = tuple[int, int, int]
+_floor = math.floor
 
 
 def _advance(state: State | None, at: int, period: int) -> State:
@@ -97,14 +98,15 @@ def _admits(state: State | None, at: int, period: int, limit: int, cost: int) ->
 
 def _room(prev: int, cur: int, elapsed: int, period: int, limit: int) -> int:
     """The largest cost ``r`` with ``weighted + (cur + r) <= limit``, or 0."""
-    weighted = _weighted(prev, elapsed, period)
-    total = math.floor(limit - weighted)
+    weighted = prev * ((period - elapsed) / period)  # _weighted, written out
+    total = _floor(limit - weighted)
     # One float subtraction may round either way: settle on the exact predicate.
     while total > 0 and weighted + total > limit:
         total -= 1
     while weighted + (total + 1) <= limit:
         total += 1
-    return max(0, total - cur)
+    total -= cur
+    return total if total > 0 else 0
 
 
 def _first_admission(state: State | None, at: int, plan: Plan, cost: int) -> int:
@@ -150,10 +152,14 @@ def _reset(start: int, prev: int, cur: int, period: int, now: int) -> int:
 def transition(state: State | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
     """The sliding window transition (twin of ``sliding_window.lua``)."""
     limit, period = plan.limit, plan.period_us
-    at = now if state is None else max(now, state[0])
-    start, prev, cur = _advance(state, at, period)
+    if state is None:
+        at = now
+        start, prev, cur = at - at % period, 0, 0
+    else:
+        at = now if now >= state[0] else state[0]
+        start, prev, cur = _advance(state, at, period)
     elapsed = at - start
-    if _weighted(prev, elapsed, period) + (cur + cost) <= limit:
+    if prev * ((period - elapsed) / period) + (cur + cost) <= limit:  # _weighted, written out
         cur += cost
         reset = start + 2 * period - now
         return (True, _room(prev, cur, elapsed, period, limit), reset, 0, (start, prev, cur), reset)
