@@ -4,13 +4,21 @@ redis-py packs each command in Python, testing every argument against several ty
 through its encoder; for the scripts Limify sends (a SHA, a few keys and numbers)
 that was a third of an async check's time. :func:`packed` writes the same bytes
 (``*<n>`` then one ``$<len>`` bulk string per argument) with the connection's own
-text encoding, so keys are the bytes the client itself would send.
+text encoding, so keys are the bytes the client itself would send. A connection that
+packs with hiredis (redis-py's sync connections, when hiredis is installed) gets
+hiredis' own ``pack_command``, called directly: the very bytes it would send, in C.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+_hiredis_pack: Callable[..., bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # hiredis is optional (the hiredis extra)
+    _hiredis_pack = None
 
 __all__ = ["packed"]
 
@@ -25,6 +33,10 @@ def packed(commands: Sequence[tuple[Any, ...]], connection: Any) -> Any:
     encoder = getattr(connection, "encoder", None)
     if encoder is None:
         return connection.pack_commands(commands)
+    if _hiredis_pack is not None and type(getattr(connection, "_command_packer", None)).__name__ == (
+        "HiredisRespSerializer"
+    ):  # the connection's packer is hiredis.pack_command behind a Python wrapper: call it directly
+        return [_hiredis_pack(command) for command in commands]
     encoding, errors = encoder.encoding, encoder.encoding_errors
     parts: list[bytes] = []
     for command in commands:
