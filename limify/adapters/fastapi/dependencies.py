@@ -141,7 +141,9 @@ class RateLimit:
         ):
             raise RuntimeError(f"RateLimit({self.rule.id!r}): {MISSING_SETUP}")
         limiter = self._limiter(request)
-        request_scope: RequestScope = scope.setdefault(SCOPE_KEY, RequestScope(lambda: scope.get("endpoint")))
+        request_scope: Optional[RequestScope] = scope.get(SCOPE_KEY)
+        if request_scope is None:  # no middleware: a scope of the dependency's own, never made current
+            request_scope = scope[SCOPE_KEY] = RequestScope()
         context = await context_from_scope(scope, limiter.config, self.identify, connection=request)
         decision = await limiter.decide(context, self.rule)
         if current() is not request_scope:  # without the middleware: the limiter could not record it

@@ -227,21 +227,24 @@ class LimifyMiddleware:
         request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=self.limiter.enabled)
         scope[SCOPE_KEY] = request_scope
         scope[LIMIFY_KEY] = self
-        with opened(request_scope):
-            context = await context_from_scope(scope, self.limiter.config, self.identify, receive)
-            decision = await self.limiter.decide(context)
-            annotate(scope, decision)
-            status = decision.status
-            if status != 200 and decision.blocks:
+        try:
+            with opened(request_scope):
+                context = await context_from_scope(scope, self.limiter.config, self.identify, receive)
+                decision = await self.limiter.decide(context)
+                annotate(scope, decision)
+                status = decision.status
+                if status != 200 and decision.blocks:
+                    if kind == "websocket":
+                        await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
+                    else:
+                        await self.refuse(scope, receive, send, refusal(decision, self.options))
+                    return
                 if kind == "websocket":
-                    await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
-                else:
-                    await self.refuse(scope, receive, send, refusal(decision, self.options))
-                return
-            if kind == "websocket":
-                await self.app(scope, receive, send)
-                return
-            await self._call_app(scope, receive, send, request_scope)
+                    await self.app(scope, receive, send)
+                    return
+                await self._call_app(scope, receive, send, request_scope)
+        finally:
+            request_scope.close()
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, answer: Refusal) -> None:
         """Send ``answer``: Limify's response, or ``on_refused``'s with Limify's headers added."""
