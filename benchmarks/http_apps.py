@@ -31,8 +31,10 @@ and ``fastapi-limiter`` (its ``RateLimiter`` dependency over a pyrate-limiter
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations
 # (``request: Request``) at run time, and these endpoints are local functions.
 
+import collections
 import contextlib
 import gc
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -54,18 +56,41 @@ ROUTES = {"allowed": "/allowed", "refused": "/refused", "unmatched": "/open"}
 Endpoint = Callable[..., Any]
 
 
+def _described(found: Any) -> str:
+    kind = type(found).__qualname__
+    code = (
+        getattr(found, "__code__", None) or getattr(found, "cr_code", None) or getattr(found, "gi_code", None)
+    )
+    if code is not None:
+        return f"{kind} {code.co_qualname}"
+    if kind == "tuple" and found:
+        return f"tuple of {len(found)}, first {type(found[0]).__qualname__}"
+    return kind
+
+
 class GcClock:
-    """Counts and times the collector's passes per generation (it changes nothing)."""
+    """Counts and times the collector's passes per generation (it changes nothing).
+
+    With ``LIMIFY_BENCH_GC_CENSUS=1`` in the environment it also counts, at the start
+    of every young collection, the types of the objects the collection finds (what
+    was allocated since the last one and is still alive): a diagnosis aid that slows
+    the app down, never on in a measured run.
+    """
 
     def __init__(self) -> None:
         self.collections = [0, 0, 0]
         self.ms = [0.0, 0.0, 0.0]
         self.longest_ms = [0.0, 0.0, 0.0]
         self._started = 0.0
+        self.census: collections.Counter[str] | None = (
+            collections.Counter() if os.environ.get("LIMIFY_BENCH_GC_CENSUS") == "1" else None
+        )
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if self.census is not None and info["generation"] == 0:
+                self.census.update(_described(found) for found in gc.get_objects(0))
             self._started = time.perf_counter()
             return
         generation = info["generation"]
@@ -75,7 +100,14 @@ class GcClock:
         self.longest_ms[generation] = max(self.longest_ms[generation], took)
 
     def report(self) -> dict[str, Any]:
-        return {"collections": list(self.collections), "ms": list(self.ms), "longest_ms": list(self.longest_ms)}
+        """Collections, milliseconds and the longest pass per generation so far (and the census)."""
+        found: dict[str, Any] = {
+            "collections": list(self.collections), "ms": list(self.ms), "longest_ms": list(self.longest_ms),
+        }  # fmt: skip
+        if self.census is not None:
+            passes = max(self.collections[0], 1)
+            found["census_per_pass"] = {name: count / passes for name, count in self.census.most_common(40)}
+        return found
 
 
 def _ok() -> dict[str, bool]:

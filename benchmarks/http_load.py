@@ -21,6 +21,8 @@ route before and after: collections per generation and milliseconds spent, per
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -38,7 +40,10 @@ from typing import Any
 
 from benchmarks.http_apps import CONTENDERS, ROUTES, STORES
 
-__all__ = ["HttpSettings", "QUICK_HTTP", "FULL_HTTP", "rows_to_measure", "measure_http", "LABELS"]
+__all__ = [
+    "HttpSettings", "QUICK_HTTP", "FULL_HTTP", "rows_to_measure", "measure_http", "http_section", "http_peers",
+    "server_info", "LABELS",
+]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "LIMIFY_WRK "
@@ -69,6 +74,28 @@ LABELS = {
 }
 #: The distributions each peer contender needs (rows of a missing one are left out).
 PEER_MODULES = {"slowapi": "slowapi", "fastapi-limiter": "fastapi_limiter"}
+#: What every app needs (the ``bench`` extra brings them).
+NEEDED = {"fastapi": "fastapi", "uvicorn": "uvicorn"}
+
+
+def _version(dist: str, module: str) -> str | None:
+    return importlib.metadata.version(dist) if importlib.util.find_spec(module) else None
+
+
+def http_peers() -> dict[str, str | None]:
+    """Each HTTP peer's installed version, or ``None`` when it is not importable."""
+    return {dist: _version(dist, module) for dist, module in PEER_MODULES.items()}
+
+
+def server_info(peers: dict[str, str | None]) -> dict[str, Any]:
+    """The server stack the apps run on, and the peers' versions."""
+    found: dict[str, Any] = {dist: _version(dist, dist) for dist in ("fastapi", "starlette", "uvicorn", "h11")}
+    # uvicorn's "auto" picks httptools and uvloop when they are installed.
+    found["http"] = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    found["loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    found["wrk"] = shutil.which("wrk")
+    found["peers"] = peers
+    return found
 
 
 @dataclass(frozen=True)
@@ -182,7 +209,9 @@ def _wrk(port: int, path: str, seconds: int, settings: HttpSettings, script: str
     for line in done.stdout.splitlines():
         if line.startswith(MARKER):
             return dict(json.loads(line[len(MARKER) :]))
-    raise RuntimeError(f"wrk gave no summary (exit {done.returncode}): {done.stderr[-500:] or done.stdout[-500:]}")
+    raise RuntimeError(
+        f"wrk gave no summary (exit {done.returncode}): {done.stderr[-500:] or done.stdout[-500:]}"
+    )
 
 
 def _measure(row: Row, server: Server, settings: HttpSettings, script: str) -> dict[str, Any]:
@@ -201,7 +230,9 @@ def _measure(row: Row, server: Server, settings: HttpSettings, script: str) -> d
         "max_ms": found["max"] / 1000,
         "non_2xx_3xx": found["non_2xx_3xx"],
         "socket_errors": sum(found[name] for name in ("connect", "read", "write", "timeout")),
-        "gc_collections_per_10k": [(a - b) * per_10k for a, b in zip(after["collections"], before["collections"])],
+        "gc_collections_per_10k": [
+            (a - b) * per_10k for a, b in zip(after["collections"], before["collections"])
+        ],
         "gc_ms_per_10k": [(a - b) * per_10k for a, b in zip(after["ms"], before["ms"])],
         "gc_longest_ms": after["longest_ms"],
     }
@@ -217,6 +248,11 @@ def measure_http(
     """Measure every row of :func:`rows_to_measure` (see the module docs)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk was not found on PATH: install it (apt-get install wrk, brew install wrk)")
+    missing = [dist for dist, module in NEEDED.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise RuntimeError(
+            f"the HTTP section needs {', '.join(missing)}: install the 'bench' extra (pip install '.[bench]')"
+        )
     rows = rows_to_measure(available)
     logs = tempfile.mkdtemp(prefix="limify-bench-http-")
     script = os.path.join(logs, "summary.lua")
@@ -246,7 +282,9 @@ def measure_http(
                     row.errors.append(f"{type(exc).__name__}: {exc}"[:300])
         for server in servers.values():
             if server.process.poll() is not None:
-                rows_of = [row for row in rows if (row.contender, row.store) == (server.contender, server.store)]
+                rows_of = [
+                    row for row in rows if (row.contender, row.store) == (server.contender, server.store)
+                ]
                 for row in rows_of:
                     row.errors.append(f"server exited: {server.log()[-300:]}")
     finally:
