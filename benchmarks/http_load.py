@@ -67,7 +67,7 @@ end
 LABELS = {
     "baseline": "no limiter",
     "limify-middleware": "Limify middleware",
-    "limify-dependency": "Limify RateLimit dependency",
+    "limify-dependency": "Limify dependency",
     "limify-decorator": "Limify @rate_limit",
     "slowapi": "slowapi",
     "fastapi-limiter": "fastapi-limiter",

@@ -3,6 +3,10 @@
 For each HTTP request it builds a :class:`~limify.RequestContext` from the scope,
 asks the async limiter for a decision, and either answers 429 / 503 itself or
 calls the app with a ``send`` that writes the rate-limit headers on its response.
+A request that no rule matches (by the scope's method and path) is passed on
+without building a context when the config has no application-wide limits: no
+``identify`` call and no storage for routes nothing limits, while its request
+scope still collects the decisions of dependencies and ``@rate_limit`` endpoints.
 It keeps no per-request state on ``self``. Lifespan scopes, and websocket scopes
 unless ``websockets=True``, pass through untouched.
 
@@ -46,10 +50,10 @@ from limify.adapters.http import (
     refusal_for_exception,
 )
 from limify.core.context import RequestContext
-from limify.core.decision import Decision
+from limify.core.decision import UNLIMITED, Decision
 from limify.core.limify import Limify
 from limify.core.limiter import AsyncLimiter
-from limify.core.request_scope import RequestScope, opened
+from limify.core.request_scope import RequestScope, enter, leave
 from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded, StorageError
 
@@ -77,6 +81,8 @@ SCOPE_KEY = "limify.scope"
 LIMIFY_KEY = "limify.middleware"
 
 _WEBSOCKET_TRY_AGAIN_LATER = 1013
+#: The decision of a request no rule and no application-wide limit applies to.
+_NOT_LIMITED = Decision(UNLIMITED)
 
 
 def async_limiter_of(limiter: Limify | AsyncLimiter) -> AsyncLimiter:
@@ -224,26 +230,35 @@ class LimifyMiddleware:
         if kind != "http" and not (kind == "websocket" and self.websockets):
             await self.app(scope, receive, send)
             return
-        request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=self.limiter.enabled)
+        limiter = self.limiter
+        request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=limiter.enabled)
         scope[SCOPE_KEY] = request_scope
         scope[LIMIFY_KEY] = self
+        token = enter(request_scope)
         try:
-            with opened(request_scope):
-                context = await context_from_scope(scope, self.limiter.config, self.identify, receive)
-                decision = await self.limiter.decide(context)
-                annotate(scope, decision)
-                status = decision.status
-                if status != 200 and decision.blocks:
-                    if kind == "websocket":
-                        await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
-                    else:
-                        await self.refuse(scope, receive, send, refusal(decision, self.options))
-                    return
+            config = limiter.config
+            if (
+                not config.application_plans
+                and config.match(scope.get("method", "GET"), scope.get("path", "/")) is None
+            ):
+                # No rule and no application-wide limit applies: nothing to identify or count.
+                decision = _NOT_LIMITED
+            else:
+                context = await context_from_scope(scope, config, self.identify, receive)
+                decision = await limiter.decide(context)
+            annotate(scope, decision)
+            if decision.status != 200 and decision.blocks:
                 if kind == "websocket":
-                    await self.app(scope, receive, send)
-                    return
-                await self._call_app(scope, receive, send, request_scope)
+                    await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
+                else:
+                    await self.refuse(scope, receive, send, refusal(decision, self.options))
+                return
+            if kind == "websocket":
+                await self.app(scope, receive, send)
+                return
+            await self._call_app(scope, receive, send, request_scope)
         finally:
+            leave(token)
             request_scope.close()
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, answer: Refusal) -> None:
