@@ -106,7 +106,7 @@ class GcClock:
         }  # fmt: skip
         if self.census is not None:
             passes = max(self.collections[0], 1)
-            found["census_per_pass"] = {name: count / passes for name, count in self.census.most_common(40)}
+            found["census_per_pass"] = {name: count / passes for name, count in self.census.most_common(120)}
         return found
 
 

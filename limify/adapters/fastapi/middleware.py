@@ -97,12 +97,19 @@ def async_limiter_of(limiter: Limify | AsyncLimiter) -> AsyncLimiter:
     )
 
 
-def _header_getter(scope: Scope) -> Callable[[str], list[str]]:
-    def values(name: str) -> list[str]:
-        wanted = name.lower().encode("latin-1")
-        return [value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == wanted]
+class _HeaderValues:
+    """``(name) -> the values of request header name`` over an ASGI scope (one object, no closure)."""
 
-    return values
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def __call__(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == wanted
+        ]
 
 
 def _connection(scope: Scope, receive: Receive | None = None) -> Any:
@@ -139,14 +146,15 @@ async def context_from_scope(
     if connection is None and config.needs_request:
         connection = _connection(scope, receive)
     client = scope.get("client")
+    headers = _HeaderValues(scope)
     return build_context(
         config,
         method=scope.get("method", "GET"),
         path=scope.get("path", "/"),
         peer=client[0] if client else None,
-        forwarded=_header_getter(scope),
+        forwarded=headers,
         fields=fields,
-        headers=_header_getter(scope),
+        headers=headers,
         request=connection,
     )
 
@@ -231,7 +239,7 @@ class LimifyMiddleware:
             await self.app(scope, receive, send)
             return
         limiter = self.limiter
-        request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=limiter.enabled)
+        request_scope = RequestScope(enabled=limiter.enabled, asgi_scope=scope)
         scope[SCOPE_KEY] = request_scope
         scope[LIMIFY_KEY] = self
         token = enter(request_scope)
