@@ -285,27 +285,11 @@ class LimifyMiddleware:
     async def _call_app(
         self, scope: Scope, receive: Receive, send: Send, request_scope: RequestScope
     ) -> None:
-        started = False
-        managed = self.options.managed
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                extra = decision_headers(request_scope.deciding(), self.options)
-                if extra:
-                    kept = [
-                        (n, v)
-                        for n, v in message.get("headers", ())
-                        if n.decode("latin-1").lower() not in managed
-                    ]
-                    message["headers"] = kept + _raw(extra)
-            await send(message)
-
+        writer = _HeaderWriter(send, request_scope, self.options)
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, writer)
         except (RateLimitExceeded, StorageError) as exc:
-            if started:
+            if writer.started:
                 raise
             if isinstance(exc, RateLimitExceeded):
                 request_scope.add(exceeded_decision(exc))
@@ -316,3 +300,31 @@ class LimifyMiddleware:
                 if deciding is not None and deciding.status == 429:
                     answer = refusal(deciding, self.options)
             await self.refuse(scope, receive, send, answer)
+
+
+class _HeaderWriter:
+    """The ``send`` the app gets: writes one set of rate-limit headers on the response start.
+
+    One slotted object per request rather than a closure (and its cells), since it
+    lives as long as the request.
+    """
+
+    __slots__ = ("send", "request_scope", "options", "started")
+
+    def __init__(self, send: Send, request_scope: RequestScope, options: ResponseOptions) -> None:
+        self.send, self.request_scope, self.options = send, request_scope, options
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            extra = decision_headers(self.request_scope.deciding(), self.options)
+            if extra:
+                managed = self.options.managed
+                kept = [
+                    (n, v)
+                    for n, v in message.get("headers", ())
+                    if n.decode("latin-1").lower() not in managed
+                ]
+                message["headers"] = kept + _raw(extra)
+        await self.send(message)
