@@ -73,8 +73,9 @@ class GcClock:
 
     With ``LIMIFY_BENCH_GC_CENSUS=1`` in the environment it also counts, at the start
     of every young collection, the types of the objects the collection finds (what
-    was allocated since the last one and is still alive): a diagnosis aid that slows
-    the app down, never on in a measured run.
+    was allocated since the last one and is still alive), and with
+    ``LIMIFY_BENCH_GC_GARBAGE=1`` as well the types of what it frees (the reference
+    cycles): diagnosis aids that slow the app down, never on in a measured run.
     """
 
     def __init__(self) -> None:
@@ -85,9 +86,16 @@ class GcClock:
         self.census: collections.Counter[str] | None = (
             collections.Counter() if os.environ.get("LIMIFY_BENCH_GC_CENSUS") == "1" else None
         )
+        if self.census is not None and os.environ.get("LIMIFY_BENCH_GC_GARBAGE") == "1":
+            gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector would free, kept to be counted
+        if os.environ.get("LIMIFY_BENCH_GC_GARBAGE") == "1":  # what the collector frees: kept to be counted
+            gc.set_debug(gc.DEBUG_SAVEALL)
         gc.callbacks.append(self._callback)
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and self.census is not None and gc.garbage:
+            self.census.update("garbage " + _described(found) for found in gc.garbage)
+            gc.garbage.clear()
         if phase == "start":
             if self.census is not None and info["generation"] == 0:
                 self.census.update(_described(found) for found in gc.get_objects(0))
