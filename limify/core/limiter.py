@@ -243,14 +243,14 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
             return cast(DecisionT, _ready(self.is_async, shape))
         matched = shape.rule
         engine = self._engine(matched)
-        # One object whose call finishes the decision and whose ``failed`` answers an error:
+        # One object, called with the store's answer or with the error the check raised:
         # what a check in flight keeps alive (closures would add a cell per variable).
         deciding = _Deciding(self, engine, shape, current())
         try:
             check = self._check(context, shape)
         except PlanError as error:  # a cost callable's cost above the limit: the failure policy answers
             return cast(DecisionT, _ready(self.is_async, deciding.failed(Pending(None, _never), error)))
-        return cast(DecisionT, engine.runner(check, deciding, deciding.failed))
+        return cast(DecisionT, engine.runner(check, deciding, deciding))
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
         """The :class:`~limify.LimitationResult` of ``context`` under its rule.
@@ -327,8 +327,10 @@ class _Deciding:
             self.scope.add(decision)
         return decision
 
-    def __call__(self, check: Check, outcome: Outcome) -> Decision:
-        """The decision of a check the store (or the failure policy) answered."""
+    def __call__(self, check: Check, outcome: Outcome | Exception) -> Decision:
+        """The decision of a check the store (or the failure policy) answered, or that raised ``outcome``."""
+        if isinstance(outcome, Exception):
+            return self.failed(check, outcome)
         shape = self.shape
         enforced = type(outcome) is not Unenforced and not shadowed(self.engine.settings)
         return self._recorded(Decision(

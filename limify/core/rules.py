@@ -264,6 +264,11 @@ def _networks(trusted: Any) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+#: How many (method, path) answers :meth:`LimifyConfig.match` remembers.
+_MATCHES_KEPT = 1024
+_UNMATCHED: Any = object()
+
+
 class LimifyConfig:
     """The rules of an application, plus how to find the client's address.
 
@@ -336,6 +341,7 @@ class LimifyConfig:
         self._request_options(application_limits, ipv6_prefix, penalty, exempt_when)
         # Stable sort: equal priorities keep their listed order.
         self._ordered = sorted(self.rules, key=lambda rule: -rule.priority)
+        self._matches: dict[tuple[str, str], Rule | None] = {}
 
     def _request_options(self, application: Any, ipv6_prefix: Any, penalty: Any, exempt_when: Any) -> None:
         limits: list[tuple[Plan, bool]] = []
@@ -373,12 +379,20 @@ class LimifyConfig:
         )
 
     def match(self, method: str, path: str) -> Rule | None:
-        """The rule applying to a request, or ``None`` when it is not limited."""
-        method = method.upper()
-        for rule in self._ordered:
-            if rule.matches(method, path):
-                return rule
-        return self.default_rule
+        """The rule applying to a request, or ``None`` when it is not limited.
+
+        Answers are remembered per (method, path), up to :data:`_MATCHES_KEPT` of them
+        (then forgotten all at once): a server sees the same routes again and again.
+        """
+        key = (method, path)
+        found: Rule | None = self._matches.get(key, _UNMATCHED)
+        if found is _UNMATCHED:
+            upper = method.upper()
+            found = next((rule for rule in self._ordered if rule.matches(upper, path)), self.default_rule)
+            if len(self._matches) >= _MATCHES_KEPT:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
 
     def __repr__(self) -> str:
         return f"LimifyConfig(rules={list(self.rules)!r}, default_rule={self.default_rule!r})"

@@ -162,9 +162,10 @@ async def context_from_scope(
 def annotate(scope: Scope, decision: Decision) -> None:
     """``request.state.limited`` (whether a limit met so far refused it) and ``limify_decision``."""
     state = scope.setdefault("state", {})
-    refused = (decision.limited or decision.status == 503) and decision.status != 200
-    state["limited"] = bool(state.get("limited")) or refused
-    if decision.limited or decision.status == 503:
+    status = decision.status
+    counted = status == 503 or decision.limited
+    state["limited"] = bool(state.get("limited")) or (counted and status != 200)
+    if counted:
         state["limify_decision"] = decision
 
 
@@ -222,6 +223,8 @@ class LimifyMiddleware:
         self.limiter = async_limiter_of(limiter)
         self.identify = identify
         self.options = ResponseOptions(headers, draft_headers, header_names, retry_after)
+        #: The header names the middleware writes, as raw lower-case header bytes.
+        self._managed = frozenset(name.encode("latin-1") for name in self.options.managed)
         self.on_refused = on_refused
         self.websockets = websockets
 
@@ -285,7 +288,7 @@ class LimifyMiddleware:
     async def _call_app(
         self, scope: Scope, receive: Receive, send: Send, request_scope: RequestScope
     ) -> None:
-        writer = _HeaderWriter(send, request_scope, self.options)
+        writer = _HeaderWriter(send, request_scope, self.options, self._managed)
         try:
             await self.app(scope, receive, writer)
         except (RateLimitExceeded, StorageError) as exc:
@@ -309,10 +312,12 @@ class _HeaderWriter:
     lives as long as the request.
     """
 
-    __slots__ = ("send", "request_scope", "options", "started")
+    __slots__ = ("send", "request_scope", "options", "managed", "started")
 
-    def __init__(self, send: Send, request_scope: RequestScope, options: ResponseOptions) -> None:
-        self.send, self.request_scope, self.options = send, request_scope, options
+    def __init__(
+        self, send: Send, request_scope: RequestScope, options: ResponseOptions, managed: frozenset[bytes]
+    ) -> None:
+        self.send, self.request_scope, self.options, self.managed = send, request_scope, options, managed
         self.started = False
 
     async def __call__(self, message: Message) -> None:
@@ -320,11 +325,7 @@ class _HeaderWriter:
             self.started = True
             extra = decision_headers(self.request_scope.deciding(), self.options)
             if extra:
-                managed = self.options.managed
-                kept = [
-                    (n, v)
-                    for n, v in message.get("headers", ())
-                    if n.decode("latin-1").lower() not in managed
-                ]
+                managed = self.managed
+                kept = [(n, v) for n, v in message.get("headers", ()) if n.lower() not in managed]
                 message["headers"] = kept + _raw(extra)
         await self.send(message)
