@@ -162,9 +162,13 @@ class RateLimit:
         return f"RateLimit({self.rule!r})"
 
 
+#: The options of a refusal rendered without the middleware (frozen: one instance serves all).
+_DEFAULT_OPTIONS = ResponseOptions()
+
+
 def _render(request: Request, exc: LimifyError) -> Response:
     middleware = request.scope.get(LIMIFY_KEY)
-    options = getattr(middleware, "options", None) or ResponseOptions()
+    options = getattr(middleware, "options", None) or _DEFAULT_OPTIONS
     request_scope = request.scope.get(SCOPE_KEY)
     if isinstance(exc, RateLimitExceeded) and request_scope is not None:
         from limify.adapters.http import exceeded_decision, refusal
