@@ -56,6 +56,7 @@ from limify.core.check import CLEAR, PEEK, Check, Pending
 from limify.core.context import Identity, RequestContext
 from limify.core.decision import APPLICATION, UNLIMITED, Decision
 from limify.core.engine import DEFAULT_POLICY, Engine
+from limify.core.local_checks import LocalRuns, decide_locally
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plan import Plan
 from limify.core.request_check import Layout, build_keys, grouped_ip, identity_of, layout, prepare, result_of
@@ -131,6 +132,7 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         self.enabled = enabled
         self._engines: dict[str, Engine] = {}
         self._unservable_seen: set[tuple[str, tuple[Plan, ...], Any]] = set()
+        self._local = LocalRuns()
 
     def _engine(self, rule: Rule | None) -> Engine:
         """The engine of ``rule`` (``None``: the application-wide limits alone): its failure
@@ -243,6 +245,11 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
             return cast(DecisionT, _ready(self.is_async, shape))
         matched = shape.rule
         engine = self._engine(matched)
+        if matched is not None and self.plan_resolver is None:
+            run = self._local.run_for(self.config, self._spec(matched), matched, engine)
+            if run is not None:  # an in-memory store's hot path (see limify.core.local_checks)
+                decided = decide_locally(matched, self.identity(context, matched), run)
+                return cast(DecisionT, _ready(self.is_async, decided))
         # One object, called with the store's answer or with the error the check raised:
         # what a check in flight keeps alive (closures would add a cell per variable).
         deciding = _Deciding(self, engine, shape, current())
