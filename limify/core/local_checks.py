@@ -18,6 +18,7 @@ process defaults decide is read again whenever they change
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from limify import events
 from limify.core.algorithms.base import AlgorithmSpec, Step
@@ -25,13 +26,14 @@ from limify.core.context import Identity
 from limify.core.decision import Decision
 from limify.core.engine import Engine
 from limify.core.memory_adapter import InMemoryAdapter
+from limify.core.keys import encode_part
 from limify.core.request_check import build_keys, stacked
 from limify.core.request_scope import current
 from limify.core.result import LimitationResult
 from limify.core.rules import LimifyConfig, Rule
 from limify.core.storage import DEFAULTS
 
-__all__ = ["LocalRuns", "decide_locally"]
+__all__ = ["LocalRuns", "Local", "decide_locally"]
 
 Run = Callable[[str], Step]
 
@@ -42,20 +44,20 @@ class LocalRuns:
     __slots__ = ("_runs",)
 
     def __init__(self) -> None:
-        self._runs: dict[str, tuple[int, Engine, Run | None]] = {}
+        self._runs: dict[str, tuple[int, Engine, Rule, Local | None]] = {}
 
-    def run_for(self, config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine) -> Run | None:
-        """The runner deciding ``rule``'s checks on ``engine``'s store, or ``None``: the engine's way."""
+    def run_for(self, config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine) -> Local | None:
+        """How ``rule``'s checks run on ``engine``'s store here, or ``None``: the engine's way."""
         if events.listeners:
             return None
         found = self._runs.get(rule.id)
-        if found is None or found[0] != DEFAULTS.version or found[1] is not engine:
-            found = (DEFAULTS.version, engine, _build(config, spec, rule, engine))
+        if found is None or found[0] != DEFAULTS.version or found[1] is not engine or found[2] is not rule:
+            found = (DEFAULTS.version, engine, rule, _build(config, spec, rule, engine))
             self._runs[rule.id] = found
-        return found[2]
+        return found[3]
 
 
-def _build(config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine) -> Run | None:
+def _build(config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine) -> Local | None:
     settings = engine.settings
     shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
     if shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled:
@@ -67,13 +69,28 @@ def _build(config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine
     store = engine.store
     if type(store) is not InMemoryAdapter:
         return None
-    return store.runner(spec, rule.plans[0], rule.cost)
+    # build_keys' one-limit layout, limify:<rule>:<plan>:<type>:<value>: the identity's part is
+    # added per request (a GlobalLimit's one key has none).
+    shared_key = build_keys(rule, rule.plans, rule.shared, ("", ""))[0]
+    part = None if rule.shared[0] else shared_key[: -len(":")]
+    return Local(store.runner(spec, rule.plans[0], rule.cost), part, shared_key)
 
 
-def decide_locally(rule: Rule, identity: Identity, run: Run) -> Decision:
+class Local(NamedTuple):
+    """A rule's runner on an in-memory store, and what its keys start with."""
+
+    run: Run
+    #: ``limify:<rule>:<plan>:`` (``None`` for a GlobalLimit, whose key is ``shared_key``).
+    part: str | None
+    shared_key: str
+
+
+def decide_locally(rule: Rule, identity: Identity, local: Local) -> Decision:
     """The decision of one request on ``rule``'s runner, recorded in the request scope."""
-    keys = build_keys(rule, rule.plans, rule.shared, identity)
-    step = run(keys[0])
+    part = local.part
+    key = local.shared_key if part is None else f"{part}{encode_part(identity[0])}:{encode_part(identity[1])}"
+    keys = (key,)
+    step = local.run(key)
     plans = rule.plans
     result = LimitationResult(bool(step[0]), int(step[1]), plans[0].limit, step[2] / 1e6, step[3] / 1e6)
     decision = Decision(result, rule, plans, keys, scopes=(rule.id,))

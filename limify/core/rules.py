@@ -244,6 +244,8 @@ class Rule:
         if self._methods is not None and method not in self._methods:
             return False
         wanted = self._segments
+        if not wanted and self._rest:  # "/**": every path
+            return True
         parts = [segment for segment in path.split("/") if segment]
         if len(parts) < len(wanted) or (len(parts) > len(wanted) and not self._rest):
             return False
