@@ -110,7 +110,7 @@ class HttpSettings:
 
 
 QUICK_HTTP = HttpSettings(seconds=1, warmup_seconds=0, repeats=1)
-FULL_HTTP = HttpSettings(seconds=5, warmup_seconds=2, repeats=3)
+FULL_HTTP = HttpSettings(seconds=4, warmup_seconds=2, repeats=5)
 
 
 @dataclass
