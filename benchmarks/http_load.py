@@ -89,7 +89,9 @@ def http_peers() -> dict[str, str | None]:
 
 def server_info(peers: dict[str, str | None]) -> dict[str, Any]:
     """The server stack the apps run on, and the peers' versions."""
-    found: dict[str, Any] = {dist: _version(dist, dist) for dist in ("fastapi", "starlette", "uvicorn", "h11")}
+    found: dict[str, Any] = {
+        dist: _version(dist, dist) for dist in ("fastapi", "starlette", "uvicorn", "h11")
+    }
     # uvicorn's "auto" picks httptools and uvloop when they are installed.
     found["http"] = "httptools" if importlib.util.find_spec("httptools") else "h11"
     found["loop"] = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"

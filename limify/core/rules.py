@@ -266,8 +266,7 @@ def _networks(trusted: Any) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-#: How many (method, path) answers :meth:`LimifyConfig.match` remembers.
-_MATCHES_KEPT = 1024
+_MATCHES_KEPT = 1024  # (method, path) answers LimifyConfig.match remembers, then forgets at once
 _UNMATCHED: Any = object()
 
 
@@ -381,11 +380,7 @@ class LimifyConfig:
         )
 
     def match(self, method: str, path: str) -> Rule | None:
-        """The rule applying to a request, or ``None`` when it is not limited.
-
-        Answers are remembered per (method, path), up to :data:`_MATCHES_KEPT` of them
-        (then forgotten all at once): a server sees the same routes again and again.
-        """
+        """The rule applying to a request, or ``None``; remembered per (method, path), up to 1024."""
         key = (method, path)
         found: Rule | None = self._matches.get(key, _UNMATCHED)
         if found is _UNMATCHED:
