@@ -70,14 +70,20 @@ class OwnRedisServer:
             client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process`` if it still runs (killed after 10 s), and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def delete_run_keys(url: str, marker: str) -> int:

@@ -13,7 +13,11 @@ from benchmarks.timing import Batching, Measured, summarise
 
 __all__ = ["machine", "latency_section", "throughput_section", "render"]
 
-_PACKAGES = ("limify", "redis", "hiredis", "wrapt", "anyio", "limits", "pyrate-limiter", "throttled-py")
+
+_PACKAGES = (
+    "limify", "redis", "hiredis", "wrapt", "anyio", "limits", "pyrate-limiter", "throttled-py", "fastapi",
+    "starlette", "uvicorn", "slowapi", "fastapi-limiter",
+)  # fmt: skip
 
 
 def _cpu_model() -> str:
@@ -216,6 +220,35 @@ def _memory_tables(section: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _http_table(section: dict[str, Any]) -> list[str]:
+    server = section["server"]
+    lines = [
+        f"HTTP load: {section['tool']} against one uvicorn worker ({server['http']}, {server['loop']}) on "
+        f"loopback, FastAPI {server['fastapi']}; medians of {section['repeats']} runs. gc: the collector's "
+        "young (gen 0) and full (gen 2) passes and its milliseconds per 10,000 requests",
+        f"  {'contender':<34} {'route':<9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+        f"{'gen0':>6} {'gen2':>5} {'gc ms':>6}",
+    ]
+    for row in section["rows"]:
+        rate = "-" if row["requests_per_s"] is None else f"{row['requests_per_s']:,.0f}"
+        counts, spent = row["gc_collections_per_10k"] or [None] * 3, row["gc_ms_per_10k"]
+        young = "-" if counts[0] is None else f"{counts[0]:.0f}"
+        full = "-" if counts[2] is None else f"{counts[2]:.1f}"
+        gc_ms = "-" if not spent else f"{sum(spent):.0f}"
+        flag = " !" if row["unexpected"] else ""
+        lines.append(
+            f"  {row['name'][:34]:<34} {row['path']:<9} {rate:>7} {_fmt_ms(row['p50_ms']):>7} "
+            f"{_fmt_ms(row['p99_ms']):>7} {_fmt_ms(row['p999_ms']):>8} {young:>6} {full:>5} {gc_ms:>6}{flag}"
+        )
+        for error in row["errors"]:
+            lines.append(f"      error: {error}")
+    return lines
+
+
 def render(document: dict[str, Any]) -> str:
     """The human-readable report of a whole run."""
     info = document["machine"]
@@ -231,4 +264,6 @@ def render(document: dict[str, Any]) -> str:
         lines += ["", *_latency_table(key, document["latency"][key])]
     lines += ["", *_throughput_table(document["throughput"])]
     lines += ["", *_memory_tables(document["memory_per_key"])]
+    if "http" in document:
+        lines += ["", *_http_table(document["http"])]
     return "\n".join(lines) + "\n"

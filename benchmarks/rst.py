@@ -101,6 +101,26 @@ def _memory(document: dict[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _http(document: dict[str, Any]) -> list[str]:
+    section = document["http"]
+    server = section["server"]
+    header = ["contender", "route", "requests/s", "p50 ms", "p99 ms", "p99.9 ms"]
+    rows = []
+    for row in section["rows"]:
+        cells = [row["name"], row["path"]]
+        rate = row["requests_per_s"]
+        cells.append("-" if rate is None else f"{rate:,.0f}")
+        cells += [
+            "-" if row[name] is None else f"{row[name]:.1f}" for name in ("p50_ms", "p99_ms", "p999_ms")
+        ]
+        rows.append(cells)
+    intro = (
+        f"HTTP load: ``{section['tool']}`` against a FastAPI app served by one uvicorn worker "
+        f"({server['http']}, {server['loop']}) on loopback; medians of {section['repeats']} runs."
+    )
+    return [intro, "", *_table(header, rows)]
+
+
 def summary(document: dict[str, Any]) -> str:
     """The README tables for one run's JSON document."""
     info = document["machine"]
@@ -132,6 +152,8 @@ def summary(document: dict[str, Any]) -> str:
         "",
         *_memory(document),
     ]
+    if "http" in document:
+        lines += _http(document)
     return "\n".join(lines)
 
 

@@ -11,6 +11,15 @@ import redis
 import redis.asyncio
 
 from benchmarks import floors, limify_contenders, memory, peers, stores
+from benchmarks.http_load import (
+    FULL_HTTP,
+    QUICK_HTTP,
+    HttpSettings,
+    http_peers,
+    http_section,
+    measure_http,
+    server_info,
+)
 from benchmarks.report import latency_section, machine, throughput_section
 from benchmarks.throughput import measure_throughput
 from benchmarks.timing import ALLOWED_LIMIT, PERIOD_SECONDS, Batching, measure_async, measure_sync
@@ -31,6 +40,7 @@ class Settings:
     throughput_repeats: int
     memory_keys: int
     redis_keys: int
+    http: HttpSettings
 
 
 QUICK = Settings(
@@ -43,6 +53,7 @@ QUICK = Settings(
     throughput_repeats=1,
     memory_keys=2_000,
     redis_keys=200,
+    http=QUICK_HTTP,
 )
 FULL = Settings(
     "full",
@@ -54,6 +65,7 @@ FULL = Settings(
     throughput_repeats=11,
     memory_keys=20_000,
     redis_keys=2_000,
+    http=FULL_HTTP,
 )
 
 
@@ -193,4 +205,8 @@ def run(
         }
     finally:
         client.close()
+    step("HTTP load (wrk against uvicorn)")
+    found = http_peers() if use_peers else {}
+    rows = measure_http(url, tag, settings.http, {name for name, version in found.items() if version}, step)
+    document["http"] = http_section(rows, settings.http, server_info(found))
     return document

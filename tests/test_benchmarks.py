@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -45,6 +46,8 @@ def quick_run(
         "--memcached-url",
         memcached_server.url,
     ]
+    if shutil.which("wrk") is None:
+        pytest.fail("the benchmark's HTTP section needs wrk: apt-get install wrk (macOS: brew install wrk)")
     # Not in the checkout: `python -m` would put its limify/ first (see tests/children.py).
     done = subprocess.run(
         command, cwd=out.parent, env=child_env(), capture_output=True, text=True, timeout=600
@@ -146,3 +149,25 @@ def test_missing_peers_leave_limify_and_floors_and_say_so() -> None:
     )
     assert used == {"pyrate-limiter"}
     assert any("not installed: limits, throttled-py" in note and ".[bench]" in note for note in notes)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_http_section_serves_every_contender_on_both_stores(quick_run: Run) -> None:
+    """wrk drove every app: Limify's three set-ups and the installed peers, on memory and on Redis,
+    allowed (all admitted), refused (all 429) and the middleware's unmatched route, with latencies."""
+    stdout, document = quick_run
+    section = document["http"]
+    rows = {(row["contender"], row["store"], row["path"]): row for row in section["rows"]}
+    expected = {("baseline", "memory", "allowed")}
+    contenders = ["limify-middleware", "limify-dependency", "limify-decorator"]
+    contenders += [name for name, version in section["server"]["peers"].items() if version]
+    for store in ("memory", "redis"):
+        expected |= {(name, store, path) for name in contenders for path in ("allowed", "refused")}
+        expected.add(("limify-middleware", store, "unmatched"))
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert row["errors"] == [] and row["unexpected"] == 0, key
+        assert row["requests_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["p999_ms"], key
+        assert len(row["gc_collections_per_10k"]) == 3, key
+    assert "HTTP load: wrk -t2 -c32" in stdout

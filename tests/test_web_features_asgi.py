@@ -60,6 +60,20 @@ def rate_headers(response: Any) -> list[tuple[str, str]]:
     ]
 
 
+def reports_refused_on_the_third(client: TestClient) -> Any:
+    """/reports' RateLimit (2/minute): the first answer carries its headers, the third is its 429."""
+    first = client.get("/reports")
+    assert rate_headers(first) == [
+        ("x-ratelimit-limit", "2"),
+        ("x-ratelimit-remaining", "1"),
+        ("x-ratelimit-reset", "30"),
+    ]
+    client.get("/reports")
+    refused = client.get("/reports")
+    assert refused.status_code == 429 and refused.json() == BODY_30
+    return refused
+
+
 def build(
     limify: Limify | None, *, middleware: bool = True, handlers: bool = False, **options: Any
 ) -> FastAPI:
@@ -116,15 +130,7 @@ def limify(clock: ManualClock) -> Limify:
 def test_middleware_and_a_dependency_send_one_set_of_headers(limify: Limify) -> None:
     """Middleware 600/minute + RateLimit 2/minute: one X-RateLimit-Limit, the dependency's (most restrictive)."""
     client = TestClient(build(limify))
-    first = client.get("/reports")
-    assert rate_headers(first) == [
-        ("x-ratelimit-limit", "2"),
-        ("x-ratelimit-remaining", "1"),
-        ("x-ratelimit-reset", "30"),
-    ]
-    client.get("/reports")
-    refused = client.get("/reports")
-    assert refused.status_code == 429 and refused.json() == BODY_30
+    refused = reports_refused_on_the_third(client)
     assert [name for name, _ in rate_headers(refused)].count("x-ratelimit-limit") == 1
     assert refused.headers["retry-after"] == "30" and refused.headers["x-ratelimit-limit"] == "2"
 

@@ -75,11 +75,19 @@ IDENTITY_FIELDS = ("user_id", "org_id", "api_key")
 _STORAGE_DOWN = LimitationResult(allowed=False, remaining=0, limit=0, reset_after=0.0, retry_after=0.0)
 
 
+#: ``json.dumps`` of the 429 body up to its ``retry_after`` value, and of the bodies without one.
+_REFUSED_BODY = json.dumps({"detail": TOO_MANY_REQUESTS, "retry_after": 0}).encode()[: -len(b"0}")]
+_PLAIN_BODIES = {
+    503: json.dumps({"detail": UNAVAILABLE}).encode(),
+    429: json.dumps({"detail": TOO_MANY_REQUESTS}).encode(),
+}
+
+
 def error_body(status: int, result: LimitationResult | None = None) -> bytes:
     """The JSON body of a 429 (with ``retry_after``) or a 503."""
     if status == 429 and result is not None:
-        return json.dumps({"detail": TOO_MANY_REQUESTS, "retry_after": retry_after_seconds(result)}).encode()
-    return json.dumps({"detail": UNAVAILABLE if status == 503 else TOO_MANY_REQUESTS}).encode()
+        return b"%s%d}" % (_REFUSED_BODY, retry_after_seconds(result))
+    return _PLAIN_BODIES[503 if status == 503 else 429]
 
 
 @dataclass(frozen=True)

@@ -119,11 +119,21 @@ def shadowed(settings: Settings) -> bool:
 
 
 def _shadowed(settings: Settings) -> bool:
+    defaults = _DEFAULTS[0] if _DEFAULTS else _defaults()
+    if defaults.unenforced:
+        return True
+    return defaults.shadow if settings.shadow is None else settings.shadow
+
+
+#: The process defaults (:data:`limify.core.storage.DEFAULTS`), found on first use.
+_DEFAULTS: list[Any] = []
+
+
+def _defaults() -> Any:
     from limify.core.storage import DEFAULTS  # storage imports the engine's siblings: late
 
-    if DEFAULTS.unenforced:
-        return True
-    return DEFAULTS.shadow if settings.shadow is None else settings.shadow
+    _DEFAULTS.append(DEFAULTS)
+    return DEFAULTS
 
 
 def settle(

@@ -24,6 +24,7 @@ Hop counting (``trusted_hops=N``)
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Union
@@ -91,11 +92,19 @@ def _trusted(address: Address | None, networks: Sequence[Network]) -> bool:
     return address is not None and any(address in network for network in networks)
 
 
-def _peer_address(peer: str | None) -> str | None:
-    if peer is None:
-        return None
+@functools.lru_cache(maxsize=4096)
+def _normalized_peer(peer: str) -> str:
+    """The socket peer as an address is written (``::ffff:1.2.3.4`` -> ``1.2.3.4``), else as given.
+
+    Cached: a server sees the same peers again and again (its proxies, keep-alive
+    clients), and parsing an address is most of what resolving a client costs.
+    """
     address = _parse_address(peer)
     return str(address) if address is not None else peer
+
+
+def _peer_address(peer: str | None) -> str | None:
+    return None if peer is None else _normalized_peer(peer)
 
 
 def _counted_hop(peer: str | None, hops: list[str], trusted_hops: int) -> str | None:
@@ -136,6 +145,8 @@ def resolve_client_ip(
         return _counted_hop(peer, forwarded_addresses(header_values, header), trusted_hops)
     if peer is None:
         return None
+    if not trusted_proxies:  # no proxy can speak for the client: the peer is the client
+        return _normalized_peer(peer)
     current = _parse_address(peer)
     if not _trusted(current, trusted_proxies):
         return str(current) if current is not None else peer

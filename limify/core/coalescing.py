@@ -79,27 +79,32 @@ class ScriptBatcher:
         self.pipelines = 0
         self.batched_calls = 0
 
-    async def call(self, command: Command) -> Any:
-        """Send ``command`` alone when the client is idle, else in the next pipeline; its reply.
+    def call(self, command: Command) -> Awaitable[Any]:
+        """Send ``command`` alone when the client is idle, else in the next pipeline; await its reply.
 
-        An error reply is raised (the caller recovers NOSCRIPT itself).
+        An error reply is raised (the caller recovers NOSCRIPT itself). A queued call
+        is awaited as its future itself, with no coroutine of its own: under load most
+        calls are queued, and each one in flight keeps only its future alive.
         """
         if not self._busy:
             self._busy = True
-            failure: Exception | None = None
-            try:
-                reply = (await self._send_commands((command,)))[0]
-            except Exception as error:
-                failure = error
-                raise
-            finally:
-                self._release(failure)
-            if isinstance(reply, Exception):
-                raise reply
-            return reply
+            return self._alone(command)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
-        return await future
+        return future
+
+    async def _alone(self, command: Command) -> Any:
+        failure: Exception | None = None
+        try:
+            reply = (await self._send_commands((command,)))[0]
+        except Exception as error:
+            failure = error
+            raise
+        finally:
+            self._release(failure)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def _release(self, failure: Exception | None) -> None:
         """The round trip in flight ended (with ``failure``, if it failed): serve the queue."""

@@ -16,6 +16,7 @@ is unambiguous and its length bounded (see :data:`MAX_PART_LENGTH`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -85,8 +86,20 @@ def _decimal(value: int) -> str:
 
 def encode_part(value: Any) -> str:
     """Encode one key part; distinct inputs (by :func:`identity_text`) never collide."""
-    if isinstance(value, str) and value.isascii() and value.isalnum() and len(value) <= MAX_PART_LENGTH:
-        return value  # the common case: already safe, nothing to do
+    if isinstance(value, str):
+        if value.isascii() and value.isalnum() and len(value) <= MAX_PART_LENGTH:
+            return value  # the common case: already safe, nothing to do
+        return _encoded_text(value)
+    return _encoded(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_text(value: str) -> str:
+    """:func:`_encoded` of a string, remembered: client addresses and user ids come back often."""
+    return _encoded(value)
+
+
+def _encoded(value: Any) -> str:
     raw = identity_text(value)
     if len(raw) <= MAX_PART_LENGTH:
         encoded = "".join([_ESCAPES[b] for b in raw])

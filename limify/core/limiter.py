@@ -56,6 +56,7 @@ from limify.core.check import CLEAR, PEEK, Check, Pending
 from limify.core.context import Identity, RequestContext
 from limify.core.decision import APPLICATION, UNLIMITED, Decision
 from limify.core.engine import DEFAULT_POLICY, Engine, ready
+from limify.core.local_checks import LocalRuns, decide_locally
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.plan import Plan
 from limify.core.request_check import Layout, build_keys, grouped_ip, identity_of, layout, prepare, result_of
@@ -132,6 +133,7 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         self.enabled = enabled
         self._engines: dict[str, Engine] = {}
         self._unservable_seen: set[tuple[str, tuple[Plan, ...], Any]] = set()
+        self._local = LocalRuns()
 
     def _engine(self, rule: Rule | None) -> Engine:
         """The engine of ``rule`` (``None``: the application-wide limits alone): its failure
@@ -176,14 +178,15 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         spec = self._spec(rule)
         config = self.config
 
+        if self.plan_resolver is None or rule is None:
+            return prepare(config, spec, rule, context, identity, application=application)
+
         def complete(found: Any) -> Check:
             return prepare(
                 config, spec, rule, context, identity, application=application, found=found,
                 provided=found is not None,
             )  # fmt: skip
 
-        if self.plan_resolver is None or rule is None:
-            return complete(None)
         return Pending(self.plan_resolver(context, rule), complete)
 
     def _unservable(
@@ -246,32 +249,19 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
             return cast(DecisionT, ready(self.is_async, shape))
         matched = shape.rule
         engine = self._engine(matched)
-        scope = current()
-
-        def recorded(decision: Decision) -> Decision:
-            if scope is not None:
-                scope.add(decision)
-            return decision
-
-        def finish(check: Check, outcome: Outcome) -> Decision:
-            enforced = type(outcome) is not Unenforced and not shadowed(engine.settings)
-            return recorded(Decision(
-                result_of(outcome, check, shape), matched, shape.counted(check), check.keys,
-                answered_by_policy=type(outcome) is Fallback, scopes=shape.scopes(check), enforced=enforced,
-            ))  # fmt: skip
-
-        def failed(check: Check | Pending, error: Exception) -> Decision:
-            if isinstance(error, StorageError):
-                assert isinstance(check, Check)
-                return recorded(Decision(_REFUSED_BY_STORAGE, matched, check.plans, check.keys, error))
-            policy = (matched.on_storage_error if matched is not None else None) or default_storage()[2]
-            return recorded(self._unservable(matched, check, cast(PlanError, error), policy))
-
+        if matched is not None and self.plan_resolver is None:
+            run = self._local.run_for(self.config, self._spec(matched), matched, engine)
+            if run is not None:  # an in-memory store's hot path (see limify.core.local_checks)
+                decided = decide_locally(matched, self.identity(context, matched), run)
+                return cast(DecisionT, ready(self.is_async, decided))
+        # One object, called with the store's answer or with the error the check raised:
+        # what a check in flight keeps alive (closures would add a cell per variable).
+        deciding = _Deciding(self, engine, shape, current())
         try:
             check = self._check(context, shape)
         except PlanError as error:  # a cost callable's cost above the limit: the failure policy answers
-            return cast(DecisionT, ready(self.is_async, failed(Pending(None, _never), error)))
-        return cast(DecisionT, engine.runner(check, finish, failed))
+            return cast(DecisionT, ready(self.is_async, deciding.failed(Pending(None, _never), error)))
+        return cast(DecisionT, engine.runner(check, deciding, deciding))
 
     def check(self, context: RequestContext, rule: Rule | None = None) -> ResultT:
         """The :class:`~limify.LimitationResult` of ``context`` under its rule.
@@ -333,6 +323,40 @@ class Limiter(Generic[DecisionT, ResultT, NoneT]):
         if shape.penalty and (rule is None or rule.penalty is not None):
             keys.append(check.keys[-1])  # the penalty this rule (or the application) owns
         return cast(NoneT, self._engine(rule).runner(Check(check.spec, tuple(keys), (), 0, CLEAR)))
+
+
+class _Deciding:
+    """Turns one request's check answer into its :class:`Decision`, recorded in the request scope."""
+
+    __slots__ = ("limiter", "engine", "shape", "scope")
+
+    def __init__(self, limiter: Limiter[Any, Any, Any], engine: Engine, shape: Layout, scope: Any) -> None:
+        self.limiter, self.engine, self.shape, self.scope = limiter, engine, shape, scope
+
+    def _recorded(self, decision: Decision) -> Decision:
+        if self.scope is not None:
+            self.scope.add(decision)
+        return decision
+
+    def __call__(self, check: Check, outcome: Outcome | Exception) -> Decision:
+        """The decision of a check the store (or the failure policy) answered, or that raised ``outcome``."""
+        if isinstance(outcome, Exception):
+            return self.failed(check, outcome)
+        shape = self.shape
+        enforced = type(outcome) is not Unenforced and not shadowed(self.engine.settings)
+        return self._recorded(Decision(
+            result_of(outcome, check, shape), shape.rule, shape.counted(check), check.keys,
+            answered_by_policy=type(outcome) is Fallback, scopes=shape.scopes(check), enforced=enforced,
+        ))  # fmt: skip
+
+    def failed(self, check: Check | Pending, error: Exception) -> Decision:
+        """The decision of a check that raised: storage down (503) or a plan it cannot serve."""
+        matched = self.shape.rule
+        if isinstance(error, StorageError):
+            assert isinstance(check, Check)
+            return self._recorded(Decision(_REFUSED_BY_STORAGE, matched, check.plans, check.keys, error))
+        policy = (matched.on_storage_error if matched is not None else None) or default_storage()[2]
+        return self._recorded(self.limiter._unservable(matched, check, cast(PlanError, error), policy))
 
 
 class SyncLimiter(Limiter[Decision, LimitationResult, None]):

@@ -19,7 +19,7 @@ also lets the endpoint's own ``@rate_limit`` admit without counting.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -40,16 +40,35 @@ class RequestScope:
         endpoint: ``() -> the request's view callable`` (``None`` until routed), to
             tell the endpoint's own ``@rate_limit`` from others the view calls.
         enabled: ``False`` when the application's limits are switched off.
+        asgi_scope: instead of ``endpoint``, the request's ASGI scope, whose
+            ``"endpoint"`` the router sets.
     """
 
-    __slots__ = ("decisions", "application_settled", "enabled", "_endpoint")
+    __slots__ = ("decisions", "application_settled", "enabled", "_endpoint", "_asgi_scope")
 
-    def __init__(self, endpoint: Callable[[], Any] | None = None, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        endpoint: Callable[[], Any] | None = None,
+        *,
+        enabled: bool = True,
+        asgi_scope: Mapping[str, Any] | None = None,
+    ) -> None:
         self.decisions: list[Decision] = []
         #: Set once the application-wide limits were part of a check of this request.
         self.application_settled = False
         self.enabled = enabled
         self._endpoint = endpoint
+        self._asgi_scope = asgi_scope
+
+    def close(self) -> None:
+        """End the request: forget how to find its endpoint.
+
+        The ASGI middleware keeps the scope in the request's ASGI scope and finds the
+        endpoint through that ASGI scope, a reference cycle; closing it at the end of the
+        request lets the request's objects be freed at once instead of by the
+        cyclic garbage collector.
+        """
+        self._endpoint = self._asgi_scope = None
 
     def add(self, decision: Decision) -> None:
         """Record a decision made for this request."""
@@ -61,7 +80,10 @@ class RequestScope:
 
     def is_endpoint(self, limit: Any) -> bool:
         """Whether ``limit`` (a ``@rate_limit``'s :class:`~limify.core.function_limit.FunctionLimit`) is the endpoint's."""
-        found = self._endpoint() if self._endpoint is not None else None
+        if self._endpoint is not None:
+            found = self._endpoint()
+        else:
+            found = self._asgi_scope.get("endpoint") if self._asgi_scope is not None else None
         for _ in range(_UNWRAP_DEPTH):
             if found is None:
                 return False

@@ -244,6 +244,8 @@ class Rule:
         if self._methods is not None and method not in self._methods:
             return False
         wanted = self._segments
+        if not wanted and self._rest:  # "/**": every path
+            return True
         parts = [segment for segment in path.split("/") if segment]
         if len(parts) < len(wanted) or (len(parts) > len(wanted) and not self._rest):
             return False
@@ -262,6 +264,10 @@ def _networks(trusted: Any) -> tuple[Network, ...]:
         except (TypeError, ValueError):
             raise ValueError(f"trusted_proxies: {cidr!r} is not an IP address or CIDR network") from None
     return tuple(networks)
+
+
+_MATCHES_KEPT = 1024  # (method, path) answers LimifyConfig.match remembers, then forgets at once
+_UNMATCHED: Any = object()
 
 
 class LimifyConfig:
@@ -336,6 +342,7 @@ class LimifyConfig:
         self._request_options(application_limits, ipv6_prefix, penalty, exempt_when)
         # Stable sort: equal priorities keep their listed order.
         self._ordered = sorted(self.rules, key=lambda rule: -rule.priority)
+        self._matches: dict[tuple[str, str], Rule | None] = {}
 
     def _request_options(self, application: Any, ipv6_prefix: Any, penalty: Any, exempt_when: Any) -> None:
         limits: list[tuple[Plan, bool]] = []
@@ -373,12 +380,16 @@ class LimifyConfig:
         )
 
     def match(self, method: str, path: str) -> Rule | None:
-        """The rule applying to a request, or ``None`` when it is not limited."""
-        method = method.upper()
-        for rule in self._ordered:
-            if rule.matches(method, path):
-                return rule
-        return self.default_rule
+        """The rule applying to a request, or ``None``; remembered per (method, path), up to 1024."""
+        key = (method, path)
+        found: Rule | None = self._matches.get(key, _UNMATCHED)
+        if found is _UNMATCHED:
+            upper = method.upper()
+            found = next((rule for rule in self._ordered if rule.matches(upper, path)), self.default_rule)
+            if len(self._matches) >= _MATCHES_KEPT:
+                self._matches.clear()
+            self._matches[key] = found
+        return found
 
     def __repr__(self) -> str:
         return f"LimifyConfig(rules={list(self.rules)!r}, default_rule={self.default_rule!r})"

@@ -32,6 +32,7 @@ met. ``block=False`` returns a refused result instead of raising
 # RateLimit.__call__ at run time, and string annotations on a callable instance
 # could not be resolved.
 
+import weakref
 from typing import Any, Optional, Union
 
 from limify._extras import missing_extra
@@ -118,6 +119,21 @@ class RateLimit:
             limify.adopt(self.rule)
         self.identify = identify
         self.options = ResponseOptions(headers, draft_headers, header_names, retry_after)
+        self._managed = frozenset(name.encode("latin-1") for name in self.options.managed)
+        #: Apps seen to answer Limify's refusals (their handlers are checked once).
+        self._answering: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def _answered_by(self, app: Any) -> bool:
+        """Whether ``app`` has handlers for Limify's refusals (remembered once seen)."""
+        try:
+            if app in self._answering:
+                return True
+        except TypeError:  # an app that cannot be weakly referenced: check every time
+            return _handles(app, RequestLimitExceeded) and _handles(app, RequestStorageUnavailable)
+        if _handles(app, RequestLimitExceeded) and _handles(app, RequestStorageUnavailable):
+            self._answering.add(app)
+            return True
+        return False
 
     def _limiter(self, request: Request) -> AsyncLimiter:
         if self.limiter is not None:
@@ -138,12 +154,12 @@ class RateLimit:
     async def __call__(self, request: Request, response: Response) -> LimitationResult:
         scope = request.scope
         with_middleware = scope.get(LIMIFY_KEY) is not None
-        if not with_middleware and not (
-            _handles(request.app, RequestLimitExceeded) and _handles(request.app, RequestStorageUnavailable)
-        ):
+        if not with_middleware and not self._answered_by(request.app):
             raise RuntimeError(f"RateLimit({self.rule.id!r}): {MISSING_SETUP}")
         limiter = self._limiter(request)
-        request_scope: RequestScope = scope.setdefault(SCOPE_KEY, RequestScope(lambda: scope.get("endpoint")))
+        request_scope: Optional[RequestScope] = scope.get(SCOPE_KEY)
+        if request_scope is None:  # no middleware: a scope of the dependency's own, never made current
+            request_scope = scope[SCOPE_KEY] = RequestScope()
         context = await context_from_scope(scope, limiter.config, self.identify, connection=request)
         decision = await limiter.decide(context, self.rule)
         if current() is not request_scope:  # without the middleware: the limiter could not record it
@@ -154,17 +170,31 @@ class RateLimit:
                 raise RequestStorageUnavailable(decision)
             raise RequestLimitExceeded(decision)
         if not with_middleware:  # the middleware writes the headers of everything it collected
-            for name, value in decision_headers(request_scope.deciding(), self.options):
-                response.headers[name] = value
+            _write_headers(response, decision_headers(request_scope.deciding(), self.options), self._managed)
         return decision.result
 
     def __repr__(self) -> str:
         return f"RateLimit({self.rule!r})"
 
 
+def _write_headers(response: Response, headers: list[tuple[str, str]], managed: frozenset[bytes]) -> None:
+    """Set ``headers`` on ``response``: appended raw when none of them is there yet (the common
+    case), else one by one, so that a later dependency's replace an earlier one's."""
+    raw = response.raw_headers
+    if any(name in managed for name, _ in raw):
+        for name, value in headers:
+            response.headers[name] = value
+    else:
+        raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+
+
+#: The options of a refusal rendered without the middleware (frozen: one instance serves all).
+_DEFAULT_OPTIONS = ResponseOptions()
+
+
 def _render(request: Request, exc: LimifyError) -> Response:
     middleware = request.scope.get(LIMIFY_KEY)
-    options = getattr(middleware, "options", None) or ResponseOptions()
+    options = getattr(middleware, "options", None) or _DEFAULT_OPTIONS
     request_scope = request.scope.get(SCOPE_KEY)
     if isinstance(exc, RateLimitExceeded) and request_scope is not None:
         from limify.adapters.http import exceeded_decision, refusal

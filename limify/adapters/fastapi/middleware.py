@@ -3,6 +3,10 @@
 For each HTTP request it builds a :class:`~limify.RequestContext` from the scope,
 asks the async limiter for a decision, and either answers 429 / 503 itself or
 calls the app with a ``send`` that writes the rate-limit headers on its response.
+A request that no rule matches (by the scope's method and path) is passed on
+without building a context when the config has no application-wide limits: no
+``identify`` call and no storage for routes nothing limits, while its request
+scope still collects the decisions of dependencies and ``@rate_limit`` endpoints.
 It keeps no per-request state on ``self``. Lifespan scopes, and websocket scopes
 unless ``websockets=True``, pass through untouched.
 
@@ -46,10 +50,10 @@ from limify.adapters.http import (
     refusal_for_exception,
 )
 from limify.core.context import RequestContext
-from limify.core.decision import Decision
+from limify.core.decision import UNLIMITED, Decision
 from limify.core.limify import Limify
 from limify.core.limiter import AsyncLimiter
-from limify.core.request_scope import RequestScope, opened
+from limify.core.request_scope import RequestScope, enter, leave
 from limify.core.rules import LimifyConfig
 from limify.errors import RateLimitExceeded, StorageError
 
@@ -77,6 +81,8 @@ SCOPE_KEY = "limify.scope"
 LIMIFY_KEY = "limify.middleware"
 
 _WEBSOCKET_TRY_AGAIN_LATER = 1013
+#: The decision of a request no rule and no application-wide limit applies to.
+_NOT_LIMITED = Decision(UNLIMITED)
 
 
 def async_limiter_of(limiter: Limify | AsyncLimiter) -> AsyncLimiter:
@@ -91,12 +97,19 @@ def async_limiter_of(limiter: Limify | AsyncLimiter) -> AsyncLimiter:
     )
 
 
-def _header_getter(scope: Scope) -> Callable[[str], list[str]]:
-    def values(name: str) -> list[str]:
-        wanted = name.lower().encode("latin-1")
-        return [value.decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == wanted]
+class _HeaderValues:
+    """``(name) -> the values of request header name`` over an ASGI scope (one object, no closure)."""
 
-    return values
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def __call__(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [
+            value.decode("latin-1") for key, value in self.scope.get("headers", ()) if key.lower() == wanted
+        ]
 
 
 def _connection(scope: Scope, receive: Receive | None = None) -> Any:
@@ -133,14 +146,15 @@ async def context_from_scope(
     if connection is None and config.needs_request:
         connection = _connection(scope, receive)
     client = scope.get("client")
+    headers = _HeaderValues(scope)
     return build_context(
         config,
         method=scope.get("method", "GET"),
         path=scope.get("path", "/"),
         peer=client[0] if client else None,
-        forwarded=_header_getter(scope),
+        forwarded=headers,
         fields=fields,
-        headers=_header_getter(scope),
+        headers=headers,
         request=connection,
     )
 
@@ -148,9 +162,10 @@ async def context_from_scope(
 def annotate(scope: Scope, decision: Decision) -> None:
     """``request.state.limited`` (whether a limit met so far refused it) and ``limify_decision``."""
     state = scope.setdefault("state", {})
-    refused = (decision.limited or decision.status == 503) and decision.status != 200
-    state["limited"] = bool(state.get("limited")) or refused
-    if decision.limited or decision.status == 503:
+    status = decision.status
+    counted = status == 503 or decision.limited
+    state["limited"] = bool(state.get("limited")) or (counted and status != 200)
+    if counted:
         state["limify_decision"] = decision
 
 
@@ -208,6 +223,8 @@ class LimifyMiddleware:
         self.limiter = async_limiter_of(limiter)
         self.identify = identify
         self.options = ResponseOptions(headers, draft_headers, header_names, retry_after)
+        #: The header names the middleware writes, as raw lower-case header bytes.
+        self._managed = frozenset(name.encode("latin-1") for name in self.options.managed)
         self.on_refused = on_refused
         self.websockets = websockets
 
@@ -224,15 +241,24 @@ class LimifyMiddleware:
         if kind != "http" and not (kind == "websocket" and self.websockets):
             await self.app(scope, receive, send)
             return
-        request_scope = RequestScope(lambda: scope.get("endpoint"), enabled=self.limiter.enabled)
+        limiter = self.limiter
+        request_scope = RequestScope(enabled=limiter.enabled, asgi_scope=scope)
         scope[SCOPE_KEY] = request_scope
         scope[LIMIFY_KEY] = self
-        with opened(request_scope):
-            context = await context_from_scope(scope, self.limiter.config, self.identify, receive)
-            decision = await self.limiter.decide(context)
+        token = enter(request_scope)
+        try:
+            config = limiter.config
+            if (
+                not config.application_plans
+                and config.match(scope.get("method", "GET"), scope.get("path", "/")) is None
+            ):
+                # No rule and no application-wide limit applies: nothing to identify or count.
+                decision = _NOT_LIMITED
+            else:
+                context = await context_from_scope(scope, config, self.identify, receive)
+                decision = await limiter.decide(context)
             annotate(scope, decision)
-            status = decision.status
-            if status != 200 and decision.blocks:
+            if decision.status != 200 and decision.blocks:
                 if kind == "websocket":
                     await send({"type": "websocket.close", "code": _WEBSOCKET_TRY_AGAIN_LATER})
                 else:
@@ -242,6 +268,9 @@ class LimifyMiddleware:
                 await self.app(scope, receive, send)
                 return
             await self._call_app(scope, receive, send, request_scope)
+        finally:
+            leave(token)
+            request_scope.close()
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, answer: Refusal) -> None:
         """Send ``answer``: Limify's response, or ``on_refused``'s with Limify's headers added."""
@@ -259,27 +288,11 @@ class LimifyMiddleware:
     async def _call_app(
         self, scope: Scope, receive: Receive, send: Send, request_scope: RequestScope
     ) -> None:
-        started = False
-        managed = self.options.managed
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                extra = decision_headers(request_scope.deciding(), self.options)
-                if extra:
-                    kept = [
-                        (n, v)
-                        for n, v in message.get("headers", ())
-                        if n.decode("latin-1").lower() not in managed
-                    ]
-                    message["headers"] = kept + _raw(extra)
-            await send(message)
-
+        writer = _HeaderWriter(send, request_scope, self.options, self._managed)
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, writer)
         except (RateLimitExceeded, StorageError) as exc:
-            if started:
+            if writer.started:
                 raise
             if isinstance(exc, RateLimitExceeded):
                 request_scope.add(exceeded_decision(exc))
@@ -290,3 +303,29 @@ class LimifyMiddleware:
                 if deciding is not None and deciding.status == 429:
                     answer = refusal(deciding, self.options)
             await self.refuse(scope, receive, send, answer)
+
+
+class _HeaderWriter:
+    """The ``send`` the app gets: writes one set of rate-limit headers on the response start.
+
+    One slotted object per request rather than a closure (and its cells), since it
+    lives as long as the request.
+    """
+
+    __slots__ = ("send", "request_scope", "options", "managed", "started")
+
+    def __init__(
+        self, send: Send, request_scope: RequestScope, options: ResponseOptions, managed: frozenset[bytes]
+    ) -> None:
+        self.send, self.request_scope, self.options, self.managed = send, request_scope, options, managed
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            extra = decision_headers(self.request_scope.deciding(), self.options)
+            if extra:
+                managed = self.managed
+                kept = [(n, v) for n, v in message.get("headers", ()) if n.lower() not in managed]
+                message["headers"] = kept + _raw(extra)
+        await self.send(message)
