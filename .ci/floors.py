@@ -6,7 +6,7 @@
 
 Each requirement of ``install_requires`` and of every extra must name its floor with
 ``>=`` (typing stubs, ``types-*``, used by mypy only, are exempt). CI installs
-``'.[test]'`` with .ci/floors.txt as constraints and runs the suite, so that
+``'.[test,hiredis]'`` with .ci/floors.txt as constraints and runs the suite, so that
 file covers the core and every extra that has no file of its own (all but ``bench``
 and ``docs``), and a package named in several of them must have the same floor
 everywhere: otherwise the lower one would go untested. The ``bench`` extra (the
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SETUP_CFG = ROOT / "setup.cfg"
 #: File -> (what CI installs with it and runs, the extras it covers, whether an extra may raise a core floor).
 FILES = {
-    "floors.txt": ("'.[test]' with these as constraints, then runs the suite", None, False),
+    "floors.txt": ("'.[test,hiredis]' with these as constraints, then runs the suite", None, False),
     "floors-bench.txt": (
         "'.[bench]' with these as constraints, then runs `python -m benchmarks --quick`", ("bench",), True
     ),

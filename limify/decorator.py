@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -112,6 +113,12 @@ def _is_plain_function(fn: Any) -> bool:
 
 
 def _as_plain(guarded: Callable[..., Any], fn: Any, limit: FunctionLimit) -> Any:
+    # The wrapper runs in the function's own globals: tools that resolve its string
+    # annotations there (FastAPI before 0.112, under `from __future__ import
+    # annotations`) find the function's names. Its code reads no global name itself.
+    guarded = types.FunctionType(
+        guarded.__code__, fn.__globals__, guarded.__name__, guarded.__defaults__, guarded.__closure__
+    )
     functools.update_wrapper(guarded, fn)
     guarded.rate_limit = handle_for(limit)  # type: ignore[attr-defined]
     return guarded
