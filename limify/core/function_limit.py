@@ -156,9 +156,10 @@ class FunctionLimit:
         :meth:`limify.InMemoryAdapter.runner`, with no Check, engine or outcome in
         between. A refusal raises here too when the limit raises; a limit that waits
         (or any other store) answers ``False``, and the engine does the rest. A
-        refusal known to hold is answered from the refusal cache, on a remote store
-        the only thing answered here (see :mod:`limify.core.refusals`). Decisions someone listens to, and calls in a
-        web request (whose decision joins the request's), go through the engine.
+        refusal known to hold is answered from the refusal cache: on a remote store,
+        the only thing answered here (see :mod:`limify.core.refusals`). Decisions
+        someone listens to, and calls in a web request (whose decision joins the
+        request's), go through the engine.
         """
         if self._fast_version != DEFAULTS.version:
             self._fast = self._build_fast()
