@@ -11,14 +11,21 @@ hiredis' own ``pack_command``, called directly: the very bytes it would send, in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-_hiredis_pack: Callable[..., bytes] | None
-try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # hiredis is optional (the hiredis extra)
-    _hiredis_pack = None
+
+def _hiredis_packer() -> Callable[..., bytes] | None:
+    """hiredis' ``pack_command``, or ``None`` without hiredis (optional: the hiredis extra)."""
+    try:
+        module = importlib.import_module("hiredis")  # by name: type checks pass without it too
+    except ImportError:
+        return None
+    return getattr(module, "pack_command", None)
+
+
+_hiredis_pack = _hiredis_packer()
 
 __all__ = ["packed"]
 
