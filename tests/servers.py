@@ -20,9 +20,7 @@ import pytest
 import redis
 
 #: The advice every test that needs the redis-server binary fails with when it is missing.
-INSTALL_HINT = (
-    "Install it: Debian/Ubuntu 'apt-get install redis-server', macOS 'brew install redis'."
-)
+INSTALL_HINT = "Install it: Debian/Ubuntu 'apt-get install redis-server', macOS 'brew install redis'."
 
 
 def missing_binary_message() -> str:
@@ -48,6 +46,15 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def sigkill(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a server process still running, as a crash would, and close its stderr pipe."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    if process is not None and process.stderr is not None:
+        process.stderr.close()
 
 
 def free_port(*, cluster_bus: bool = False) -> int:
@@ -151,11 +158,7 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        sigkill(self.process)
 
     def stop(self) -> None:
         """Terminate the server and remove its directory."""

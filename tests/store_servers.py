@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, sigkill
 
 POSTGRES_HINT = (
     "Limify's PostgreSQL tests start a private server from the PostgreSQL binaries (initdb, postgres). "
@@ -193,11 +193,7 @@ class MemcachedServer:
 
     def kill(self) -> None:
         """SIGKILL the server."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        sigkill(self.process)
 
     def restart(self) -> MemcachedServer:
         """Start again on the same port, empty."""
