@@ -33,7 +33,7 @@ from limify.handles import AsyncLimitHandle, LimitHandle, handle_for
 from limify.core.plans import Plan, ProviderLike, plans
 from limify.core.rate import RateSpec, parse_rates
 from limify.core.resilience import check_policy
-from limify.core.storage import StorageLike, check_storage, configure_default, default_storage
+from limify.core.storage import DEFAULTS, StorageLike, check_storage, default_storage
 from limify.core.validation import check_reporting, check_wait_options
 from limify.events import Decision
 from limify.limited import RateLimitDecorator
@@ -67,7 +67,24 @@ def configure(
     """
     if storage is None and on_storage_error is None and shadow is None and enabled is None:
         raise TypeError("configure() needs storage=..., on_storage_error=..., shadow=... and/or enabled=...")
-    configure_default(storage, on_storage_error, shadow, enabled)
+    if storage is not None:
+        check_storage(storage)
+    if on_storage_error is not None:
+        check_policy(on_storage_error)
+    if shadow is not None and not isinstance(shadow, bool):
+        raise TypeError(f"shadow must be True, False or None, got {shadow!r}")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {enabled!r}")
+    with DEFAULTS.lock:  # limits read DEFAULTS without the lock: the version changes last
+        if storage is not None:
+            DEFAULTS.storage = storage
+        if on_storage_error is not None:
+            DEFAULTS.on_storage_error = on_storage_error
+        if shadow is not None:
+            DEFAULTS.shadow = shadow
+        if enabled is not None:
+            DEFAULTS.enabled = enabled
+        DEFAULTS.version += 1
 
 
 def get_default_storage() -> StorageLike:

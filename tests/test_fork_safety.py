@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import pytest
 
 from limify import InMemoryAdapter, Plan, RateLimitExceeded, configure, plans, rate_limit
-from limify.core import resilience, storage
+from limify.core import refusals, resilience, storage
 from limify.core.algorithms.token_bucket import TokenBucketAlgorithm
 from limify.core.resilience import GuardedStorage
 
@@ -88,8 +88,8 @@ def test_every_lock_on_the_check_path_is_renewed_in_the_child() -> None:
     """Storage URLs, process defaults, plan registry and failure-policy guards: none stays held in a child."""
     url = storage.storage_from_url("memory://")
     remote_guard = GuardedStorage(InMemoryAdapter(), "fail_open")
-    owners = [(url, "_lock"), (storage, "_urls_lock"), (storage.DEFAULTS, "lock"), (plans, "_lock"),
-              (remote_guard, "_lock"), (resilience, "_guards_lock")]  # fmt: skip
+    owners = [(url, "_lock"), (storage._urls, "_lock"), (storage.DEFAULTS, "lock"), (plans, "_lock"),
+              (remote_guard, "_lock"), (resilience, "_guards_lock"), (refusals._caches, "_lock")]  # fmt: skip
 
     @rate_limit("1/hour", name="fork-path")
     def call() -> str:
@@ -140,29 +140,16 @@ def test_forks_under_a_hammering_thread_never_deadlock() -> None:
     assert statuses == [0] * 20
 
 
-def test_a_child_forked_from_a_redis_user_opens_its_own_connections(redis_url: str) -> None:
-    """A URL-built Redis client used before the fork serves the child on fresh connections, counts shared."""
-
-    @rate_limit("2/hour", key="user", storage=redis_url, name="fork-redis")
-    def call(user: str) -> str:
-        return "ok"
-
-    assert call("a") == "ok"
-
-    def child() -> None:
-        assert call("a") == "ok"  # the second of two, on the child's own connection
-
-    assert fork_and_run(child) == 0
-    with pytest.raises(RateLimitExceeded):
-        call("a")  # the parent's connection still works, and sees the child's call
-
-
-@pytest.mark.parametrize("store", ["postgres", "memcached"])
-def test_a_child_forked_from_a_postgres_or_memcached_user_opens_its_own_connections(
-    store: str, request: pytest.FixtureRequest
+@pytest.mark.parametrize(
+    "store, fixture",
+    [("redis", "redis_url"), ("postgres", "postgres_server_url"), ("memcached", "memcached_url")],
+)
+def test_a_child_forked_from_a_remote_store_user_opens_its_own_connections(
+    store: str, fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    """URL-built PostgreSQL and Memcached adapters used before the fork serve the child on fresh connections."""
-    url = request.getfixturevalue("postgres_server_url" if store == "postgres" else "memcached_url")
+    """URL-built Redis, PostgreSQL and Memcached clients used before the fork serve the child on
+    fresh connections, and the counts are shared."""
+    url = request.getfixturevalue(fixture)
 
     @rate_limit("2/hour", key="user", storage=url, name=f"fork-{store}-{os.getpid()}-{time.time_ns()}")
     def call(user: str) -> str:

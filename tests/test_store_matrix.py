@@ -51,36 +51,38 @@ def check_of(
     return Check(spec, tuple(prefix + key for key in keys), PLANS[: len(keys)], cost, mode, token)
 
 
-def replay_sync(spec: AlgorithmSpec, store: Any, clock: ManualClock) -> list[tuple[Outcome, Outcome]]:
-    """Every call on ``store`` and on memory, side by side."""
-    memory, prefix, pairs = InMemoryAdapter(clock=clock), f"limify:matrix:{uuid.uuid4().hex}:", []
+def replay(spec: AlgorithmSpec, clock: ManualClock, seed: int, expected: list[Outcome]) -> Iterator[Check]:
+    """The Check of each call of ``calls(spec, seed)`` for the store to run; what memory
+    decides for each is appended to ``expected``."""
+    memory, prefix = InMemoryAdapter(clock=clock), f"limify:matrix:{uuid.uuid4().hex}:"
     consumed: dict[str, int] = {}
-    for gap, keys, cost, mode, token in calls(spec, 1):
+    for gap, keys, cost, mode, token in calls(spec, seed):
         clock.advance(us=gap)
         if mode == REFUND:
             token = give_back_token(spec, consumed.get(token, clock.now_us()), token)
         check = check_of(spec, prefix, keys, cost, mode, token)
-        pair = (store.execute(check), memory.execute(check))
+        yield check
+        expected.append(memory.execute(check))
         if mode == CONSUME:
-            consumed[token] = pair[1].now_us
-        pairs.append(pair)
-    return pairs
+            consumed[token] = expected[-1].now_us
+
+
+def replay_sync(spec: AlgorithmSpec, store: Any, clock: ManualClock) -> list[tuple[Outcome, Outcome]]:
+    """Every call on ``store`` and on memory, side by side."""
+    got: list[Outcome] = []
+    expected: list[Outcome] = []
+    for check in replay(spec, clock, 1, expected):
+        got.append(store.execute(check))
+    return list(zip(got, expected))
 
 
 async def replay_async(spec: AlgorithmSpec, store: Any, clock: ManualClock) -> list[tuple[Outcome, Outcome]]:
-    """:func:`replay_sync` through the async adapter."""
-    memory, prefix, pairs = InMemoryAdapter(clock=clock), f"limify:matrix:{uuid.uuid4().hex}:", []
-    consumed: dict[str, int] = {}
-    for gap, keys, cost, mode, token in calls(spec, 2):
-        clock.advance(us=gap)
-        if mode == REFUND:
-            token = give_back_token(spec, consumed.get(token, clock.now_us()), token)
-        check = check_of(spec, prefix, keys, cost, mode, token)
-        pair = (await store.execute_async(check), memory.execute(check))
-        if mode == CONSUME:
-            consumed[token] = pair[1].now_us
-        pairs.append(pair)
-    return pairs
+    """:func:`replay_sync` through the async adapter (other calls)."""
+    got: list[Outcome] = []
+    expected: list[Outcome] = []
+    for check in replay(spec, clock, 2, expected):
+        got.append(await store.execute_async(check))
+    return list(zip(got, expected))
 
 
 @pytest.fixture(params=["postgres", "memcached"])

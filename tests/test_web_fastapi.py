@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
@@ -27,7 +24,8 @@ from limify import (
 )
 from limify.adapters.fastapi.dependencies import RateLimit, rate_limit_exceeded_handler
 from limify.adapters.fastapi.middleware import LimifyMiddleware
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer
+from tests.uvicorn_server import uvicorn_serving
 
 #: Declared at module level, as applications do: with `from __future__ import annotations`
 #: FastAPI resolves `Annotated[..., Depends(REPORT_LIMIT)]` through the module's globals.
@@ -167,34 +165,11 @@ def test_redis_down_means_fail_open_or_503_never_500(doomed_redis: RedisServer) 
 def test_uvicorn_server_over_http(redis_url: str) -> None:
     """A real uvicorn server on a loopback port, driven over HTTP with httpx, limits on Redis."""
     limify = Limify(config=LimifyConfig(RULES), storage=redis_url)
-    port = free_port()
-    # proxy_headers=False: uvicorn would otherwise itself rewrite the client address from
-    # X-Forwarded-For for peers in --forwarded-allow-ips (127.0.0.1 by default).
-    config = uvicorn.Config(
-        build_app(limify),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        proxy_headers=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            statuses = [http.get("/items").status_code for _ in range(3)]
-            blocked = http.get("/items")
-            spoofed = http.get("/items", headers={"X-Forwarded-For": "192.0.2.77"})
-        assert statuses == [200, 200, 429]
-        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
-        assert blocked.headers["x-ratelimit-limit"] == "2" and blocked.json()["detail"] == "Too Many Requests"
-        assert spoofed.status_code == 429  # the header from an untrusted peer changes nothing
-    finally:
-        server.should_exit = True
-        thread.join(10)
-    assert not thread.is_alive()
+    with uvicorn_serving(build_app(limify), lifespan="on") as base, httpx.Client(base_url=base) as http:
+        statuses = [http.get("/items").status_code for _ in range(3)]
+        blocked = http.get("/items")
+        spoofed = http.get("/items", headers={"X-Forwarded-For": "192.0.2.77"})
+    assert statuses == [200, 200, 429]
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
+    assert blocked.headers["x-ratelimit-limit"] == "2" and blocked.json()["detail"] == "Too Many Requests"
+    assert spoofed.status_code == 429  # the header from an untrusted peer changes nothing

@@ -13,14 +13,12 @@ application's Limify; set-ups that could not answer a refusal fail saying what t
 from __future__ import annotations
 
 import email.utils
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.testclient import TestClient
@@ -46,7 +44,7 @@ from limify.adapters.fastapi.dependencies import (
 from limify.adapters.fastapi.middleware import LimifyMiddleware
 from limify.adapters.http import Refusal
 from limify.core.algorithms.penalty import Penalty
-from tests.servers import free_port
+from tests.uvicorn_server import uvicorn_serving
 
 BODY_30 = {"detail": "Too Many Requests", "retry_after": 30}
 
@@ -395,23 +393,8 @@ def served(clock: ManualClock) -> Iterator[str]:
     async def health() -> dict[str, bool]:
         return {"ok": True}
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", proxy_headers=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_serving(app) as base:
+        yield base
 
 
 def test_uvicorn_headers_exemption_and_stacking(served: str) -> None:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from limify import Limify, LimifyConfig, RateLimitExceeded, Rule, StorageError, rate_limit
 from limify.adapters.fastapi.dependencies import RateLimit, rate_limit_exceeded_handler, storage_error_handler
 from limify.adapters.fastapi.middleware import LimifyMiddleware
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer
+from tests.uvicorn_server import uvicorn_serving
 
 UNAVAILABLE = {"detail": "Rate limit storage unavailable"}
 
@@ -106,23 +105,6 @@ def test_decorated_endpoint_with_redis_down_is_503_or_passes(
         assert (refused.status_code, refused.headers["Retry-After"]) == (503, "1"), path
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """uvicorn on a free loopback port in a thread, logging through the root logger (caplog)."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, log_level="warning", access_log=False,
-        lifespan="off", proxy_headers=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    return server, thread, port
-
-
 def recovered(outcomes: list[tuple[float, float, str, int | str]], lock: threading.Lock) -> bool:
     """Whether the last 48 requests (three per client) were all served."""
     with lock:
@@ -134,42 +116,41 @@ def test_uvicorn_under_load_answers_503_while_redis_is_down(
 ) -> None:
     """16 concurrent clients on uvicorn, Redis killed for 1.5 s: only 503s meanwhile, no 500, no traceback."""
     caplog.set_level(logging.WARNING)
-    server, thread, port = _serve(outage_app(doomed_redis.url))
-    outcomes: list[tuple[float, float, str, int | str]] = []  # start, end, path, status or error
-    lock, stop = threading.Lock(), threading.Event()
+    # Logged through the root logger, so caplog sees what uvicorn would print.
+    with uvicorn_serving(outage_app(doomed_redis.url), log_config=None, access_log=False) as base:
+        outcomes: list[tuple[float, float, str, int | str]] = []  # start, end, path, status or error
+        lock, stop = threading.Lock(), threading.Event()
 
-    def client(index: int) -> None:
-        path = ("/closed", "/sync-closed", "/items")[index % 3]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    status: int | str = http.get(path).status_code
-                except httpx.HTTPError as exc:  # a dropped connection
-                    status = repr(exc)
-                with lock:
-                    outcomes.append((started, time.monotonic(), path, status))
+        def client(index: int) -> None:
+            path = ("/closed", "/sync-closed", "/items")[index % 3]
+            with httpx.Client(base_url=base, timeout=10) as http:
+                while not stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        status: int | str = http.get(path).status_code
+                    except httpx.HTTPError as exc:  # a dropped connection
+                        status = repr(exc)
+                    with lock:
+                        outcomes.append((started, time.monotonic(), path, status))
 
-    clients = [threading.Thread(target=client, args=(index,)) for index in range(16)]
-    try:
-        for worker in clients:
-            worker.start()
-        time.sleep(0.5)
-        doomed_redis.kill()
-        down = time.monotonic()
-        time.sleep(1.5)
-        up = time.monotonic()
-        doomed_redis.restart()
-        # Back once the failure policy's backoff lets a request probe the server again.
-        deadline = time.monotonic() + 40
-        while not recovered(outcomes, lock) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        for worker in clients:
-            worker.join(15)
-        server.should_exit = True
-        thread.join(10)
+        clients = [threading.Thread(target=client, args=(index,)) for index in range(16)]
+        try:
+            for worker in clients:
+                worker.start()
+            time.sleep(0.5)
+            doomed_redis.kill()
+            down = time.monotonic()
+            time.sleep(1.5)
+            up = time.monotonic()
+            doomed_redis.restart()
+            # Back once the failure policy's backoff lets a request probe the server again.
+            deadline = time.monotonic() + 40
+            while not recovered(outcomes, lock) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for worker in clients:
+                worker.join(15)
     during = [(path, status) for started, ended, path, status in outcomes if down < started and ended < up]
     assert during and {status for _, status in during} == {503}, set(during)
     assert {path for path, _ in during} == {"/closed", "/sync-closed", "/items"}

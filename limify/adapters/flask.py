@@ -121,14 +121,6 @@ class _AppState:
         self.options = options
         self.enabled = enabled
 
-    @property
-    def headers(self) -> bool:
-        return self.options.headers
-
-    @property
-    def draft_headers(self) -> bool:
-        return self.options.draft_headers
-
     def decide(self) -> Decision:
         fields: dict[str, Any] = {name: g.get(name) for name in IDENTITY_FIELDS}
         if self.identify is not None:

@@ -19,9 +19,13 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import Any, Generic, TypeVar
 
-__all__ = ["fork_safe_lock"]
+__all__ = ["fork_safe_lock", "OnePer"]
+
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 #: Owner -> names of its attributes holding fork-safe locks.
 _owners: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -37,6 +41,34 @@ def fork_safe_lock(owner: Any, attribute: str = "_lock") -> threading.Lock:
     with _registry_lock:
         _owners.setdefault(owner, set()).add(attribute)
     return threading.Lock()
+
+
+class OnePer(Generic[_Key, _Value]):
+    """One value per key of ``table``, made on first demand under a fork-safe lock, so that
+    two threads asking at once share one value; a value already made is read without the lock."""
+
+    def __init__(self, table: MutableMapping[_Key, _Value]) -> None:
+        self.table = table
+        self._lock = fork_safe_lock(self)
+
+    def get(self, key: _Key, make: Callable[[], _Value]) -> _Value:
+        """The value of ``key``, made by ``make()`` if there is none yet."""
+        found = self.table.get(key)
+        if found is None:
+            with self._lock:
+                found = self.table.get(key)
+                if found is None:
+                    found = self.table[key] = make()
+        return found
+
+    def find(self, key: _Key) -> _Value | None:
+        """The value of ``key``, if one was made."""
+        return self.table.get(key)
+
+    def values(self) -> list[_Value]:
+        """Every value made so far."""
+        with self._lock:
+            return list(self.table.values())
 
 
 def _renew_locks_in_child() -> None:

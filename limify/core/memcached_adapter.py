@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -56,6 +56,7 @@ __all__ = ["MemcachedSyncAdapter", "MemcachedAsyncAdapter", "item_name"]
 #: Seconds of the first pause after a lost compare-and-set; it doubles, with jitter.
 _FIRST_PAUSE = 0.0005
 _LONGEST_PAUSE = 0.02
+_Adapter = TypeVar("_Adapter", bound="_Items")
 
 
 def item_name(keys: Sequence[str]) -> bytes:
@@ -85,7 +86,16 @@ def _dump(entries: Sequence[Saved | None]) -> bytes:
 class _Items:
     """What both adapters share: the decision on one item and the command that saves it."""
 
-    def __init__(self, *, clock: Clock, attempts: int) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 11211,
+        *,
+        timeout: float = 1.0,
+        pool_max: int = 10,
+        attempts: int = 50,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         check_clock(clock)
         if clock is None:
             raise TypeError("clock must have a now_us() method: memcached tells no time")
@@ -94,6 +104,22 @@ class _Items:
         self.clock = clock
         #: How many compare-and-set rounds one check may lose before a StorageError.
         self.attempts = attempts
+        self.host, self.port, self.timeout = host, port, timeout
+        self._connect(host, port, timeout, pool_max)
+
+    def _connect(self, host: str, port: int, timeout: float, pool_max: int) -> None:
+        """Set up the connections (the sync adapter's pool, the async one's pool per event loop)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_url(cls: type[_Adapter], url: str, *, clock: Clock = SYSTEM_CLOCK) -> _Adapter:
+        """An adapter for ``memcached://host:port`` (its options: docs/memcached.md)."""
+        found = parse_url(url)
+        return cls(found.host, found.port, timeout=found.timeout, pool_max=found.pool_max,
+                   attempts=found.attempts, clock=clock)  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{self.host}:{self.port}', clock={self.clock!r})"
 
     def check_layout(self, shared: Sequence[bool]) -> None:
         """Refuse limits whose states one compare-and-set cannot cover (see the module docs).
@@ -182,25 +208,8 @@ class MemcachedSyncAdapter(_Items):
         clock: where ``now`` comes from (memcached tells no time).
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 11211,
-        *,
-        timeout: float = 1.0,
-        pool_max: int = 10,
-        attempts: int = 50,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        super().__init__(clock=clock, attempts=attempts)
+    def _connect(self, host: str, port: int, timeout: float, pool_max: int) -> None:
         self.connections = SyncConnections(host, port, timeout=timeout, pool_max=pool_max)
-
-    @classmethod
-    def from_url(cls, url: str, *, clock: Clock = SYSTEM_CLOCK) -> MemcachedSyncAdapter:
-        """An adapter for ``memcached://host:port`` (its options: docs/memcached.md)."""
-        found = parse_url(url)
-        return cls(found.host, found.port, timeout=found.timeout, pool_max=found.pool_max,
-                   attempts=found.attempts, clock=clock)  # fmt: skip
 
     def execute(self, check: Check) -> Outcome:
         """Run ``check`` on its item under compare-and-set (see the module docs)."""
@@ -250,11 +259,6 @@ class MemcachedSyncAdapter(_Items):
             attempt += 1
         raise self._exhausted()
 
-    def __repr__(self) -> str:
-        return (
-            f"MemcachedSyncAdapter('{self.connections.host}:{self.connections.port}', clock={self.clock!r})"
-        )
-
 
 class MemcachedAsyncAdapter(_Items):
     """Storage on one memcached server, from async code (asyncio or trio); same arguments as the sync one.
@@ -262,19 +266,7 @@ class MemcachedAsyncAdapter(_Items):
     Each event loop gets a connection pool of its own, closed with the loop.
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 11211,
-        *,
-        timeout: float = 1.0,
-        pool_max: int = 10,
-        attempts: int = 50,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        super().__init__(clock=clock, attempts=attempts)
-        self.host, self.port, self.timeout = host, port, timeout
-
+    def _connect(self, host: str, port: int, timeout: float, pool_max: int) -> None:
         async def open_pool() -> AsyncConnections:
             return AsyncConnections(host, port, timeout=timeout, pool_max=pool_max)
 
@@ -282,13 +274,6 @@ class MemcachedAsyncAdapter(_Items):
             await pool.close()
 
         self.pools: PerLoop[AsyncConnections] = PerLoop(open_pool, close_pool)
-
-    @classmethod
-    def from_url(cls, url: str, *, clock: Clock = SYSTEM_CLOCK) -> MemcachedAsyncAdapter:
-        """An adapter for ``memcached://host:port`` (its options: docs/memcached.md)."""
-        found = parse_url(url)
-        return cls(found.host, found.port, timeout=found.timeout, pool_max=found.pool_max,
-                   attempts=found.attempts, clock=clock)  # fmt: skip
 
     async def execute_async(self, check: Check) -> Outcome:
         """Run ``check`` on its item under compare-and-set (see the module docs)."""
@@ -343,6 +328,3 @@ class MemcachedAsyncAdapter(_Items):
             await anyio.sleep(self._pause(attempt))
             attempt += 1
         raise self._exhausted()
-
-    def __repr__(self) -> str:
-        return f"MemcachedAsyncAdapter('{self.host}:{self.port}', clock={self.clock!r})"

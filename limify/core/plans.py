@@ -11,7 +11,7 @@ default registry that ``@rate_limit(plan=..., plan_provider=...)`` looks names u
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, TypeVar, Union, runtime_checkable
 
 from limify.core.forksafe import fork_safe_lock
 from limify.core.plan import CALENDARS, MAX_LIMIT, MAX_PERIOD_SECONDS, MONTH_SECONDS, Plan
@@ -44,6 +44,18 @@ class PlanProvider(Protocol):
 ProviderLike = Union[PlanProvider, Callable[[Any], Union[Plan, str, None]]]
 #: A provider as Limify calls it.
 ResolvePlan = Callable[[Any, Any], Union[Plan, None]]
+
+
+_Found = TypeVar("_Found")
+
+
+def _registered(table: dict[str, _Found], name: str, what: str) -> _Found:
+    """``table[name]``, or a ValueError naming ``name`` and every registered name."""
+    found = table.get(name)
+    if found is None:
+        known = ", ".join(repr(n) for n in sorted(table)) or "none registered"
+        raise ValueError(f"unknown {what} {name!r}: registered {what.split()[-1]}s are {known}")
+    return found
 
 
 class PlanRegistry:
@@ -82,11 +94,7 @@ class PlanRegistry:
         Raises:
             ValueError: no such plan; the message lists the registered names.
         """
-        found = self._plans.get(name)
-        if found is None:
-            known = ", ".join(repr(n) for n in sorted(self._plans)) or "none registered"
-            raise ValueError(f"unknown plan {name!r}: registered plans are {known}")
-        return found
+        return _registered(self._plans, name, "plan")
 
     def plan_for(self, value: Plan | str) -> Plan:
         """A Plan from a Plan, a registered plan name, or a rate string like ``"100/minute"`` or ``"100 per minute"``."""
@@ -109,11 +117,7 @@ class PlanRegistry:
         Raises:
             ValueError: no such provider; the message lists the registered names.
         """
-        found = self._providers.get(name)
-        if found is None:
-            known = ", ".join(repr(n) for n in sorted(self._providers)) or "none registered"
-            raise ValueError(f"unknown plan provider {name!r}: registered providers are {known}")
-        return found
+        return _registered(self._providers, name, "plan provider")
 
     def resolver(self, provider: str | ProviderLike) -> ResolvePlan:
         """A provider given by name or as an object/callable, as a resolver."""

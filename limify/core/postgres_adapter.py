@@ -43,12 +43,10 @@ from typing import Any
 from limify._extras import missing_extra
 from limify.core.algorithms.base import Outcome
 from limify.core.check import Check
-from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.forksafe import fork_safe_lock
 from limify.core.per_loop import PerLoop
-from limify.core.postgres_sql import DEFAULT_TABLE, Decide, RowsBase, parse_url
+from limify.core.postgres_sql import Decide, RowsBase, Steps
 from limify.core.refusals import forget_cleared
-from limify.core.text_state import Saved
 from limify.errors import StorageError
 
 try:
@@ -66,8 +64,6 @@ __all__ = ["PostgresSyncAdapter", "PostgresAsyncAdapter"]
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _CREATE_RACES = (pg_errors.UniqueViolation, pg_errors.DuplicateTable, pg_errors.DuplicateObject)
 _ATTEMPTS = 5
-#: What a row inserted for a key met for the first time holds: nothing, expired.
-_PLACEHOLDER = Saved("", 0)
 
 
 class PostgresSyncAdapter(RowsBase):
@@ -83,50 +79,24 @@ class PostgresSyncAdapter(RowsBase):
             one, for the retry) before raising :class:`limify.StorageError`.
         sweep_every: every this many checks, one batch of expired rows is deleted.
         sweep_batch: how many expired rows one sweep deletes at most.
+
+    :meth:`from_url` builds one with a pool of its own; a forked child (a pre-fork
+    server's worker) then opens a pool of its own at its first check.
     """
 
-    def __init__(
-        self,
-        pool: Any,
-        *,
-        table: str = DEFAULT_TABLE,
-        create_table: bool = True,
-        clock: Clock | None = None,
-        timeout: float = 5.0,
-        sweep_every: int = 100,
-        sweep_batch: int = 100,
-    ) -> None:
-        if not callable(getattr(pool, "connection", None)):
-            raise TypeError(f"pool must be a psycopg_pool.ConnectionPool, got {pool!r}")
-        super().__init__(
-            pool, table=table, create_table=create_table, clock=clock, timeout=timeout,
-            sweep_every=sweep_every, sweep_batch=sweep_batch,
-        )  # fmt: skip
+    pool_class = psycopg_pool.ConnectionPool
+    #: Builds a fresh pool for a forked child (adapters built from a URL); ``None``: the caller's pool.
+    _new_pool: Callable[[], Any] | None = None
+
+    def _setup(self) -> None:
         self._lock = fork_safe_lock(self)
-        #: Builds a fresh pool for a forked child (adapters built from a URL); ``None``: the caller's pool.
-        self._new_pool: Callable[[], Any] | None = None
         self._pid = os.getpid()
         #: Pools a forked child inherited: kept, never closed (closing would end the parent's sessions).
         self._inherited: list[Any] = []
 
     @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresSyncAdapter:
-        """An adapter with a pool of its own for ``url`` (its options: docs/postgresql.md).
-
-        A forked child (a pre-fork server's worker) opens a pool of its own at its first check.
-        """
-        parsed = parse_url(url)
-
-        def new_pool() -> Any:
-            return psycopg_pool.ConnectionPool(
-                parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
-                timeout=parsed.timeout, name=f"limify:{parsed.table}",
-            )  # fmt: skip
-
-        if clock is None and parsed.client_clock:
-            clock = SYSTEM_CLOCK
-        adapter = cls(new_pool(), table=parsed.table, create_table=parsed.create_table, clock=clock,
-                      timeout=parsed.timeout, **options)  # fmt: skip
+    def _with_pools(cls, new_pool: Callable[[], Any], options: dict[str, Any]) -> PostgresSyncAdapter:
+        adapter = cls(new_pool(), **options)
         adapter._new_pool = new_pool
         return adapter
 
@@ -156,27 +126,13 @@ class PostgresSyncAdapter(RowsBase):
         self.pool.close()
 
     def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
-        encoded, order = self._order(keys)
-
         def work(conn: Any) -> Any:
-            server = self.clock is None
-            rows = conn.execute(self.sql.lock_with_clock if server else self.sql.lock, (order,)).fetchall()
-            found = self._saved(rows)
-            now = max(row[3] for row in rows) if server and rows else 0
-            missing = [key for key in order if key not in found]
-            if missing:  # keys met for the first time (or swept): rows to lock, after those that exist
-                inserted = {bytes(row[0]) for row in conn.execute(self.sql.insert, (missing,)).fetchall()}
-                found.update((key, _PLACEHOLDER) for key in inserted)  # dropped after, unless written
-                raced = [key for key in missing if key not in inserted]  # created meanwhile by another check
-                if raced:
-                    found.update(self._saved(conn.execute(self.sql.lock, (raced,)).fetchall()))
-                if server:
-                    now = conn.execute(self.sql.now).fetchone()[0]  # read once every row is held
-            now = int(now) if server else self.clock.now_us()  # type: ignore[union-attr]
-            answer, writes = decide([found.get(key) for key in encoded], now)
-            for statement, params in self._after(encoded, found, writes, now):
-                conn.execute(statement, params)
-            return answer
+            steps = Steps(self.steps(keys, decide))
+            statement = steps.send(None)
+            while statement is not None:
+                cursor = conn.execute(statement[0], statement[1])
+                statement = steps.send(cursor.fetchall() if statement[2] else None)
+            return steps.answer
 
         return self._transact(work)
 
@@ -196,64 +152,49 @@ class PostgresSyncAdapter(RowsBase):
     def _transact(self, work: Callable[[Any], Any]) -> Any:
         if self._pid != os.getpid():
             self._after_fork()
-        deadline = time.monotonic() + self.timeout
-        stale_retried = False
-        for _ in range(_ATTEMPTS):
+        tries = _Tries(self)
+        while tries.left():
             committing = False
             try:
                 if not self._opened and getattr(self.pool, "closed", False):
                     self._opened = True
                     self.pool.open(wait=False)
-                with self.pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
+                with self.pool.connection(timeout=tries.wait()) as conn:
                     if not self._ready:
                         self._prepare_table(conn)
                     answer = work(conn)
                     committing = True
                     conn.commit()
                     return answer
-            except _RETRYABLE:
-                continue
-            except pg_errors.UndefinedTable:
-                if not self.create_table or self._recreated:
-                    raise
-                self._ready, self._recreated = False, True  # dropped, or lost by a restored server
-            except psycopg_pool.PoolTimeout as error:
-                raise self._failed(error) from error
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if committing or stale_retried or time.monotonic() >= deadline:
-                    raise self._failed(error) from error
-                stale_retried = True
-                self.pool.check()  # the others idle since the server restarted are broken too
-        raise StorageError(f"PostgreSQL: {_ATTEMPTS} attempts of one check all met deadlocks or conflicts")
+            except Exception as error:
+                if tries.failed(error, committing):
+                    self.pool.check()  # the others idle since the server restarted are broken too
+        raise tries.exhausted()
 
 
 class PostgresAsyncAdapter(RowsBase):
     """Storage on a :class:`psycopg_pool.AsyncConnectionPool`, for asyncio code.
 
-    The same arguments as :class:`PostgresSyncAdapter`; :meth:`from_url` opens one
-    pool per event loop. psycopg's async connections need asyncio (not trio).
+    The same arguments as :class:`PostgresSyncAdapter`; ``pool`` may also be a
+    function that makes a pool, called once per event loop (what :meth:`from_url`
+    passes: a pool per loop, closed with its loop). psycopg's async connections
+    need asyncio (not trio).
     """
 
-    def __init__(
-        self,
-        pool: Any,
-        *,
-        table: str = DEFAULT_TABLE,
-        create_table: bool = True,
-        clock: Clock | None = None,
-        timeout: float = 5.0,
-        sweep_every: int = 100,
-        sweep_batch: int = 100,
-    ) -> None:
-        if not callable(pool) and not callable(getattr(pool, "connection", None)):
-            raise TypeError(f"pool must be a psycopg_pool.AsyncConnectionPool, got {pool!r}")
-        super().__init__(
-            pool, table=table, create_table=create_table, clock=clock, timeout=timeout,
-            sweep_every=sweep_every, sweep_batch=sweep_batch,
-        )  # fmt: skip
+    pool_class = psycopg_pool.AsyncConnectionPool
+
+    @staticmethod
+    def _accepts(pool: Any) -> bool:
+        return callable(pool) or RowsBase._accepts(pool)
+
+    def _setup(self) -> None:
         self._per_loop: PerLoop[Any] | None = None
-        if callable(pool):  # a pool factory (from_url): one pool per event loop, closed with its loop
+        if callable(self.pool):  # a pool factory (from_url): one pool per event loop, closed with its loop
             self._per_loop = PerLoop(self._open_pool, self._close_pool)
+
+    @classmethod
+    def _with_pools(cls, new_pool: Callable[[], Any], options: dict[str, Any]) -> PostgresAsyncAdapter:
+        return cls(new_pool, **options)
 
     async def _open_pool(self) -> Any:
         pool = self.pool()
@@ -263,22 +204,6 @@ class PostgresAsyncAdapter(RowsBase):
     @staticmethod
     async def _close_pool(pool: Any) -> None:
         await pool.close()
-
-    @classmethod
-    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> PostgresAsyncAdapter:
-        """An adapter that opens a pool of its own for ``url`` in each event loop it runs in."""
-        parsed = parse_url(url)
-
-        def new_pool() -> Any:
-            return psycopg_pool.AsyncConnectionPool(
-                parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
-                timeout=parsed.timeout, name=f"limify:{parsed.table}",
-            )  # fmt: skip
-
-        if clock is None and parsed.client_clock:
-            clock = SYSTEM_CLOCK
-        return cls(new_pool, table=parsed.table, create_table=parsed.create_table, clock=clock,
-                   timeout=parsed.timeout, **options)  # fmt: skip
 
     async def execute_async(self, check: Check) -> Outcome:
         """Run ``check`` over its locked rows in one transaction (see the module docs)."""
@@ -323,29 +248,13 @@ class PostgresAsyncAdapter(RowsBase):
         return self.pool
 
     async def _locked(self, keys: Sequence[str], decide: Decide) -> Any:
-        encoded, order = self._order(keys)
-
-        async def work(conn: Any) -> Any:  # the sync twin's steps, awaited
-            server = self.clock is None
-            cursor = await conn.execute(self.sql.lock_with_clock if server else self.sql.lock, (order,))
-            rows = await cursor.fetchall()
-            found = self._saved(rows)
-            now = max(row[3] for row in rows) if server and rows else 0
-            missing = [key for key in order if key not in found]
-            if missing:
-                cursor = await conn.execute(self.sql.insert, (missing,))
-                inserted = {bytes(row[0]) for row in await cursor.fetchall()}
-                found.update((key, _PLACEHOLDER) for key in inserted)
-                raced = [key for key in missing if key not in inserted]
-                if raced:
-                    found.update(self._saved(await (await conn.execute(self.sql.lock, (raced,))).fetchall()))
-                if server:
-                    now = (await (await conn.execute(self.sql.now)).fetchone())[0]
-            now = int(now) if server else self.clock.now_us()  # type: ignore[union-attr]
-            answer, writes = decide([found.get(key) for key in encoded], now)
-            for statement, params in self._after(encoded, found, writes, now):
-                await conn.execute(statement, params)
-            return answer
+        async def work(conn: Any) -> Any:  # the sync twin's loop, awaited
+            steps = Steps(self.steps(keys, decide))
+            statement = steps.send(None)
+            while statement is not None:
+                cursor = await conn.execute(statement[0], statement[1])
+                statement = steps.send(await cursor.fetchall() if statement[2] else None)
+            return steps.answer
 
         return await self._transact(work)
 
@@ -360,30 +269,67 @@ class PostgresAsyncAdapter(RowsBase):
         self._ready = True
 
     async def _transact(self, work: Callable[[Any], Any]) -> Any:
-        deadline = time.monotonic() + self.timeout
-        stale_retried = False
         pool = await self._current_pool()
-        for _ in range(_ATTEMPTS):
+        tries = _Tries(self)
+        while tries.left():
             committing = False
             try:
-                async with pool.connection(timeout=max(0.001, deadline - time.monotonic())) as conn:
+                async with pool.connection(timeout=tries.wait()) as conn:
                     if not self._ready:
                         await self._prepare_table(conn)
                     answer = await work(conn)
                     committing = True
                     await conn.commit()
                     return answer
-            except _RETRYABLE:
-                continue
-            except pg_errors.UndefinedTable:
-                if not self.create_table or self._recreated:
-                    raise
-                self._ready, self._recreated = False, True  # dropped, or lost by a restored server
-            except psycopg_pool.PoolTimeout as error:
-                raise self._failed(error) from error
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                if committing or stale_retried or time.monotonic() >= deadline:
-                    raise self._failed(error) from error
-                stale_retried = True
-                await pool.check()
-        raise StorageError(f"PostgreSQL: {_ATTEMPTS} attempts of one check all met deadlocks or conflicts")
+            except Exception as error:
+                if tries.failed(error, committing):
+                    await pool.check()
+        raise tries.exhausted()
+
+
+class _Tries:
+    """The tries of one transaction, within the adapter's timeout (see the module docs).
+
+    Nothing of a try that did not reach ``COMMIT`` was committed, so a deadlock or a
+    serialization failure tries again, a lost table is created again once, and a
+    broken connection is replaced once; anything else ends the check.
+    """
+
+    __slots__ = ("adapter", "deadline", "tried", "stale_retried")
+
+    def __init__(self, adapter: RowsBase) -> None:
+        self.adapter = adapter
+        self.deadline = time.monotonic() + adapter.timeout
+        self.tried = 0
+        self.stale_retried = False
+
+    def left(self) -> bool:
+        """Whether another try may start."""
+        self.tried += 1
+        return self.tried <= _ATTEMPTS
+
+    def wait(self) -> float:
+        """How long this try may wait for a connection."""
+        return max(0.001, self.deadline - time.monotonic())
+
+    def failed(self, error: Exception, committing: bool) -> bool:
+        """Raise what ends the check after ``error``; else ``True`` when the pool's idle connections
+        should be checked before the next try (a broken one was met)."""
+        adapter = self.adapter
+        if isinstance(error, _RETRYABLE):
+            return False
+        if isinstance(error, pg_errors.UndefinedTable) and adapter.create_table and not adapter._recreated:
+            adapter._ready, adapter._recreated = False, True  # dropped, or lost by a restored server
+            return False
+        if isinstance(error, psycopg_pool.PoolTimeout):
+            raise adapter._failed(error) from error
+        if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+            if committing or self.stale_retried or time.monotonic() >= self.deadline:
+                raise adapter._failed(error) from error
+            self.stale_retried = True
+            return True
+        raise error
+
+    @staticmethod
+    def exhausted() -> StorageError:
+        return StorageError(f"PostgreSQL: {_ATTEMPTS} attempts of one check all met deadlocks or conflicts")

@@ -17,12 +17,12 @@ of SQL text that comes from configuration, so it must be a plain identifier
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from limify.core.check import Check
-from limify.core.clock import Clock
+from limify.core.clock import SYSTEM_CLOCK, Clock
 from limify.core.text_state import Saved, check_clock, encode_text, hold_step, run_on_text
 from limify.errors import StorageError
 
@@ -59,54 +59,64 @@ def check_table(table: Any) -> tuple[str, ...]:
     return parts
 
 
+#: Rows for keys that had none, inserted in key order (locked by the insert); which it inserted.
+_INSERT = (
+    "INSERT INTO {0} (key, state, expires_us) SELECT k, ''::bytea, 0 FROM unnest(%s::bytea[]) AS k "
+    "ORDER BY k ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+#: The rows of the check that exist, locked in key order.
+_LOCK = "SELECT key, state, expires_us FROM {0} WHERE key = ANY(%s::bytea[]) ORDER BY key FOR UPDATE"
+_UPDATE = (
+    "UPDATE {0} AS t SET state = w.state, expires_us = w.expires_us "
+    "FROM unnest(%s::bytea[], %s::bytea[], %s::bigint[]) AS w(key, state, expires_us) WHERE t.key = w.key"
+)
+_DELETE = "DELETE FROM {0} WHERE key = ANY(%s::bytea[])"
+#: A small batch of expired rows, skipping rows other checks hold.
+_SWEEP = (
+    "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} WHERE expires_us <= %s "
+    "LIMIT %s FOR UPDATE SKIP LOCKED))"
+)
+#: The benchmarks' floor: one statement, one round trip, no decision.
+_FLOOR = (
+    "INSERT INTO {0} (key, state, expires_us) VALUES (%s, %s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_us = excluded.expires_us"
+)
+
+
 class Statements:
-    """Every statement the store runs, composed once for one table."""
+    """Every statement the store runs, composed once for one table (``{0}`` in each text)."""
 
     def __init__(self, table: str) -> None:
         from psycopg import sql  # the extra's, imported once a store is built
 
         parts = check_table(table)
         name = sql.Identifier(*parts)
-        index = sql.Identifier(f"{parts[-1]}_expires")
+
+        def on_table(text: str) -> Any:
+            return sql.SQL(text).format(name)
+
         self.table = table
         self.create = [
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (key bytea PRIMARY KEY, state bytea NOT NULL, "
+            on_table(
+                "CREATE TABLE IF NOT EXISTS {0} (key bytea PRIMARY KEY, state bytea NOT NULL, "
                 "expires_us bigint NOT NULL)"
-            ).format(name),
-            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_us)").format(index, name),
+            ),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (expires_us)").format(
+                sql.Identifier(f"{parts[-1]}_expires"), name
+            ),
         ]
-        #: Rows for keys that had none, inserted in key order (locked by the insert); which it inserted.
-        self.insert = sql.SQL(
-            "INSERT INTO {} (key, state, expires_us) SELECT k, ''::bytea, 0 FROM unnest(%s::bytea[]) AS k "
-            "ORDER BY k ON CONFLICT (key) DO NOTHING RETURNING key"
-        ).format(name)
-        #: The rows of the check that exist, locked in key order.
-        self.lock = sql.SQL(
-            "SELECT key, state, expires_us FROM {} WHERE key = ANY(%s::bytea[]) ORDER BY key FOR UPDATE"
-        ).format(name)
+        self.insert = on_table(_INSERT)
+        self.lock = on_table(_LOCK)
         #: The same, each row with the server's clock read as it is output: the last row's clock is
         #: read once every row is locked (a CTE's rows are locked one by one as the outer query reads them).
-        self.lock_with_clock = sql.SQL(
-            "WITH locked AS MATERIALIZED (SELECT key, state, expires_us FROM {} WHERE key = ANY(%s::bytea[]) "
-            "ORDER BY key FOR UPDATE) SELECT key, state, expires_us, " + _SERVER_NOW + " FROM locked"
-        ).format(name)
+        self.lock_with_clock = on_table(
+            f"WITH locked AS MATERIALIZED ({_LOCK}) SELECT key, state, expires_us, {_SERVER_NOW} FROM locked"
+        )
         self.now = sql.SQL("SELECT " + _SERVER_NOW)
-        self.update = sql.SQL(
-            "UPDATE {} AS t SET state = w.state, expires_us = w.expires_us "
-            "FROM unnest(%s::bytea[], %s::bytea[], %s::bigint[]) AS w(key, state, expires_us) WHERE t.key = w.key"
-        ).format(name)
-        self.delete = sql.SQL("DELETE FROM {} WHERE key = ANY(%s::bytea[])").format(name)
-        #: A small batch of expired rows, skipping rows other checks hold.
-        self.sweep = sql.SQL(
-            "DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} WHERE expires_us <= %s "
-            "LIMIT %s FOR UPDATE SKIP LOCKED))"
-        ).format(name)
-        #: The benchmarks' floor: one statement, one round trip, no decision.
-        self.floor = sql.SQL(
-            "INSERT INTO {} (key, state, expires_us) VALUES (%s, %s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires_us = excluded.expires_us"
-        ).format(name)
+        self.update = on_table(_UPDATE)
+        self.delete = on_table(_DELETE)
+        self.sweep = on_table(_SWEEP)
+        self.floor = on_table(_FLOOR)
 
 
 class PostgresOptions(NamedTuple):
@@ -203,20 +213,56 @@ def _check_int(name: str, value: Any, least: int) -> int:
     return value
 
 
+#: What a row inserted for a key met for the first time holds: nothing, expired.
+_PLACEHOLDER = Saved("", 0)
+
+#: One statement of a transaction: ``(statement, params, fetch)``; ``fetch``: whether its rows are read.
+Statement = tuple[Any, "tuple[Any, ...] | None", bool]
+_Adapter = TypeVar("_Adapter", bound="RowsBase")
+
+
+class Steps:
+    """Drives a transaction's steps (:meth:`RowsBase.steps`) for a sync or an async connection.
+
+    ``send(rows)`` hands the rows of the last statement back and returns the next
+    statement, or ``None`` once the steps are done and :attr:`answer` is set.
+    """
+
+    __slots__ = ("_steps", "answer")
+
+    def __init__(self, steps: Generator[Statement, Any, Any]) -> None:
+        self._steps = steps
+        self.answer: Any = None
+
+    def send(self, rows: Any) -> Statement | None:
+        try:
+            return self._steps.send(rows)
+        except StopIteration as done:
+            self.answer = done.value
+            return None
+
+
 class RowsBase:
-    """What both adapters share: the statements, the clock, and what to write after a decision."""
+    """What both adapters share (see :class:`limify.core.postgres_adapter.PostgresSyncAdapter`
+    for the arguments): the statements, the clock, each transaction's steps, and what to
+    write after a decision."""
+
+    #: The psycopg_pool class :meth:`from_url` opens.
+    pool_class: Any = None
 
     def __init__(
         self,
         pool: Any,
         *,
-        table: str,
-        create_table: bool,
-        clock: Clock | None,
-        timeout: float,
-        sweep_every: int,
-        sweep_batch: int,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
+        sweep_every: int = 100,
+        sweep_batch: int = 100,
     ) -> None:
+        if not self._accepts(pool):
+            raise TypeError(f"pool must be a psycopg_pool.{self.pool_class.__name__}, got {pool!r}")
         check_clock(clock)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
@@ -234,6 +280,64 @@ class RowsBase:
         #: Whether this adapter opened a pool it was given closed (it never reopens one closed later).
         self._opened = False
         self._recreated = False
+        self._setup()
+
+    def _setup(self) -> None:
+        """What a subclass adds to the adapter's state."""
+
+    @staticmethod
+    def _accepts(pool: Any) -> bool:
+        return callable(getattr(pool, "connection", None))
+
+    @classmethod
+    def from_url(cls: type[_Adapter], url: str, *, clock: Clock | None = None, **options: Any) -> _Adapter:
+        """An adapter with pools of its own for ``url`` (its options: docs/postgresql.md).
+
+        The sync adapter opens its pool at first use, and again in a forked child (a
+        pre-fork server's worker); the async one opens one pool per event loop.
+        """
+        parsed = parse_url(url)
+
+        def new_pool() -> Any:
+            return cls.pool_class(
+                parsed.conninfo, min_size=parsed.pool_min, max_size=parsed.pool_max, open=False,
+                timeout=parsed.timeout, name=f"limify:{parsed.table}",
+            )  # fmt: skip
+
+        if clock is None and parsed.client_clock:
+            clock = SYSTEM_CLOCK
+        options.update(
+            table=parsed.table, create_table=parsed.create_table, clock=clock, timeout=parsed.timeout
+        )
+        return cls._with_pools(new_pool, options)
+
+    @classmethod
+    def _with_pools(cls: type[_Adapter], new_pool: Callable[[], Any], options: dict[str, Any]) -> _Adapter:
+        """An adapter on the pools ``new_pool`` opens (what :meth:`from_url` builds)."""
+        raise NotImplementedError
+
+    def steps(self, keys: Sequence[str], decide: Decide) -> Generator[Statement, Any, Any]:
+        """The statements of one check's transaction (see the adapter module's docs), as a
+        generator that is sent each statement's rows and returns ``decide``'s answer."""
+        encoded, order = self._order(keys)
+        server = self.clock is None
+        rows = yield (self.sql.lock_with_clock if server else self.sql.lock, (order,), True)
+        found = self._saved(rows)
+        now = max(row[3] for row in rows) if server and rows else 0
+        missing = [key for key in order if key not in found]
+        if missing:  # keys met for the first time (or swept): rows to lock, after those that exist
+            inserted = {bytes(row[0]) for row in (yield (self.sql.insert, (missing,), True))}
+            found.update((key, _PLACEHOLDER) for key in inserted)  # dropped after, unless written
+            raced = [key for key in missing if key not in inserted]  # created meanwhile by another check
+            if raced:
+                found.update(self._saved((yield (self.sql.lock, (raced,), True))))
+            if server:
+                now = (yield (self.sql.now, None, True))[0][0]  # read once every row is held
+        now = int(now) if server else self.clock.now_us()  # type: ignore[union-attr]
+        answer, writes = decide([found.get(key) for key in encoded], now)
+        for statement, params in self._after(encoded, found, writes, now):
+            yield statement, params, False
+        return answer
 
     def _order(self, keys: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
         encoded = [encode_text(key) for key in keys]

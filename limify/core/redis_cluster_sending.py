@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from limify.core.redis_errors import client_error_names, is_reply_error
+from limify.core.redis_errors import client_error_names
 from limify.core.redis_eviction import CONFIG_GET, EvictionCheck
 from limify.core.redis_sending import AsyncSender, SyncSender, is_stale, quietly, quietly_async
 
@@ -86,14 +86,9 @@ class SyncClusterSender:
             raise
         if self._evictions.claim(node.name):
             try:
-                reply = client.execute_command(*CONFIG_GET, target_nodes=node)
+                self._evictions.report(node.name, client.execute_command(*CONFIG_GET, target_nodes=node))
             except BaseException as error:
-                if not is_reply_error(error):
-                    self._evictions.forget(node.name)
-                    raise
-                self._evictions.refused(node.name, error)
-            else:
-                self._evictions.report(node.name, reply)
+                self._evictions.failed(node.name, error)
         return client.execute_command(*args, target_nodes=node)
 
     def load(self, script: str) -> None:
@@ -126,14 +121,11 @@ class AsyncClusterSender:
         await _drop_stale(node)
         if self._evictions.claim(node.name):
             try:
-                reply = await client.execute_command(*CONFIG_GET, target_nodes=node)
+                self._evictions.report(
+                    node.name, await client.execute_command(*CONFIG_GET, target_nodes=node)
+                )
             except BaseException as error:
-                if not is_reply_error(error):
-                    self._evictions.forget(node.name)
-                    raise
-                self._evictions.refused(node.name, error)
-            else:
-                self._evictions.report(node.name, reply)
+                self._evictions.failed(node.name, error)
         return await client.execute_command(*args, target_nodes=node)
 
     async def load(self, script: str) -> None:
@@ -193,23 +185,21 @@ def _is_cluster(client: Any) -> bool:
     return hasattr(client, "get_nodes") and hasattr(client, "get_node_from_key")
 
 
-def sync_sender(client: Any, evictions: EvictionCheck) -> Any:
-    """The sender for a synchronous client (see the section comment above)."""
+def _sender(client: Any, evictions: EvictionCheck, cluster: type, single: type, plain: type) -> Any:
     if _is_cluster(client):
-        return SyncClusterSender(client, evictions)
+        return cluster(client, evictions)
     if hasattr(getattr(client, "connection_pool", None), "get_connection") and hasattr(
         client, "parse_response"
     ):
-        return SyncSender(client, evictions)
-    return PlainSender(client, evictions)
+        return single(client, evictions)
+    return plain(client, evictions)
+
+
+def sync_sender(client: Any, evictions: EvictionCheck) -> Any:
+    """The sender for a synchronous client (see the section comment above)."""
+    return _sender(client, evictions, SyncClusterSender, SyncSender, PlainSender)
 
 
 def async_sender(client: Any, evictions: EvictionCheck) -> Any:
     """The sender for an asyncio client (see the section comment above)."""
-    if _is_cluster(client):
-        return AsyncClusterSender(client, evictions)
-    if hasattr(getattr(client, "connection_pool", None), "get_connection") and hasattr(
-        client, "parse_response"
-    ):
-        return AsyncSender(client, evictions)
-    return AsyncPlainSender(client, evictions)
+    return _sender(client, evictions, AsyncClusterSender, AsyncSender, AsyncPlainSender)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from limify.core.forksafe import fork_safe_lock
+from limify.core.redis_errors import is_reply_error
 
 __all__ = ["EVICTING_POLICIES", "EvictionCheck", "CONFIG_GET"]
 
@@ -49,8 +50,14 @@ class EvictionCheck:
         with self._lock:
             self._seen.discard(server)
 
-    def refused(self, server: str, error: BaseException) -> None:
-        log.debug("limify: could not read the maxmemory-policy of Redis at %s: %s", server, error)
+    def failed(self, server: str, error: BaseException) -> None:
+        """The read of ``server``'s policy raised ``error``. A refused ``CONFIG GET`` (an error
+        reply) is left at that; anything else is raised again, and the next call reads again."""
+        if is_reply_error(error):
+            log.debug("limify: could not read the maxmemory-policy of Redis at %s: %s", server, error)
+            return
+        self.forget(server)
+        raise error
 
     def report(self, server: str, reply: Any) -> None:
         """Warn, once, if ``reply`` (CONFIG GET maxmemory*) shows an evicting policy."""

@@ -135,15 +135,7 @@ class SyncSender:
             if self._evictions.claim(server):
                 self._check_eviction(connection, server)
             connection.send_packed_command(packed(commands, connection))
-            replies = []
-            for args in commands:
-                try:
-                    replies.append(client.parse_response(connection, args[0]))
-                except Exception as error:
-                    if not is_reply_error(error):
-                        raise
-                    replies.append(error)
-            return replies
+            return [_read_reply_sync(client, connection, args) for args in commands]
         except BaseException as error:
             if not is_reply_error(error):
                 quietly(connection.disconnect)
@@ -152,14 +144,9 @@ class SyncSender:
     def _check_eviction(self, connection: Any, server: str) -> None:
         try:
             connection.send_command(*CONFIG_GET)
-            reply = connection.read_response()
+            self._evictions.report(server, connection.read_response())
         except BaseException as error:
-            if not is_reply_error(error):
-                self._evictions.forget(server)
-                raise
-            self._evictions.refused(server, error)
-        else:
-            self._evictions.report(server, reply)
+            self._evictions.failed(server, error)
 
 
 class AsyncSender:
@@ -237,9 +224,7 @@ class AsyncSender:
                 try:
                     replies.append(await client.parse_response(connection, args[0]))
                 except Exception as error:
-                    if not is_reply_error(error):
-                        raise
-                    replies.append(error)
+                    replies.append(reply_in_place(error))
             return replies
         except BaseException as error:
             if not is_reply_error(error):
@@ -249,14 +234,9 @@ class AsyncSender:
     async def _check_eviction(self, connection: Any, server: str) -> None:
         try:
             await connection.send_command(*CONFIG_GET)
-            reply = await connection.read_response()
+            self._evictions.report(server, await connection.read_response())
         except BaseException as error:
-            if not is_reply_error(error):
-                self._evictions.forget(server)
-                raise
-            self._evictions.refused(server, error)
-        else:
-            self._evictions.report(server, reply)
+            self._evictions.failed(server, error)
 
 
 def _is_stale_sync(connection: Any) -> bool:
@@ -307,14 +287,27 @@ async def quietly_async(action: Awaitable[Any]) -> None:
         pass
 
 
+def reply_in_place(error: Exception) -> Exception:
+    """``error`` if it is the server's error reply to one command (kept in its place among the
+    replies: the connection is still in step); anything else is raised again."""
+    if not is_reply_error(error):
+        raise error
+    return error
+
+
+def _read_reply_sync(client: Any, connection: Any, command: tuple[Any, ...]) -> Any:
+    try:
+        return client.parse_response(connection, command[0])
+    except Exception as error:
+        return reply_in_place(error)
+
+
 async def _read_reply(client: Any, connection: Any, command: tuple[Any, ...]) -> Any:
     """The reply to ``command``; an error reply is returned in place, anything else raised."""
     try:
         return await client.parse_response(connection, command[0])
     except Exception as error:
-        if not is_reply_error(error):
-            raise
-        return error
+        return reply_in_place(error)
 
 
 async def _read_batch(client: Any, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -25,13 +25,13 @@ cache_refusals=False)`` turns it off for a limit. Algorithm shells
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from limify.core.algorithms.base import Outcome
+from limify.core.forksafe import OnePer
 
 __all__ = ["RefusalCache", "MAX_CACHED", "cache_of", "forget_cleared", "forget_all_refusals"]
 
@@ -126,8 +126,7 @@ class RefusalCache:
         return len(self.held)
 
 
-_caches: weakref.WeakKeyDictionary[Any, RefusalCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
+_caches: OnePer[Any, RefusalCache] = OnePer(weakref.WeakKeyDictionary())
 
 
 def cache_of(store: Any, now_us: Callable[[], int] | None) -> RefusalCache:
@@ -139,23 +138,15 @@ def cache_of(store: Any, now_us: Callable[[], int] | None) -> RefusalCache:
     weakly referenced gets a cache of its own each time.
     """
     try:
-        found = _caches.get(store)
+        return _caches.get(store, lambda: RefusalCache(now_us))
     except TypeError:
         return RefusalCache(now_us)
-    if found is None:
-        with _caches_lock:
-            found = _caches.get(store)
-            if found is None:
-                found = _caches[store] = RefusalCache(now_us)
-    return found
 
 
 def forget_all_refusals() -> None:
     """Drop every refusal cached in this process (:func:`limify.testing.reset_all`: a test
     that flushed its Redis database starts with nothing refused)."""
-    with _caches_lock:
-        caches = list(_caches.values())
-    for cache in caches:
+    for cache in _caches.values():
         cache.held.clear()
 
 
@@ -163,7 +154,7 @@ def forget_cleared(store: Any, keys: Sequence[str] | None = None) -> None:
     """Drop the refusals cached for ``store`` on ``keys`` (``None``: all of them): the store
     cleared them, so they may be admitted at once."""
     try:
-        cache = _caches.get(store)
+        cache = _caches.find(store)
     except TypeError:
         return
     if cache is not None:

@@ -172,37 +172,19 @@ class GuardedStorage:
 
     def _guarded(self, call: Callable[[Any], Any], argument: Any, fallback: Callable[..., Any]) -> Any:
         """``call(argument)`` on the adapter, or ``fallback(error, argument)`` per the policy."""
-        route = self.route()
-        if route == FALLBACK:
-            return fallback(None, argument)
-        try:
-            answer = call(argument)
-        except StorageError as error:
-            self.failed(error, route)
-            return fallback(error, argument)
-        except BaseException:
-            self.abandoned(route)
-            raise
-        self.succeeded(route)
-        return answer
+        with _Attempt(self) as attempt:
+            if attempt.route != FALLBACK:
+                return call(argument)
+        return fallback(attempt.error, argument)
 
     async def _guarded_async(
         self, call: Callable[[Any], Awaitable[Any]], argument: Any, fallback: Callable[..., Any]
     ) -> Any:
         """Awaitable twin of :meth:`_guarded`."""
-        route = self.route()
-        if route == FALLBACK:
-            return fallback(None, argument)
-        try:
-            answer = await call(argument)
-        except StorageError as error:
-            self.failed(error, route)
-            return fallback(error, argument)
-        except BaseException:
-            self.abandoned(route)
-            raise
-        self.succeeded(route)
-        return answer
+        with _Attempt(self) as attempt:
+            if attempt.route != FALLBACK:
+                return await call(argument)
+        return fallback(attempt.error, argument)
 
     def execute(self, check: Check) -> Outcome:
         """The adapter's answer, or the policy's while the adapter is unreachable."""
@@ -259,3 +241,33 @@ def guarded(adapter: Any, policy: str) -> Any:
         if guard is None:
             guard = by_policy[policy] = GuardedStorage(adapter, policy)
         return guard
+
+
+class _Attempt:
+    """One call's way to the storage (:meth:`GuardedStorage.route`), as a ``with`` block around
+    the call: its end tells the guard how it went, and a :class:`StorageError` is kept in
+    :attr:`error` (the block is left, for the policy to answer) instead of propagating."""
+
+    __slots__ = ("guard", "route", "error")
+
+    def __init__(self, guard: GuardedStorage) -> None:
+        self.guard = guard
+        self.route = guard.route()
+        self.error: StorageError | None = None
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: Any) -> bool:
+        route = self.route
+        if route == FALLBACK:
+            return False
+        if kind is None:
+            self.guard.succeeded(route)
+            return False
+        if isinstance(error, StorageError):
+            self.guard.failed(error, route)
+            self.error = error
+            return True
+        self.guard.abandoned(route)  # cancelled, or bad input: no verdict on the storage
+        return False

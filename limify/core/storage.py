@@ -14,21 +14,20 @@ connecting, so a bad one fails where it is configured.
 
 from __future__ import annotations
 
-import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 from limify.core.check import AsyncStore, SyncStore
-from limify.core.forksafe import fork_safe_lock
+from limify.core.forksafe import OnePer, fork_safe_lock
 from limify.core.memcached_protocol import check_url as check_memcached_url
 from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.postgres_sql import SCHEMES as POSTGRES_SCHEMES
 from limify.core.postgres_sql import check_url as check_postgres_url
 from limify.core.redis_clients import SCHEMES as REDIS_SCHEMES
 from limify.core.redis_clients import check_url
-from limify.core.resilience import check_policy, guarded
+from limify.core.resilience import guarded
 
 __all__ = [
     "StorageLike",
@@ -39,7 +38,6 @@ __all__ = [
     "adapter_for",
     "check_storage",
     "is_private_memory",
-    "configure_default",
     "default_storage",
     "Defaults",
     "DEFAULTS",
@@ -162,22 +160,15 @@ class StorageURL:
         return f"StorageURL({self.url!r})"
 
 
-_urls: dict[str, StorageURL] = {}
+_urls: OnePer[str, StorageURL] = OnePer({})
 #: Every private in-memory store (each :class:`~limify.Limify`'s own), so that
 #: :func:`limify.testing.reset_all` reaches them too.
 private_stores: weakref.WeakSet[InMemoryAdapter] = weakref.WeakSet()
-_urls_lock = fork_safe_lock(sys.modules[__name__], "_urls_lock")
 
 
 def storage_from_url(url: str) -> StorageURL:
     """The shared :class:`StorageURL` for ``url`` (one connection pool per URL and process)."""
-    found = _urls.get(url)
-    if found is None:
-        with _urls_lock:
-            found = _urls.get(url)
-            if found is None:
-                found = _urls[url] = StorageURL(url)
-    return found
+    return _urls.get(url, lambda: StorageURL(url))
 
 
 def is_private_memory(storage: Any) -> bool:
@@ -248,35 +239,8 @@ class Defaults:
         self.lock = fork_safe_lock(self, "lock")
 
 
-#: The one :class:`Defaults` instance, changed by :func:`configure_default`.
+#: The one :class:`Defaults` instance, changed by :func:`limify.configure`.
 DEFAULTS = Defaults()
-
-
-def configure_default(
-    storage: StorageLike | None = None,
-    on_storage_error: str | None = None,
-    shadow: bool | None = None,
-    enabled: bool | None = None,
-) -> None:
-    """Change the process defaults (each validated first); ``None`` keeps a value."""
-    if storage is not None:
-        check_storage(storage)
-    if on_storage_error is not None:
-        check_policy(on_storage_error)
-    if shadow is not None and not isinstance(shadow, bool):
-        raise TypeError(f"shadow must be True, False or None, got {shadow!r}")
-    if enabled is not None and not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {enabled!r}")
-    with DEFAULTS.lock:
-        if storage is not None:
-            DEFAULTS.storage = storage
-        if on_storage_error is not None:
-            DEFAULTS.on_storage_error = on_storage_error
-        if shadow is not None:
-            DEFAULTS.shadow = shadow
-        if enabled is not None:
-            DEFAULTS.enabled = enabled
-        DEFAULTS.version += 1
 
 
 def default_storage() -> tuple[int, StorageLike, str]:

@@ -38,12 +38,7 @@ local load, save = get_pair, save_level
 local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]
   local rate = limit / period
-  local level, last
-  if state == nil then
-    level, last = 0, now
-  else
-    level, last = state[1], state[2]
-  end
+  local level, last = bucket_of(state, 0, now)
   local current = level_at(level, last, now, rate)
   if current <= limit - cost then
     local filled = current + cost

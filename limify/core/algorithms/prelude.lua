@@ -54,6 +54,19 @@ local function set_or_drop(key, value, ttl_us)
   end
 end
 
+-- A save writing a state of integers as string.format(fmt, state[1], state[2], ...).
+local function save_as(fmt)
+  return function(key, state, ttl_us)
+    set_or_drop(key, ttl_us > 0 and string.format(fmt, unpack(state)), ttl_us)
+  end
+end
+
+-- A bucket's (level, stamp): its state's, or (empty, now) when it has none.
+local function bucket_of(state, empty, now)
+  if state == nil then return empty, now end
+  return state[1], state[2]
+end
+
 -- "<float>:<int>": the state of the token and leaky buckets (level or tokens, stamp).
 local function save_level(key, state, ttl_us)
   set_or_drop(key, ttl_us > 0 and string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)

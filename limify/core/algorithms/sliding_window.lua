@@ -65,9 +65,7 @@ local function load(key)
   return get_numbers(key, 3)
 end
 
-local function save(key, state, ttl_us)
-  set_or_drop(key, ttl_us > 0 and string.format('%d:%d:%d', state[1], state[2], state[3]), ttl_us)
-end
+local save = save_as('%d:%d:%d')
 
 local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]

@@ -26,12 +26,7 @@ local load, save = get_pair, save_level
 local function transition(state, now, plan, cost, token)
   local limit, period = plan[1], plan[2]
   local rate = limit / period
-  local tokens, last
-  if state == nil then
-    tokens, last = limit, now
-  else
-    tokens, last = state[1], state[2]
-  end
+  local tokens, last = bucket_of(state, limit, now)
   local current = level(tokens, last, now, limit, rate)
   if current >= cost then
     local left = current - cost

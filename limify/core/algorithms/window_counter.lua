@@ -4,13 +4,7 @@
 -- give identical decisions.
 -- State at a key: the string "<window_start_us>:<count>", expiring at the window's end.
 
-local function load(key)
-  return get_pair(key)
-end
-
-local function save(key, state, ttl_us)
-  set_or_drop(key, ttl_us > 0 and string.format('%d:%d', state[1], state[2]), ttl_us)
-end
+local load, save = get_pair, save_as('%d:%d')
 
 local function transition(state, now, plan, cost, token)
   local at = now
