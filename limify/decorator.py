@@ -145,10 +145,8 @@ def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
     admit, give_back = limit.admit, limit.give_back
     if _is_plain_function(fn):
         if not limit.has_epilogue:
-            fast = limit.fast_admit
-
             def plain(*args: Any, **kwargs: Any) -> Any:
-                if not fast(args, kwargs):
+                if not limit.fast_check(args, kwargs):
                     admit(None, args, kwargs)
                 return fn(*args, **kwargs)
 
@@ -206,10 +204,10 @@ def _is_function_like(fn: Any) -> bool:
 def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
     guarded = _async_guard(limit)
     if _is_plain_function(fn) and not limit.has_epilogue:
-        admit, fast = limit.admit, limit.fast_admit
+        admit = limit.admit
 
         async def plain(*args: Any, **kwargs: Any) -> Any:
-            if not fast(args, kwargs):
+            if not limit.fast_check(args, kwargs):
                 await admit(None, args, kwargs)
             return await fn(*args, **kwargs)
 

@@ -143,9 +143,10 @@ class FunctionLimit:
             elif len(self.plans) == 1 and not self.shared[0]:
                 # limit_keys' single-limit layout, with the identity appended per call.
                 self._keyed_prefix = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, "")[0]
-        #: :meth:`fast_admit`'s closure (see :meth:`_build_fast`), rebuilt when the defaults change.
-        self._fast: Callable[[tuple[Any, ...], dict[str, Any]], bool] = _never_fast
-        self._fast_version = -1
+        #: ``fast_check(args, kwargs)``: :meth:`fast_admit` as one closure of the current
+        #: defaults (see :meth:`_build_fast`); the wrappers call it directly. It rebuilds
+        #: itself when :func:`limify.configure` changes the defaults.
+        self.fast_check: Callable[[tuple[Any, ...], dict[str, Any]], bool] = self.fast_admit
         self._raises = not wait
 
     def fast_admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -161,20 +162,23 @@ class FunctionLimit:
         someone listens to, and calls in a web request (whose decision joins the
         request's), go through the engine.
         """
-        if self._fast_version != DEFAULTS.version:
-            self._fast = self._build_fast()
-            self._fast_version = DEFAULTS.version
-        return self._fast(args, kwargs)
+        self.fast_check = fast = self._build_fast()
+        return fast(args, kwargs)
 
     def _build_fast(self) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
         """The :meth:`fast_admit` of this limit under the current defaults: one closure, its
-        parts settled now."""
+        parts settled now, that hands over to :meth:`fast_admit` (a rebuild) once they change."""
+        version, defaults, rebuild = DEFAULTS.version, DEFAULTS, self.fast_admit
+
+        def never(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            return defaults.version != version and rebuild(args, kwargs)
+
         settings = self.engine.settings
         shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
         unusual = shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled
         prefix = self._keyed_prefix
         if prefix is None or unusual:
-            return _never_fast
+            return never
         store, cost, raises = self.engine.store, self.cost, self._raises
         get_key, limit, listeners, in_request = self.get_key, self.plans[0].limit, events.listeners, current
         assert get_key is not None and not callable(cost)
@@ -182,10 +186,12 @@ class FunctionLimit:
         held = None if cache is None else cache.held  # empty (the usual case): nothing to look up
         if type(store) is not InMemoryAdapter:
             if cache is None or not raises:
-                return _never_fast
+                return never
 
             def known_refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
                 # A remote store: only a refusal known to hold is answered here, without a round trip.
+                if defaults.version != version:
+                    return rebuild(args, kwargs)
                 if not held or listeners or in_request() is not None:
                     return False
                 key = prefix + encode_part(get_key(None, args, kwargs))
@@ -198,6 +204,8 @@ class FunctionLimit:
         run = store.runner(self.spec, self.plans[0], cost)
 
         def in_memory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            if defaults.version != version:
+                return rebuild(args, kwargs)
             if listeners or in_request() is not None:
                 return False
             key = prefix + encode_part(get_key(None, args, kwargs))
@@ -338,7 +346,3 @@ class FunctionLimit:
 def _same_check(check: Check, outcome: Outcome) -> Check:
     return check
 
-
-def _never_fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """The :meth:`FunctionLimit.fast_admit` of limits that always take the engine."""
-    return False
