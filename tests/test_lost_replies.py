@@ -131,6 +131,31 @@ def test_a_lost_reply_counts_the_call_once_and_raises_storage_error(
     assert count(direct, name) == 2  # ran on the server once, not once per retry
 
 
+@pytest.mark.parametrize("policy", ["fail_open", "local"])
+@pytest.mark.parametrize("kind", ["url", "redis-py with retries"])
+def test_a_lost_reply_gets_the_failure_policy_s_answer_counted_once(
+    kind: str, policy: str, proxy: LossyProxy, direct: redis.Redis
+) -> None:
+    """Under fail_open and local, the call whose reply is lost is admitted by the policy within
+    its timeout, and the script it sent still ran once on the server (never re-sent)."""
+    name = f"lost-{policy}-{kind}".replace(" ", "_")
+
+    @rate_limit(
+        "5/hour", algorithm="fixed_window", storage=sync_storage(kind, proxy), name=name,
+        on_storage_error=policy,
+    )  # fmt: skip
+    def call() -> str:
+        return "ran"
+
+    assert call() == "ran"
+    proxy.lose_next_reply()
+    started = time.monotonic()
+    assert call() == "ran"  # the policy's answer: admitted (fail_open) or by the local store
+    assert time.monotonic() - started < TIMEOUT + MARGIN
+    assert proxy.lost == 1
+    assert count(direct, name) == 2  # ran on the server once, not once per retry
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_lost_reply_to_a_refund_gives_the_cost_back_once(
     kind: str, proxy: LossyProxy, direct: redis.Redis, caplog: pytest.LogCaptureFixture

@@ -33,7 +33,7 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings  
 from django.urls import path  # noqa: E402
 from django.utils.deprecation import MiddlewareMixin  # noqa: E402
 
-from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, rate_limit  # noqa: E402
+from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, rate_limit  # noqa: E402
 from limify.adapters.django import limit_view  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
@@ -314,3 +314,12 @@ def test_limit_view_with_an_explicit_limify(clock: ManualClock) -> None:
     factory = RequestFactory()
     assert view(factory.get("/anything")).status_code == 200
     assert view(factory.get("/anything")).status_code == 429
+
+
+def test_a_plan_below_the_cost_answers_503_never_500(memory: InMemoryAdapter) -> None:
+    """A plan provider handing out 2/minute to a rule costing 5: the policy's 503, never a 500."""
+    rule = {"id": "items", "method": "GET", "path": "/items", "rate": "10/minute", "cost": 5}
+    tiny = {"RULES": [rule], "STORAGE": memory, "PLAN_PROVIDER": lambda context: Plan("tiny", 2, 60)}
+    with override_settings(LIMIFY=tiny):
+        client = Client(raise_request_exception=False)
+        assert [client.get("/items").status_code for _ in range(3)] == [503] * 3

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, request
 
-from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Rule, rate_limit
+from limify import InMemoryAdapter, Limify, LimifyConfig, ManualClock, Plan, Rule, rate_limit
 from limify.adapters.flask import LimifyFlask
 from tests.servers import RedisServer
 
@@ -187,3 +187,14 @@ def test_rate_limit_view_with_redis_down_is_503_or_passes(
     assert [client.get("/fail-open").status_code for _ in range(3)] == [200, 200, 200]
     assert served == ["closed", "open", "open", "open", "open"]  # beyond 1/minute
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
+
+
+def test_a_plan_below_the_cost_answers_503_never_500(clock: ManualClock) -> None:
+    """A plan provider handing out 2/minute to a rule costing 5: the policy's 503, never a 500."""
+    rule = {"id": "items", "method": "GET", "path": "/items", "rate": "10/minute", "cost": 5}
+    app = create_app(
+        LimifyFlask(), LIMIFY_RULES=[rule], LIMIFY_STORAGE=InMemoryAdapter(clock=clock),
+        LIMIFY_PLAN_PROVIDER=lambda context: Plan("tiny", 2, 60),
+    )  # fmt: skip
+    client = app.test_client()
+    assert [client.get("/items").status_code for _ in range(3)] == [503] * 3
