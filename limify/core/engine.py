@@ -222,7 +222,11 @@ class Engine:
             while True:
                 key, ok = check.pause_key, True
                 paused = 0 if key is None else (adapter if guard is None else guard).hold(key, 0)
-                known = None if cache is None or mode != CONSUME else cache.known(check.keys, check.cost)
+                known = (
+                    None
+                    if cache is None or mode != CONSUME or not cache.held
+                    else cache.known(check.keys, check.cost)
+                )
                 if paused > 0:
                     outcome = _paused(paused)
                 elif known is not None:
@@ -286,7 +290,11 @@ class Engine:
                     paused = (
                         0 if key is None else await (adapter if guard is None else guard).hold_async(key, 0)
                     )
-                    known = None if cache is None or mode != CONSUME else cache.known(check.keys, check.cost)
+                    known = (
+                        None
+                        if cache is None or mode != CONSUME or not cache.held
+                        else cache.known(check.keys, check.cost)
+                    )
                     sent = mode == CONSUME and known is None
                     if paused > 0:
                         outcome = _paused(paused)
