@@ -25,6 +25,8 @@ class RateLimitExceeded(LimifyError):
 
     # Refusals are a hot path (a flood of refused calls): the message is written only
     # when someone reads it, and the hot path's refusals build their result lazily too.
+    # Slots: no attribute dict is made per refusal.
+    __slots__ = ("_result", "_decision", "key", "retry_after")
 
     def __init__(self, result: LimitationResult, key: str) -> None:
         super().__init__()
