@@ -62,3 +62,23 @@ async def test_one_adapter_serves_sync_and_async_callers(clock: ManualClock) -> 
     result = await AsyncTokenBucketAlgorithm(adapter).check("shared", PLAN)
     assert result.allowed and result.remaining == 0
     assert not (await AsyncTokenBucketAlgorithm(adapter).check("shared", PLAN)).allowed
+
+
+def test_freezegun_moves_the_decorated_fast_path_on_the_system_clock() -> None:
+    """The runner reads the system clock itself (no frame per call); freezegun's travel still applies."""
+    from freezegun import freeze_time
+
+    from limify import RateLimitExceeded, rate_limit
+
+    with freeze_time("2030-01-01 00:00:00") as frozen:
+
+        @rate_limit("1/minute", key="user", storage=InMemoryAdapter(), cache_refusals=False)
+        def call(user: str) -> str:
+            return user
+
+        assert call("a") == "a"
+        with pytest.raises(RateLimitExceeded) as refused:
+            call("a")
+        assert refused.value.retry_after == pytest.approx(60)
+        frozen.tick(60)
+        assert call("a") == "a"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from limify.core.algorithms.base import AlgorithmSpec, Outcome, StepTuple, run_limits
 from limify.core.check import Check
-from limify.core.clock import SYSTEM_CLOCK, Clock
+from limify.core.clock import SYSTEM_CLOCK, Clock, SystemClock
 from limify.core.forksafe import fork_safe_lock
 from limify.core.plan import Plan
 from limify.core.refusals import forget_cleared
@@ -115,6 +116,9 @@ class InMemoryAdapter:
         limits with one plan, one key and a fixed cost).
         """
         transition, now_us, data, make_room = spec.transition, self.clock.now_us, self._data, self._make_room
+        # The system clock's now_us() written out (no frame per call); time.time_ns is looked
+        # up at each call, as SystemClock does, so that freezegun's patch applies.
+        system = type(self.clock) is SystemClock
 
         # _load and _store written out, and the lock taken without a with-block (about
         # half the instructions): this is the hot path of every decorated call.
@@ -122,7 +126,7 @@ class InMemoryAdapter:
             lock = self._lock  # read at each call: a forked child gets a fresh lock
             lock.acquire()
             try:
-                now = now_us()
+                now = _time.time_ns() // 1000 if system else now_us()
                 entry = data.get(key)
                 if entry is None:
                     state = None
