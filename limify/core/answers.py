@@ -118,6 +118,14 @@ def shadowed(settings: Settings) -> bool:
     return _shadowed(settings)
 
 
+def store_answers_alone(settings: Settings) -> bool:
+    """Whether, under the current defaults, a check's answer is the store's and nothing more:
+    enforced (no shadow mode), no ``on_breach``, limits switched on. The in-process fast paths
+    (``@rate_limit``'s, web rules') serve only such checks."""
+    defaults = _DEFAULTS[0] if _DEFAULTS else _defaults()
+    return defaults.enabled and settings.on_breach is None and not _shadowed(settings)
+
+
 def _shadowed(settings: Settings) -> bool:
     defaults = _DEFAULTS[0] if _DEFAULTS else _defaults()
     if defaults.unenforced:

@@ -38,6 +38,7 @@ from limify.core.algorithms.base import (
     refund_token,
     to_result,
 )
+from limify.core.answers import store_answers_alone
 from limify.core.check import CLEAR, CONSUME, Check
 from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure, ready
 from limify.core.keys import encode_part, limit_keys
@@ -173,11 +174,8 @@ class FunctionLimit:
         def never(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
             return defaults.version != version and rebuild(args, kwargs)
 
-        settings = self.engine.settings
-        shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
-        unusual = shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled
         prefix = self._keyed_prefix
-        if prefix is None or unusual:
+        if prefix is None or not store_answers_alone(self.engine.settings):
             return never
         store, cost, raises = self.engine.store, self.cost, self._raises
         get_key, limit, listeners, in_request = self.get_key, self.plans[0].limit, events.listeners, current

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from limify import events
 from limify.core.algorithms.base import AlgorithmSpec, StepTuple
+from limify.core.answers import store_answers_alone
 from limify.core.context import Identity
 from limify.core.decision import Decision
 from limify.core.engine import Engine
@@ -58,9 +59,7 @@ class LocalRuns:
 
 
 def _build(config: LimifyConfig, spec: AlgorithmSpec, rule: Rule, engine: Engine) -> Local | None:
-    settings = engine.settings
-    shadow = DEFAULTS.shadow if settings.shadow is None else settings.shadow
-    if shadow or DEFAULTS.unenforced or settings.on_breach is not None or not DEFAULTS.enabled:
+    if not store_answers_alone(engine.settings):
         return None
     if stacked(config, rule) or len(rule.plans) != 1 or type(rule.cost) is not int:
         return None
