@@ -145,6 +145,7 @@ def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
     admit, give_back = limit.admit, limit.give_back
     if _is_plain_function(fn):
         if not limit.has_epilogue:
+
             def plain(*args: Any, **kwargs: Any) -> Any:
                 if not limit.fast_check(args, kwargs):
                     admit(None, args, kwargs)

@@ -343,4 +343,3 @@ class FunctionLimit:
 
 def _same_check(check: Check, outcome: Outcome) -> Check:
     return check
-
