@@ -200,22 +200,12 @@ def memory_async(tag: str) -> list[Contender]:
 
 def redis_sync(tag: str, url: str, client: Any) -> list[Contender]:
     """Every algorithm on Redis through a sync client (the shells share ``client``)."""
-    adapter = RedisSyncAdapter(client)
-    contenders = []
-    for name, (sync_class, _) in ALGORITHMS.items():
-        shell = _shell_sync(sync_class, lambda: adapter)
-        contenders += _pair(name, sync_class, shell, _decorated_sync(name, url, f"{tag}rs{name}"))
-    return contenders
+    return store_sync(f"{tag}rs", url, RedisSyncAdapter(client))
 
 
 def redis_async(tag: str, url: str, client: Any) -> list[Contender]:
     """Every algorithm on Redis through redis.asyncio (the shells share ``client``)."""
-    adapter = RedisAsyncAdapter(client)
-    contenders = []
-    for name, (_, async_class) in ALGORITHMS.items():
-        shell = _shell_async(async_class, lambda: adapter)
-        contenders += _pair(name, async_class, shell, _decorated_async(name, url, f"{tag}ra{name}"))
-    return contenders
+    return store_async(f"{tag}ra", url, RedisAsyncAdapter(client))
 
 
 def store_sync(tag: str, url: str, adapter: Any) -> list[Contender]:
