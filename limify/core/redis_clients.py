@@ -29,8 +29,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
+
+from limify.core.per_loop import PerLoop
 
 __all__ = [
     "CLIENT_DEFAULTS",
@@ -313,9 +316,15 @@ class ClientPerLoop:
         check_url(url)
         self.url = url
         self._options = options
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
-            weakref.WeakKeyDictionary()
+        self._clients: PerLoop[Any] = PerLoop(
+            self._new_client, close_async, loop_of=self._loop, entries=weakref.WeakKeyDictionary()
         )
+        # The per-loop table's own methods, not wrappers around them: ``current()`` runs on
+        # every async check.
+        #: ``current()``: this loop's client, or None if it has none yet (then ``await open()``).
+        self.current: Callable[[], Any] = self._clients.current
+        #: ``await open()``: this loop's client, created at first use to close with the loop.
+        self.open: Callable[[], Awaitable[Any]] = self._clients.get
 
     @staticmethod
     def _loop() -> asyncio.AbstractEventLoop:
@@ -327,29 +336,8 @@ class ClientPerLoop:
                 "does not run on trio); use the in-memory storage under trio"
             ) from None
 
-    def current(self) -> Any:
-        """This loop's client, or None if it has none yet (then call :meth:`open`)."""
-        entry = self._clients.get(self._loop())
-        return None if entry is None else entry[0]
-
-    async def open(self) -> Any:
-        """Create this loop's client and arrange for it to close with the loop."""
-        loop = self._loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            client = async_client(self.url, **self._options)
-            closer = self._close_at_loop_shutdown(client, loop)
-            await closer.__anext__()
-            entry = self._clients[loop] = (client, closer)
-        return entry[0]
-
-    async def _close_at_loop_shutdown(self, client: Any, loop: asyncio.AbstractEventLoop) -> Any:
-        try:
-            yield
-        finally:
-            # Forget the loop's client before closing it, so nothing of it outlives the loop.
-            self._clients.pop(loop, None)
-            await close_async(client)
+    async def _new_client(self) -> Any:
+        return async_client(self.url, **self._options)
 
     def __repr__(self) -> str:
         return f"<redis.asyncio clients for {self.url!r}>"
