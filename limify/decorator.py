@@ -143,20 +143,6 @@ def _as_plain(guarded: Callable[..., Any], fn: Any, limit: FunctionLimit) -> Any
 
 def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
     admit, give_back = limit.admit, limit.give_back
-    if _is_plain_function(fn):
-        if not limit.has_epilogue:
-
-            def plain(*args: Any, **kwargs: Any) -> Any:
-                if not limit.fast_check(args, kwargs):
-                    admit(None, args, kwargs)
-                return fn(*args, **kwargs)
-
-            return _as_plain(plain, fn, limit)
-
-        def plain_with_epilogue(*args: Any, **kwargs: Any) -> Any:
-            return guarded(fn, None, args, kwargs)
-
-        wrapper = _as_plain(plain_with_epilogue, fn, limit)
 
     def guarded(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         admitted = admit(instance, args, kwargs)
@@ -170,9 +156,33 @@ def _wrap_sync(fn: Any, limit: FunctionLimit) -> Any:
         give_back(admitted, None)
         return value
 
-    if _is_plain_function(fn):
-        return wrapper
-    return _Limited(fn, guarded, limit)
+    if not _is_plain_function(fn):
+        return _Limited(fn, guarded, limit)
+    if not limit.has_epilogue:
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            if not limit.fast_check(args, kwargs):
+                admit(None, args, kwargs)
+            return fn(*args, **kwargs)
+
+        return _as_plain(plain, fn, limit)
+    if limit.leases:
+
+        def plain_lease(*args: Any, **kwargs: Any) -> Any:
+            held = limit.fast_lease(args, kwargs)
+            if held is None:
+                return guarded(fn, None, args, kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                held[0](held[1], held[2], True)
+
+        return _as_plain(plain_lease, fn, limit)
+
+    def plain_with_epilogue(*args: Any, **kwargs: Any) -> Any:
+        return guarded(fn, None, args, kwargs)
+
+    return _as_plain(plain_with_epilogue, fn, limit)
 
 
 def _async_guard(limit: FunctionLimit) -> Callable[..., Any]:
@@ -213,6 +223,18 @@ def _wrap_async(fn: Any, limit: FunctionLimit) -> Any:
             return await fn(*args, **kwargs)
 
         return _as_plain(plain, fn, limit)
+    if _is_plain_function(fn) and limit.leases:
+
+        async def plain_lease(*args: Any, **kwargs: Any) -> Any:
+            held = limit.fast_lease(args, kwargs)
+            if held is None:
+                return await guarded(fn, None, args, kwargs)
+            try:
+                return await fn(*args, **kwargs)
+            finally:  # in memory a release never awaits: a cancelled call gives its slot back too
+                held[0](held[1], held[2], True)
+
+        return _as_plain(plain_lease, fn, limit)
     if _is_function_like(fn):
         return _Limited(fn, guarded, limit)
 

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from limify import events
 from limify._callables import KeyGetter, call_arguments
 from limify.core.algorithms import algorithm_classes
 from limify.core.algorithms.base import (
@@ -38,13 +37,13 @@ from limify.core.algorithms.base import (
     refund_token,
     to_result,
 )
-from limify.core.answers import store_answers_alone
 from limify.core.check import CLEAR, CONSUME, Check
 from limify.core.engine import DEFAULT_POLICY, RAISE, WAIT, Engine, as_result, log_give_back_failure, ready
+from limify.core import fast_paths
+from limify.core.fast_paths import FastCheck, FastLease, Held
 from limify.core.keys import encode_part, limit_keys
 from limify.core.plan import Plan
 from limify.core.plans import ResolvePlan
-from limify.core.memory_adapter import InMemoryAdapter
 from limify.core.request_scope import RequestScope, current
 from limify.core.storage import DEFAULTS, StorageLike
 from limify.errors import RateLimitExceeded
@@ -141,14 +140,25 @@ class FunctionLimit:
             if get_key is None:
                 keys = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, None)
                 self._constant_check = Check(self.spec, keys, self.plans, cost)
-            elif len(self.plans) == 1 and not self.shared[0]:
+            elif self._single_limit():
                 # limit_keys' single-limit layout, with the identity appended per call.
                 self._keyed_prefix = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, "")[0]
+        #: A lease limit's one storage key when nothing in it depends on the call but the
+        #: identity: the keyed prefix (the encoded identity appended per call) or the key.
+        self._lease_key: str | None = None
+        if self.leases and provider is None and not callable(cost) and self._single_limit():
+            identity = None if get_key is None else ""
+            self._lease_key = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, identity)[0]
         #: ``fast_check(args, kwargs)``: :meth:`fast_admit` as one closure of the current
-        #: defaults (see :meth:`_build_fast`); the wrappers call it directly. It rebuilds
+        #: defaults (see :func:`limify.core.fast_paths.admission`); the wrappers call it directly. It rebuilds
         #: itself when :func:`limify.configure` changes the defaults.
-        self.fast_check: Callable[[tuple[Any, ...], dict[str, Any]], bool] = self.fast_admit
+        self.fast_check: FastCheck = self.fast_admit
+        #: ``fast_lease(args, kwargs)``: :meth:`fast_acquire` as one closure, rebuilt as ``fast_check`` is.
+        self.fast_lease: FastLease = self.fast_acquire
         self._raises = not wait
+
+    def _single_limit(self) -> bool:
+        return len(self.plans) == 1 and not self.shared[0]
 
     def fast_admit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Admit a plain call on the store's hot path; ``False``: take :meth:`admit` instead.
@@ -163,66 +173,21 @@ class FunctionLimit:
         someone listens to, and calls in a web request (whose decision joins the
         request's), go through the engine.
         """
-        self.fast_check = fast = self._build_fast()
+        self.fast_check = fast = fast_paths.admission(self)
         return fast(args, kwargs)
 
-    def _build_fast(self) -> Callable[[tuple[Any, ...], dict[str, Any]], bool]:
-        """The :meth:`fast_admit` of this limit under the current defaults: one closure, its
-        parts settled now, that hands over to :meth:`fast_admit` (a rebuild) once they change."""
-        version, defaults, rebuild = DEFAULTS.version, DEFAULTS, self.fast_admit
+    def fast_acquire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Held | None:
+        """Take a lease limit's slot on the store's hot path; ``None``: take :meth:`admit` instead.
 
-        def never(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-            return defaults.version != version and rebuild(args, kwargs)
-
-        prefix = self._keyed_prefix
-        if prefix is None or not store_answers_alone(self.engine.settings):
-            return never
-        store, cost, raises = self.engine.store, self.cost, self._raises
-        get_key, limit, listeners, in_request = self.get_key, self.plans[0].limit, events.listeners, current
-        assert get_key is not None and not callable(cost)
-        cache = self.engine.settings.cache
-        held = None if cache is None else cache.held  # empty (the usual case): nothing to look up
-        if type(store) is not InMemoryAdapter:
-            if cache is None or not raises:
-                return never
-
-            def known_refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-                # A remote store: only a refusal known to hold is answered here, without a round trip.
-                if defaults.version != version:
-                    return rebuild(args, kwargs)
-                if not held or listeners or in_request() is not None:
-                    return False
-                key = prefix + encode_part(get_key(None, args, kwargs))
-                found = cache.refusal((key,), cost)
-                if found is None:
-                    return False
-                raise RateLimitExceeded.refused(key, found[0], limit, found[1], found[2])
-
-            return known_refusal
-        run = store.runner(self.spec, self.plans[0], cost)
-
-        def in_memory(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-            if defaults.version != version:
-                return rebuild(args, kwargs)
-            if listeners or in_request() is not None:
-                return False
-            key = prefix + encode_part(get_key(None, args, kwargs))
-            if held:
-                found = cache.refusal((key,), cost)  # type: ignore[union-attr]
-                if found is not None:
-                    if raises:
-                        raise RateLimitExceeded.refused(key, found[0], limit, found[1], found[2])
-                    return False  # a limit that waits: the engine waits it out
-            step = run(key)
-            if step[0]:
-                return True
-            if cache is not None:
-                cache.remember((key,), cost, Outcome(False, step[1], step[2], step[3], 0, 0))
-            if raises:
-                raise RateLimitExceeded.refused(key, step[1], limit, step[2], step[3])
-            return False
-
-        return in_memory
+        :meth:`fast_admit`'s twin for ``concurrency`` limits of one plan and a fixed
+        cost on an in-memory store: the lease is named by an in-process token (the
+        store is this process's alone) and taken by the store's runner directly.
+        The answer ``(run, key, token)`` is released with ``run(key, token, True)``
+        when the call returns; a refusal raises here (a limit that waits, decisions
+        someone listens to and calls in a web request go through the engine).
+        """
+        self.fast_lease = fast = fast_paths.lease(self)
+        return fast(args, kwargs)
 
     def prepare(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Check:
         """The Check of one call: keys, plans, cost (and, with a give-back, a fresh token)."""

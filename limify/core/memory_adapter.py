@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time as _time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, overload
 
 from limify.core.algorithms.base import AlgorithmSpec, Outcome, StepTuple, run_limits
 from limify.core.check import Check
@@ -14,7 +14,17 @@ from limify.core.forksafe import fork_safe_lock
 from limify.core.plan import Plan
 from limify.core.refusals import forget_cleared
 
-__all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS"]
+__all__ = ["InMemoryAdapter", "DEFAULT_MAX_KEYS", "Run"]
+
+
+class Run(Protocol):
+    """What :meth:`InMemoryAdapter.runner` returns: a check of one key, or a release."""
+
+    @overload
+    def __call__(self, key: str, token: str = "", release: Literal[False] = False) -> StepTuple: ...
+    @overload
+    def __call__(self, key: str, token: str, release: Literal[True]) -> None: ...
+
 
 #: Default bound on the number of keys one :class:`InMemoryAdapter` holds.
 DEFAULT_MAX_KEYS = 1_000_000
@@ -107,22 +117,25 @@ class InMemoryAdapter:
                 self._store(keys[index], state, ttl, now)
             return outcome
 
-    def runner(self, spec: AlgorithmSpec, plan: Plan, cost: int) -> Callable[[str], StepTuple]:
+    def runner(self, spec: AlgorithmSpec, plan: Plan, cost: int) -> Run:
         """The hot path of one-key checks: ``run(key)`` CONSUMEs ``cost`` under ``plan``.
 
         It decides exactly as :meth:`execute` would for ``Check(spec, (key,), (plan,),
         cost)``, and returns the transition's :data:`~limify.core.algorithms.base.StepTuple`,
         without building a Check or an Outcome per call (``@rate_limit`` uses it for
-        limits with one plan, one key and a fixed cost).
+        limits with one plan, one key and a fixed cost). ``run(key, token)`` runs the
+        check under a call token (a lease's name); ``run(key, token, True)`` is the
+        REFUND of that token instead (a lease's release), and returns ``None``.
         """
-        transition, now_us, data, make_room = spec.transition, self.clock.now_us, self._data, self._make_room
+        transition, give_back = spec.transition, spec.refund
+        now_us, data, make_room = self.clock.now_us, self._data, self._make_room
         # The system clock's now_us() written out (no frame per call); time.time_ns is looked
         # up at each call, as SystemClock does, so that freezegun's patch applies.
         system = type(self.clock) is SystemClock
 
         # _load and _store written out, and the lock taken without a with-block (about
         # half the instructions): this is the hot path of every decorated call.
-        def run(key: str) -> StepTuple:
+        def run(key: str, token: str = "", release: bool = False) -> StepTuple | None:
             lock = self._lock  # read at each call: a forked child gets a fresh lock
             lock.acquire()
             try:
@@ -136,20 +149,25 @@ class InMemoryAdapter:
                 else:
                     data.move_to_end(key)
                     state = entry[0]
-                step = transition(state, now, plan, cost, "")
-                if step[0]:
-                    ttl = step[5]
-                    if ttl <= 0:
-                        data.pop(key, None)
-                    else:
-                        if entry is None:  # a new key lands at the recent end
-                            make_room(now)
-                        data[key] = (step[4], now + ttl)
+                if release:
+                    state, ttl = give_back(state, now, plan, cost, token)
+                    step = None
+                else:
+                    step = transition(state, now, plan, cost, token)
+                    if not step[0]:
+                        return step
+                    state, ttl = step[4], step[5]
+                if ttl <= 0:
+                    data.pop(key, None)
+                else:
+                    if entry is None:  # a new key lands at the recent end
+                        make_room(now)
+                    data[key] = (state, now + ttl)
                 return step
             finally:
                 lock.release()
 
-        return run
+        return run  # type: ignore[return-value]
 
     async def execute_async(self, check: Check) -> Outcome:
         """Same as :meth:`execute`; it never blocks on I/O, so it is safe in any event loop."""

@@ -51,6 +51,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -98,11 +99,17 @@ class Leases(NamedTuple):
 
 
 _EXPIRY = itemgetter(0)
+_EMPTY = Leases({}, [], 0)
+#: ``Leases(...)`` without the Python-level ``__new__`` a NamedTuple has: ``_leases((by_token, order, held))``.
+_leases = partial(tuple.__new__, Leases)
 
 
 def _first_live(state: Leases, now: int) -> tuple[int, int]:
     """Index in ``state.order`` of the first live lease, and the cost of those before it."""
-    first = bisect_right(state.order, now, key=_EXPIRY)
+    order = state.order
+    if not order or order[0][0] > now:  # nothing expired: the usual case
+        return 0, 0
+    first = bisect_right(order, now, key=_EXPIRY)
     by_token = state.by_token
     return first, sum(by_token[token][1] for _, token in state.order[:first])
 
@@ -118,7 +125,7 @@ def _without(state: Leases, first_live: int, token: str) -> Leases:
     if mine is not None:  # a live lease (an expired one went with the others)
         held -= mine[1]
         del order[bisect_left(order, (mine[0], token))]
-    return Leases(by_token, order, held)
+    return _leases((by_token, order, held))
 
 
 def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str = "") -> StepTuple:
@@ -126,7 +133,17 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
     limit = plan.limit
     period = plan.period_us
     if state is None:
-        state = Leases({}, [], 0)
+        if cost <= limit:  # the first lease of the key: the general case below, written short
+            expiry = now + period
+            return (
+                True,
+                limit - cost,
+                period,
+                0,
+                _leases(({token: (expiry, cost)}, [(expiry, token)], cost)),
+                period,
+            )
+        state = _EMPTY
     first_live, expired_cost = _first_live(state, now)
     in_flight = state.held - expired_cost
     mine = state.by_token.get(token)
@@ -137,7 +154,7 @@ def transition(state: Leases | None, now: int, plan: Plan, cost: int, token: str
         expiry = now + period
         leased.by_token[token] = (expiry, cost)
         insort(leased.order, (expiry, token))
-        new_state = Leases(leased.by_token, leased.order, leased.held + cost)
+        new_state = _leases((leased.by_token, leased.order, leased.held + cost))
         reset = new_state.order[-1][0] - now
         return (True, limit - others - cost, reset, 0, new_state, reset)
     last = state.order[-1][0] if state.order else now
@@ -165,8 +182,8 @@ def refund(
     state: Leases | None, now: int, plan: Plan, cost: int, token: str = ""
 ) -> tuple[Leases | None, int]:
     """Release ``token``'s lease, if it holds one (twin of ``refund`` in the Lua)."""
-    if state is None:
-        return None, 0
+    if state is None or (len(state.by_token) == 1 and token in state.by_token):
+        return None, 0  # nothing held, or the last lease released: no state at all
     first_live, _ = _first_live(state, now)
     if first_live == 0 and token not in state.by_token:
         return state, state.order[-1][0] - now  # nothing to drop: every lease is live
