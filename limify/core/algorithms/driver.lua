@@ -22,6 +22,24 @@ local cost = tonumber(ARGV[2])
 local mode = ARGV[3]
 local width = tonumber(ARGV[4])
 local token = ARGV[5]
+if #KEYS == 1 and mode ~= '2' then
+  -- One limit, the common case: one step and no tables but the plan's (as run_limits does).
+  local plan = {}
+  for j = 1, width do
+    plan[j] = tonumber(ARGV[5 + j])
+  end
+  local state = load(KEYS[1], plan)
+  local allowed, remaining, reset, retry, new_state, ttl = transition(state, now, plan, cost, token)
+  if mode == '1' then
+    if allowed then
+      save(KEYS[1], new_state, ttl, plan)
+    elseif on_refusal ~= nil then
+      local refused_state, refused_ttl = on_refusal(state, now, plan, cost, token)
+      if refused_ttl ~= nil then save(KEYS[1], refused_state, refused_ttl, plan) end
+    end
+  end
+  return {allowed and 1 or 0, remaining, reset, retry, 0, now}
+end
 local steps = {}
 local plans, states = {}, {}
 local pick = 1

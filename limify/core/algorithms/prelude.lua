@@ -68,9 +68,7 @@ local function bucket_of(state, empty, now)
 end
 
 -- "<float>:<int>": the state of the token and leaky buckets (level or tokens, stamp).
-local function save_level(key, state, ttl_us)
-  set_or_drop(key, ttl_us > 0 and string.format('%.17g', state[1]) .. ':' .. string.format('%d', state[2]), ttl_us)
-end
+local save_level = save_as('%.17g:%d')
 
 -- Twin of admission_of in base.py: a refund's token "<admitted_us>:<call token>"
 -- split into its parts; any other token gives (nil, token).
