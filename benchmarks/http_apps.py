@@ -19,7 +19,8 @@ and ``/_gc``, outside every limit, which reports the garbage collector's work so
 far (collections and milliseconds per generation, timed by a ``gc.callbacks``
 hook that only measures): the runner reads it before and after each measurement.
 
-Contenders: ``baseline`` (no limiter), ``limify-middleware`` (rules matched by
+Contenders: ``baseline`` (no limiter; on Redis, one ``PING`` per request and no
+limit), ``limify-middleware`` (rules matched by
 :class:`~limify.adapters.fastapi.middleware.LimifyMiddleware`),
 ``limify-dependency`` (a ``RateLimit`` dependency per route, with Limify's
 exception handlers), ``limify-decorator`` (``@rate_limit`` on the endpoints, keyed
@@ -122,9 +123,30 @@ def _ok() -> dict[str, bool]:
     return {"ok": True}
 
 
-def _baseline(app: Any, store: str, url: str, tag: str) -> None:
+def _baseline(app: Any, store: str, url: str, tag: str) -> Callable[[], Any] | None:
+    if store == "memory":
+        for path in ROUTES.values():
+            app.get(path)(_plain())
+        return None
+    # No limit, one Redis round trip (PING) per request: the reference of the Redis rows.
+    # A request that awaits anything keeps its whole stack alive meanwhile, and with many in
+    # flight the collector runs far more often than for requests that never suspend.
+    clients: list[Any] = []
+
+    async def endpoint() -> dict[str, bool]:
+        await clients[0].ping()
+        return _ok()
+
     for path in ROUTES.values():
-        app.get(path)(_plain())
+        app.get(path)(endpoint)
+
+    async def connect() -> Any:
+        import redis.asyncio
+
+        clients.append(redis.asyncio.Redis.from_url(url))
+        return clients[0]
+
+    return connect
 
 
 def _plain() -> Endpoint:

@@ -129,15 +129,18 @@ class Row:
 
     @property
     def name(self) -> str:
-        store = "" if self.contender == "baseline" else f", {self.store}"
-        return f"{LABELS[self.contender]}{store}"
+        if self.contender == "baseline":
+            return LABELS["baseline"] if self.store == "memory" else f"{LABELS['baseline']}, one Redis PING"
+        return f"{LABELS[self.contender]}, {self.store}"
 
 
 def rows_to_measure(available: set[str]) -> list[Row]:
-    """Every row: the baseline once, each limiter on each store, allowed and refused, and the
+    """Every row: the baseline once per store, each limiter on each store, allowed and refused, and the
     middleware's unmatched route; peers only when importable."""
     rows = [Row("baseline", "memory", "allowed")]
     for store in STORES:
+        if store != "memory":
+            rows.append(Row("baseline", store, "allowed"))
         for contender in CONTENDERS[1:]:
             if contender in PEER_MODULES and contender not in available:
                 continue

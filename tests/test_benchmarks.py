@@ -155,11 +155,12 @@ def test_missing_peers_leave_limify_and_floors_and_say_so() -> None:
 @pytest.mark.slow
 def test_http_section_serves_every_contender_on_both_stores(quick_run: Run) -> None:
     """wrk drove every app: Limify's three set-ups and the installed peers, on memory and on Redis,
-    allowed (all admitted), refused (all 429) and the middleware's unmatched route, with latencies."""
+    allowed (all admitted), refused (all 429) and the middleware's unmatched route, with latencies;
+    and the apps without a limit: in memory, and with one Redis PING per request."""
     stdout, document = quick_run
     section = document["http"]
     rows = {(row["contender"], row["store"], row["path"]): row for row in section["rows"]}
-    expected = {("baseline", "memory", "allowed")}
+    expected = {("baseline", "memory", "allowed"), ("baseline", "redis", "allowed")}
     contenders = ["limify-middleware", "limify-dependency", "limify-decorator"]
     contenders += [name for name, version in section["server"]["peers"].items() if version]
     for store in ("memory", "redis"):
