@@ -176,34 +176,36 @@ class AsyncSender:
             raise RuntimeError("the Redis client of this adapter is gone")
         token = SENDING.set(True)
         try:
-            connection, release = await self._checkout(client)
+            connection, release, checked = await self._checkout(client)
             try:
                 # Closed by the server while idle (its `timeout`), or left with unread
                 # data: nothing was sent on it yet, so a fresh connection is safe.
-                stale = await is_stale(connection)
+                stale = False if checked else await is_stale(connection)
                 return await self._exchange(client, connection, commands, stale)
             finally:
                 await release()
         finally:
             SENDING.reset(token)
 
-    async def _checkout(self, client: Any) -> tuple[Any, Callable[[], Awaitable[Any]]]:
+    async def _checkout(self, client: Any) -> tuple[Any, Callable[[], Awaitable[Any]], bool]:
+        """The connection to send on, how to give it back, and whether it was checked for
+        EOF and unread data on the way (see :func:`is_stale`)."""
         if getattr(client, "single_connection_client", False):
             await client.initialize()
             single = client.connection
             lock = getattr(client, "_single_conn_lock", None)
             if lock is None:
-                return single, _nothing
+                return single, _nothing, False
             await lock.acquire()
 
             async def unlock() -> None:
                 lock.release()
 
-            return single, unlock
+            return single, unlock, False
         pool = client.connection_pool
         gate_retry(pool.connection_kwargs, AsyncGate)
         connection = await pool.get_connection(*self._checkout_args)
-        return connection, lambda: pool.release(connection)
+        return connection, lambda: pool.release(connection), _checks_on_checkout(pool)
 
     async def _exchange(
         self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], stale: bool
@@ -249,6 +251,19 @@ def _is_stale_sync(connection: Any) -> bool:
         if client_error_names(error) & {"ConnectionError", "TimeoutError"} or isinstance(error, OSError):
             return True
         raise
+
+
+def _checks_on_checkout(pool: Any) -> bool:
+    """Whether ``pool`` replaced the connection it handed out if it was closed or held unread data.
+
+    redis.asyncio's and valkey's pools do (``ensure_connection``), except redis-py 8's
+    with maintenance notifications on; checking again would cost each call another
+    timed read and a turn of the event loop.
+    """
+    if not hasattr(pool, "ensure_connection"):
+        return False
+    notifications = getattr(pool, "maint_notifications_enabled", None)
+    return notifications is None or not notifications()
 
 
 async def _nothing() -> None:
