@@ -6,10 +6,13 @@ cluster clients' twins and the sender factories.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -218,16 +221,30 @@ class AsyncSender:
             server = _server_of(connection)
             if self._evictions.claim(server):
                 await self._check_eviction(connection, server)
-            await connection.send_packed_command(packed(commands, connection))
-            if len(commands) > 1 and getattr(connection, "socket_timeout", None):
-                return await _read_batch(client, connection, commands)
-            replies = []
-            for args in commands:
-                try:
-                    replies.append(await client.parse_response(connection, args[0]))
-                except Exception as error:
-                    replies.append(reply_in_place(error))
-            return replies
+            data = packed(commands, connection)
+            # One deadline for the round trip instead of the connection's own timeout, which
+            # redis.asyncio applies by running every send as a task under wait_for and arming
+            # a timer around every read (a fifth of a script's client time, a tenth of each
+            # check's in a pipeline). The connection is ours alone until it goes back.
+            timeout = getattr(connection, "socket_timeout", None)
+            connection.socket_timeout = None
+            try:
+                async with _deadline(timeout):
+                    await connection.send_packed_command(data)
+                    replies = []
+                    for args in commands:
+                        try:
+                            replies.append(await client.parse_response(connection, args[0]))
+                        except Exception as error:
+                            replies.append(reply_in_place(error))
+                    return replies
+            except TimeoutError:
+                if timeout is None:
+                    raise
+                # An OSError: unreachable, as the client's own timeout is.
+                raise TimeoutError(f"Timeout talking to {server} after {timeout} s") from None
+            finally:
+                connection.socket_timeout = timeout
         except BaseException as error:
             if not is_reply_error(error):
                 await quietly_async(connection.disconnect(nowait=True))
@@ -317,28 +334,14 @@ def _read_reply_sync(client: Any, connection: Any, command: tuple[Any, ...]) -> 
         return reply_in_place(error)
 
 
-async def _read_reply(client: Any, connection: Any, command: tuple[Any, ...]) -> Any:
-    """The reply to ``command``; an error reply is returned in place, anything else raised."""
-    try:
-        return await client.parse_response(connection, command[0])
-    except Exception as error:
-        return reply_in_place(error)
+@contextlib.asynccontextmanager
+async def _fail_after(seconds: float | None) -> AsyncIterator[None]:
+    with anyio.fail_after(seconds):
+        yield
 
 
-async def _read_batch(client: Any, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The replies of a pipeline, under one ``socket_timeout`` for all of them.
-
-    redis.asyncio arms a timer around every single read; for a pipeline of scripts
-    that was a tenth of each check's time. The connection is ours alone until it goes
-    back to the pool, so its timeout is lifted for the reads and one deadline covers
-    the batch (a pipeline of scripts is answered in milliseconds).
-    """
-    timeout = connection.socket_timeout
-    connection.socket_timeout = None
-    try:
-        with anyio.fail_after(timeout):
-            return [await _read_reply(client, connection, args) for args in commands]
-    except TimeoutError:  # an OSError: unreachable, as the client's own timeout is
-        raise TimeoutError(f"Timeout reading from {_server_of(connection)} after {timeout} s") from None
-    finally:
-        connection.socket_timeout = timeout
+#: The deadline of one exchange (``None``: none): asyncio's own timeout where it has one
+#: (3.11), which costs a fraction of anyio's cancel scope (redis.asyncio is asyncio's alone).
+_deadline: Callable[[float | None], AbstractAsyncContextManager[Any]] = getattr(
+    asyncio, "timeout", _fail_after
+)
