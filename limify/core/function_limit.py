@@ -150,8 +150,8 @@ class FunctionLimit:
             identity = None if get_key is None else ""
             self._lease_key = limit_keys(self.scope, self._plan_ids, self._periods, self.shared, identity)[0]
         #: ``fast_check(args, kwargs)``: :meth:`fast_admit` as one closure of the current
-        #: defaults (see :func:`limify.core.fast_paths.admission`); the wrappers call it directly. It rebuilds
-        #: itself when :func:`limify.configure` changes the defaults.
+        #: defaults (see :func:`limify.core.fast_paths.admission`); the wrappers call it
+        #: directly. It rebuilds itself when :func:`limify.configure` changes the defaults.
         self.fast_check: FastCheck = self.fast_admit
         #: ``fast_lease(args, kwargs)``: :meth:`fast_acquire` as one closure, rebuilt as ``fast_check`` is.
         self.fast_lease: FastLease = self.fast_acquire
