@@ -208,7 +208,13 @@ class AsyncSender:
         pool = client.connection_pool
         gate_retry(pool.connection_kwargs, AsyncGate)
         connection = await pool.get_connection(*self._checkout_args)
-        return connection, lambda: pool.release(connection), _checks_on_checkout(pool)
+        # redis.asyncio's and valkey's pools replace a connection found closed or holding
+        # unread data (ensure_connection), except redis-py 8's with maintenance notifications
+        # on; checking again would cost each call another timed read and a turn of the loop.
+        # (Written here rather than in a helper: one frame less on every call.)
+        notifications = getattr(pool, "maint_notifications_enabled", None)
+        checked = hasattr(pool, "ensure_connection") and (notifications is None or not notifications())
+        return connection, lambda: pool.release(connection), checked
 
     async def _exchange(
         self, client: Any, connection: Any, commands: Sequence[tuple[Any, ...]], stale: bool
@@ -268,19 +274,6 @@ def _is_stale_sync(connection: Any) -> bool:
         if client_error_names(error) & {"ConnectionError", "TimeoutError"} or isinstance(error, OSError):
             return True
         raise
-
-
-def _checks_on_checkout(pool: Any) -> bool:
-    """Whether ``pool`` replaced the connection it handed out if it was closed or held unread data.
-
-    redis.asyncio's and valkey's pools do (``ensure_connection``), except redis-py 8's
-    with maintenance notifications on; checking again would cost each call another
-    timed read and a turn of the event loop.
-    """
-    if not hasattr(pool, "ensure_connection"):
-        return False
-    notifications = getattr(pool, "maint_notifications_enabled", None)
-    return notifications is None or not notifications()
 
 
 async def _nothing() -> None:
